@@ -1,0 +1,233 @@
+"""``campaign``: plan, launch, watch and analyse energy measurement campaigns.
+
+Every command takes Hydra overrides (``key=value``, ``+sweep=NAME``); bad input is refused
+with one line naming the value and what is allowed, before anything runs or is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from campaign.config import ConfigError, compose, db_url, validate
+
+USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that carry a user-facing one-line message (imported lazily)."""
+    from db.engine import DatabaseError
+    from db.store import CampaignExists, CampaignNotFound
+    from jobs.cell import CellSpecError
+    from jobs.data import DataError
+    from jobs.meters.base import MeterError
+
+    return (ConfigError, DatabaseError, CampaignExists, CampaignNotFound, CellSpecError, DataError, MeterError)
+
+
+def _store(cfg: dict[str, Any]):  # type: ignore[no-untyped-def]
+    from db.engine import make_engine
+    from db.store import ResultStore
+
+    return ResultStore(make_engine(db_url(cfg), echo=bool(cfg["db"]["echo"])))
+
+
+def _plan(cfg: dict[str, Any]):  # type: ignore[no-untyped-def]
+    from campaign.plan import make_plan, resolve_architectures
+
+    validate(cfg)
+    return make_plan(cfg, resolve_architectures(cfg))
+
+
+def _print_plan(console: Console, cfg: dict[str, Any], plan: Any) -> None:
+    counts = plan.counts()
+    table = Table(title=f"plan for sweep {cfg['sweep']}")
+    table.add_column("GPU type")
+    for e in cfg["epochs"]:
+        table.add_column(f"{e} epochs", justify="right")
+    table.add_column("total", justify="right")
+    for g in cfg["gpus"]:
+        row = [counts.get((g, e), 0) for e in cfg["epochs"]]
+        table.add_row(g, *map(str, row), str(sum(row)))
+    console.print(table)
+    archs = Table(title="architectures")
+    for col in ("hash", "vertices", "edges", "params", "MFLOPs"):
+        archs.add_column(col, justify="right" if col != "hash" else "left")
+    for a in plan.archs[:20]:
+        archs.add_row(a.arch_hash, str(a.num_vertices), str(a.num_edges), f"{a.params:,}", f"{a.flops / 1e6:,.1f}")
+    console.print(archs)
+    if len(plan.archs) > 20:
+        console.print(f"... and {len(plan.archs) - 20} more architectures")
+    console.print(
+        f"{len(plan.archs)} architectures x {len(cfg['epochs'])} epoch budgets x {len(cfg['gpus'])} GPU types "
+        f"x {cfg['seeds']} seeds = {len(plan.trials):,} trials"
+    )
+
+
+def preflight(cfg: dict[str, Any]) -> None:
+    """What must hold before anything is recorded or submitted: data present, devices usable."""
+    from jobs.data import DatasetConfig, check_dataset
+
+    check_dataset(DatasetConfig(**cfg["dataset"]))
+    if cfg["launcher"]["name"] == "local":
+        wants_gpu = [g for g in cfg["gpus"] if g != "cpu"]
+        if wants_gpu or cfg["device"] == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                what = f"GPU type {wants_gpu[0]!r}" if wants_gpu else "device=cuda"
+                raise ConfigError(
+                    f"{what} needs a GPU but none is visible here (torch.cuda.is_available() is False); "
+                    "use gpus=[cpu] for a local run, or launcher=slurm / launcher=ray to run on GPU nodes"
+                )
+
+
+def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    cfg = compose(args.overrides)
+    _print_plan(console, cfg, _plan(cfg))
+    return 0
+
+
+def cmd_launch(args: argparse.Namespace, console: Console) -> int:
+    from campaign.revision import code_revision
+
+    cfg = compose(args.overrides)
+    plan = _plan(cfg)
+    preflight(cfg)
+    name = cfg["name"] or f"{cfg['sweep']}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    cfg["name"] = name
+    root = str(Path(cfg["root"]).expanduser().resolve())
+    store = _store(cfg)
+    store.create_campaign(name, cfg["sweep"], root, code_revision(), cfg, plan.archs, plan.trials)
+    console.print(f"campaign [bold]{name}[/]: {len(plan.trials)} trials recorded in {_redacted(cfg)}")
+    launcher = cfg["launcher"]["name"]
+    if launcher != "local":
+        raise ConfigError(f"launcher {launcher!r} is not available yet in this version (allowed: local)")
+    from campaign.launchers.local import run_local
+
+    summaries = run_local(store, db_url(cfg), name, root, cfg["gpus"], len(plan.trials),
+                          int(args.max_failures or cfg["max_failures"]), console)
+    for s in summaries:
+        if s.stopped_reason != "no pending trials left":
+            console.print(f"[red]worker stopped: {s.stopped_reason}[/]")
+    console.print(f"next: campaign status {name} root={cfg['root']}  |  campaign analyze {name} root={cfg['root']}")
+    return 0 if all(s.failed == 0 for s in summaries) else 1
+
+
+def _redacted(cfg: dict[str, Any]) -> str:
+    from db.engine import redact
+
+    return redact(db_url(cfg))
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    cfg = compose(args.overrides)
+    store = _store(cfg)
+    info = store.campaign(args.name)
+    rows = store.status_rows(info.id)
+    table = Table(title=f"campaign {info.name} (sweep {info.sweep}, created {info.created_at:%Y-%m-%d %H:%M})")
+    for col in ("GPU type", "epochs", "pending", "running", "done", "failed", "energy (kJ)", "power source"):
+        table.add_column(col, justify="left" if col in ("GPU type", "power source") else "right")
+    for r in rows:
+        table.add_row(r["gpu_type"], str(r["epochs"]), str(r["pending"]), str(r["running"]), str(r["done"]),
+                      str(r["failed"] + r["cancelled"]), f"{r['energy_j'] / 1e3:.2f}", r["power_source"] or "-")
+    console.print(table)
+    done = sum(r["done"] for r in rows)
+    total = sum(r[s] for r in rows for s in ("pending", "running", "done", "failed", "cancelled"))
+    console.print(f"{done}/{total} trials done; {sum(r['energy_j'] for r in rows) / 3.6e3:.3f} Wh measured so far")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    cfg = compose(args.overrides)
+    rows = _store(cfg).list_campaigns()
+    table = Table(title=f"campaigns in {_redacted(cfg)}")
+    for col in ("name", "sweep", "created (UTC)", "trials", "done", "failed", "pending"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["sweep"], f"{r['created_at']:%Y-%m-%d %H:%M}", str(r["trials"]), str(r["done"]),
+                      str(r["failed"]), str(r["pending"]))
+    console.print(table)
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace, console: Console) -> int:
+    from analysis.report import write_report
+
+    cfg = compose(args.overrides)
+    store = _store(cfg)
+    info = store.campaign(args.name)
+    out = Path(cfg["root"]).expanduser().resolve() / info.name / "report"
+    page = write_report(store, info, out)
+    console.print(f"report written: {page}")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, console: Console) -> int:
+    from db.engine import make_engine
+    from db.migrate import current_revision, upgrade
+
+    cfg = compose(args.overrides)
+    engine = make_engine(db_url(cfg))
+    upgrade(engine)
+    console.print(f"database {_redacted(cfg)} is at revision {current_revision(engine)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="campaign",
+        description="Energy measurement campaigns for deep-learning training. "
+        "Every command accepts Hydra overrides such as root=DIR db.url=URL +sweep=NAME.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Any, help_: str, with_name: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        if with_name:
+            p.add_argument("name", help="campaign name")
+        p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. +sweep=smoke seeds=5 root=DIR")
+        p.set_defaults(fn=fn)
+        return p
+
+    add("plan", cmd_plan, "print the plan of a sweep (trials per GPU type and epoch budget); runs nothing")
+    launch = add("launch", cmd_launch, "plan, record and run a sweep (campaign launch +sweep=smoke)")
+    launch.add_argument("--max-failures", type=int, default=None, help="stop a worker after N failed trials in a row")
+    add("status", cmd_status, "trials by state and energy so far, per GPU type x epoch budget", with_name=True)
+    add("list", cmd_list, "list the campaigns in a database")
+    add("analyze", cmd_analyze, "write the report folder ROOT/NAME/report/", with_name=True)
+    db = sub.add_parser("db", help="database maintenance", description="database maintenance")
+    dbsub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    up = dbsub.add_parser("upgrade", help="create or migrate the schema to the newest revision")
+    up.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. db.url=URL")
+    up.set_defaults(fn=cmd_db)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    console = Console()
+    try:
+        return int(args.fn(args, console))
+    except KeyboardInterrupt:
+        print("campaign: interrupted; `campaign resume` continues where this stopped", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if isinstance(exc, (USAGE_ERRORS, _errors())):
+            print(f"campaign: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The local launcher: one worker per GPU type, in this process, with a live progress bar."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from db.store import ClaimedTrial, ResultStore
+from jobs.worker import WorkerSpec, WorkerSummary, run_worker
+
+
+class _ProgressEvents:
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self.progress = progress
+        self.task = task
+        self.failed = 0
+
+    def trial_started(self, trial: ClaimedTrial) -> None:
+        self.progress.update(
+            self.task,
+            description=f"{trial.gpu_type} e={trial.epochs} seed={trial.seed} arch={trial.arch_hash[:8]}",
+        )
+
+    def trial_finished(self, trial: ClaimedTrial, status: str, energy_j: float | None) -> None:
+        if status != "done":
+            self.failed += 1
+        self.progress.advance(self.task)
+
+
+def run_local(
+    store: ResultStore,
+    db_url: str,
+    campaign: str,
+    root: str,
+    gpu_types: Sequence[str],
+    total: int,
+    max_failures: int,
+    console: Console,
+) -> list[WorkerSummary]:
+    """Run every pending trial of the campaign here, GPU type by GPU type."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("trials"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    summaries = []
+    start = time.monotonic()
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("warming up", total=total)
+        events = _ProgressEvents(progress, task)
+        for gpu in gpu_types:
+            spec = WorkerSpec(db_url=db_url, campaign=campaign, gpu_type=gpu, root=root, max_failures=max_failures)
+            summaries.append(run_worker(spec, events=events, store=store))
+        progress.update(task, description="finished")
+    console.print(f"ran {sum(s.done for s in summaries)} trials ({sum(s.failed for s in summaries)} failed) "
+                  f"in {time.monotonic() - start:.0f} s")
+    return summaries

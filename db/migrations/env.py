@@ -1,0 +1,25 @@
+"""Alembic environment: runs migrations on the engine handed over by ``db.migrate``."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from db.schema import Base
+
+config = context.config
+engine = config.attributes.get("engine")
+if engine is None:  # the alembic command line: take the URL from -x url=... or the ini file
+    from db.engine import make_engine
+
+    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    engine = make_engine(url)
+
+with engine.connect() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.commit()

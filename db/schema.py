@@ -1,0 +1,182 @@
+"""The whole results schema in one file (SQLAlchemy 2, declarative).
+
+Units are in column names: ``_s`` seconds, ``_j`` joules, ``_w`` watts, ``_mb`` mebibytes,
+``_mhz``, ``_c`` degrees Celsius; utilisations are percent (0-100). Times are UTC.
+Versioned by Alembic (``db/migrations``); a change here needs a new revision there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+TRIAL_STATES = ("pending", "running", "done", "failed", "cancelled")
+RUN_STATUSES = ("running", "done", "failed", "stale", "cancelled")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Campaign(Base):
+    """One planned sweep: its resolved configuration and the code that ran it."""
+
+    __tablename__ = "campaign"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, comment="campaign name, unique per database")
+    sweep: Mapped[str] = mapped_column(String(100), comment="sweep config the campaign was planned from")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), comment="UTC")
+    root: Mapped[str] = mapped_column(Text, comment="campaigns root folder at planning time")
+    code_revision: Mapped[str] = mapped_column(String(80), comment="git revision of the code (+dirty)")
+    config_json: Mapped[str] = mapped_column(Text, comment="fully resolved Hydra config, JSON")
+
+
+class Architecture(Base):
+    """A pruned NAS-Bench-101 cell, keyed by NAS-Bench-101's graph hash."""
+
+    __tablename__ = "architecture"
+    arch_hash: Mapped[str] = mapped_column(String(64), primary_key=True, comment="NAS-Bench-101 graph hash")
+    matrix_json: Mapped[str] = mapped_column(Text, comment="pruned adjacency matrix, JSON list of lists")
+    ops_json: Mapped[str] = mapped_column(Text, comment="pruned op list, JSON")
+    num_vertices: Mapped[int] = mapped_column(Integer)
+    num_edges: Mapped[int] = mapped_column(Integer)
+
+
+class Trial(Base):
+    """One (architecture, epoch budget, GPU type, seed) of a campaign; runs are its attempts."""
+
+    __tablename__ = "trial"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "trial_key", name="uq_trial_campaign_key"),
+        Index("ix_trial_campaign_state", "campaign_id", "state"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    trial_key: Mapped[str] = mapped_column(String(64), comment="hash of the fields that change the measurement")
+    arch_hash: Mapped[str] = mapped_column(ForeignKey("architecture.arch_hash"))
+    epochs: Mapped[int] = mapped_column(Integer, comment="epoch budget")
+    gpu_type: Mapped[str] = mapped_column(String(50))
+    seed: Mapped[int] = mapped_column(Integer)
+    order_index: Mapped[int] = mapped_column(Integer, comment="position in the seeded random run order")
+    params: Mapped[int] = mapped_column(BigInteger, comment="trainable parameters of the network")
+    flops: Mapped[int] = mapped_column(BigInteger, comment="forward FLOPs per image")
+    state: Mapped[str] = mapped_column(String(16), default="pending", comment="|".join(TRIAL_STATES))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, comment="runs started so far")
+    worker_id: Mapped[str | None] = mapped_column(String(200), comment="worker holding the claim")
+    updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Hardware(Base):
+    """A node and its measured devices, as the meters described them."""
+
+    __tablename__ = "hardware"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True, comment="hash of the description")
+    host: Mapped[str] = mapped_column(String(200))
+    cpu_model: Mapped[str | None] = mapped_column(String(200))
+    cpu_count: Mapped[int | None] = mapped_column(Integer)
+    ram_gb: Mapped[float | None] = mapped_column(Float)
+    gpu_name: Mapped[str | None] = mapped_column(String(200))
+    gpu_count: Mapped[int | None] = mapped_column(Integer)
+    details_json: Mapped[str] = mapped_column(Text, comment="full description from the meters (UUIDs, driver, ...)")
+
+
+class Run(Base):
+    """One attempt at a trial. Only runs with status 'done' are results."""
+
+    __tablename__ = "run"
+    __table_args__ = (UniqueConstraint("trial_id", "attempt", name="uq_run_trial_attempt"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer, comment="1 for the first run of a trial")
+    status: Mapped[str] = mapped_column(String(16), comment="|".join(RUN_STATUSES))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    host: Mapped[str] = mapped_column(String(200))
+    worker_id: Mapped[str] = mapped_column(String(200))
+    power_source: Mapped[str | None] = mapped_column(String(20), comment="nvml | simulated | ...")
+    energy_method: Mapped[str | None] = mapped_column(String(20), comment="counter | integrated")
+    dataset: Mapped[str | None] = mapped_column(String(50), comment="cifar10 | synthetic")
+    device: Mapped[str | None] = mapped_column(String(50), comment="torch device the job trained on")
+    hardware_id: Mapped[int | None] = mapped_column(ForeignKey("hardware.id"))
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_s: Mapped[float | None] = mapped_column(Float, comment="training + evaluation wall time")
+    energy_j: Mapped[float | None] = mapped_column(Float, comment="energy of train + eval phases")
+    idle_power_w: Mapped[float | None] = mapped_column(Float, comment="mean power in the idle baseline")
+    valid_accuracy: Mapped[float | None] = mapped_column(Float, comment="after the last epoch, 0-1")
+    test_accuracy: Mapped[float | None] = mapped_column(Float, comment="after the last epoch, 0-1")
+    train_images_per_s: Mapped[float | None] = mapped_column(Float)
+    trace_anchor_unix_s: Mapped[float | None] = mapped_column(Float, comment="wall-clock time at trace t_s == 0")
+    result_path: Mapped[str | None] = mapped_column(Text, comment="result file in the campaign folder")
+
+
+class Epoch(Base):
+    """Per-epoch figures of a run (epoch is 1-based)."""
+
+    __tablename__ = "epoch"
+    __table_args__ = (UniqueConstraint("run_id", "epoch", name="uq_epoch_run_epoch"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    duration_s: Mapped[float] = mapped_column(Float, comment="train + validation of this epoch")
+    energy_j: Mapped[float] = mapped_column(Float, comment="energy of this epoch's train + eval samples")
+    mean_power_w: Mapped[float | None] = mapped_column(Float)
+    train_loss: Mapped[float] = mapped_column(Float)
+    train_accuracy: Mapped[float] = mapped_column(Float, comment="0-1")
+    valid_accuracy: Mapped[float] = mapped_column(Float, comment="0-1")
+
+
+class RunPhase(Base):
+    """Pre-aggregated energy per phase of a run, written at ingestion."""
+
+    __tablename__ = "run_phase"
+    __table_args__ = (UniqueConstraint("run_id", "phase", name="uq_run_phase"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    phase: Mapped[str] = mapped_column(String(16), comment="warmup | idle | train | eval | cooldown")
+    duration_s: Mapped[float] = mapped_column(Float)
+    energy_j: Mapped[float] = mapped_column(Float)
+    mean_power_w: Mapped[float | None] = mapped_column(Float)
+    samples: Mapped[int] = mapped_column(Integer)
+
+
+class TraceSample(Base):
+    """One meter reading. Many: written through the bulk path in ``db.ingest``."""
+
+    __tablename__ = "trace_sample"
+    __table_args__ = (Index("ix_trace_run_phase", "run_id", "phase"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(20), comment="nvml | simulated | ... (as the run)")
+    device: Mapped[int] = mapped_column(Integer, comment="device index within the job")
+    t_s: Mapped[float] = mapped_column(Float, comment="monotonic seconds since the meter's wall-clock anchor")
+    phase: Mapped[str] = mapped_column(String(16))
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    power_w: Mapped[float] = mapped_column(Float)
+    energy_j: Mapped[float | None] = mapped_column(Float, comment="device energy counter since meter start")
+    gpu_util: Mapped[float | None] = mapped_column(Float)
+    mem_util: Mapped[float | None] = mapped_column(Float)
+    mem_used_mb: Mapped[float | None] = mapped_column(Float)
+    temperature_c: Mapped[float | None] = mapped_column(Float)
+    sm_clock_mhz: Mapped[float | None] = mapped_column(Float)
+    mem_clock_mhz: Mapped[float | None] = mapped_column(Float)
+    power_limit_w: Mapped[float | None] = mapped_column(Float)
+    cpu_util: Mapped[float | None] = mapped_column(Float)
+    rss_mb: Mapped[float | None] = mapped_column(Float)
+

@@ -1,0 +1,216 @@
+"""The worker: what runs on a node. It holds one device, warms it up once, then claims and runs
+trials one by one under the measurement protocol, writing each result file before ingesting it.
+
+The same code runs in-process (local launcher), in a Slurm task (submitit) and in a Ray task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+import platform
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from db.engine import make_engine
+from db.store import ClaimedTrial, ResultStore
+from jobs import protocol
+from jobs.meters import make_meter
+from jobs.meters.base import SAMPLE_FIELDS, PowerMeter, Sample
+from jobs.results import result_path, write_atomic
+
+log = logging.getLogger(__name__)
+
+
+class WorkerEvents(Protocol):
+    def trial_started(self, trial: ClaimedTrial) -> None: ...
+
+    def trial_finished(self, trial: ClaimedTrial, status: str, energy_j: float | None) -> None: ...
+
+
+@dataclasses.dataclass
+class WorkerSpec:
+    """What a worker needs to know; small and picklable (sent to Slurm and Ray as is)."""
+
+    db_url: str
+    campaign: str
+    gpu_type: str
+    root: str
+    keys: Sequence[str] | None = None  # only these trials (a chunk); None: any pending one
+    worker_id: str = ""
+    max_failures: int = 3
+
+
+@dataclasses.dataclass
+class WorkerSummary:
+    worker_id: str
+    done: int = 0
+    failed: int = 0
+    stopped_reason: str = "no pending trials left"
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` is CUDA where torch sees a GPU, else the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def host_description() -> dict[str, Any]:
+    """The node's identity for the hardware table."""
+    import psutil
+
+    cpu_model = platform.processor() or None
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "host": socket.gethostname(),
+        "cpu_model": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 2),
+    }
+
+
+def _columns(samples: Sequence[Sample]) -> dict[str, list[Any]]:
+    return {f: [getattr(s, f) for s in samples] for f in SAMPLE_FIELDS}
+
+
+def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: ResultStore | None = None) -> WorkerSummary:
+    """Run pending trials of ``spec.campaign`` for ``spec.gpu_type`` until none are left or the
+    worker fails ``max_failures`` trials in a row."""
+    worker_id = spec.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    store = store or ResultStore(make_engine(spec.db_url))
+    info = store.campaign(spec.campaign)
+    cfg = info.config
+    device = resolve_device(cfg["device"])
+    summary = WorkerSummary(worker_id)
+
+    from jobs.data import DatasetConfig, load_dataset
+
+    data = load_dataset(DatasetConfig(**cfg["dataset"]))
+    meter = make_meter(cfg["meter"]["kind"], rate_hz=cfg["meter"]["rate_hz"])
+    hardware = {**host_description(), **meter.hardware()}
+    meter.start()
+    try:
+        meter.mark("warmup")
+        protocol.warm_up(cfg["protocol"]["warmup_s"], device)
+        failures_in_row = 0
+        while True:
+            trial = store.claim_next(info.id, spec.gpu_type, worker_id, socket.gethostname(), spec.keys)
+            if trial is None:
+                break
+            if events:
+                events.trial_started(trial)
+            result = run_trial(trial, cfg, data, meter, device, worker_id, hardware,
+                               heartbeat=lambda t=trial: store.heartbeat(t.run_id))  # type: ignore[misc]
+            result["campaign"] = spec.campaign
+            path = write_atomic(result_path(spec.root, spec.campaign, trial.trial_key, trial.attempt),
+                                {**result, "result_path": None})
+            result["result_path"] = str(path)
+            try:
+                store.ingest(result)
+            except Exception as exc:  # the file is safe; the next ingestion picks it up
+                log.warning("could not store %s (kept in %s): %s", trial.trial_key, path, exc)
+            if events:
+                events.trial_finished(trial, result["status"], result.get("energy_j"))
+            if result["status"] == "done":
+                summary.done += 1
+                failures_in_row = 0
+            else:
+                summary.failed += 1
+                failures_in_row += 1
+                if failures_in_row >= spec.max_failures:
+                    summary.stopped_reason = f"{failures_in_row} trials failed in a row (max_failures={spec.max_failures})"
+                    break
+    finally:
+        meter.stop()
+    return summary
+
+
+def run_trial(
+    trial: ClaimedTrial,
+    cfg: dict[str, Any],
+    data: Any,
+    meter: PowerMeter,
+    device: str,
+    worker_id: str,
+    hardware: dict[str, Any],
+    heartbeat: Callable[[], None],
+) -> dict[str, Any]:
+    """One trial under the protocol: idle baseline, training with tagged phases, cool-down.
+
+    Never raises for a failing trial: the failure is the result (status failed, error text)."""
+    from jobs.cell import CellSpec
+    from jobs.network import NetworkConfig
+    from jobs.recipe import RecipeConfig
+    from jobs.train import train
+
+    started = dt.datetime.now(dt.UTC)
+    beat_every = float(cfg["protocol"]["heartbeat_s"])
+    last_beat = [time.monotonic()]
+
+    def on_step() -> None:
+        now = time.monotonic()
+        if now - last_beat[0] >= beat_every:
+            last_beat[0] = now
+            try:
+                heartbeat()
+            except Exception as exc:  # a database hiccup must not kill the measurement
+                log.warning("heartbeat failed: %s", exc)
+
+    result: dict[str, Any] = {
+        "format": 1, "trial_key": trial.trial_key, "attempt": trial.attempt, "status": "failed",
+        "error": None, "started_at": started.isoformat(), "host": socket.gethostname(),
+        "worker_id": worker_id, "power_source": meter.source, "dataset": data.name, "device": device,
+        "hardware": hardware, "trace_anchor_unix_s": meter.anchor_unix_s, "epochs": [], "phases": [],
+    }
+    outcome = None
+    try:
+        meter.mark("idle")
+        protocol.pause(cfg["protocol"]["idle_s"])
+        spec = CellSpec.create(trial.matrix, trial.ops)
+        outcome = train(spec, NetworkConfig(**cfg["network"]), RecipeConfig(**cfg["recipe"]), data,
+                        epochs=trial.epochs, seed=trial.seed, device=device, mark=meter.mark, on_step=on_step)
+        result["status"] = "done"
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        result["traceback"] = traceback.format_exc()
+        log.error("trial %s failed: %s", trial.trial_key, result["error"])
+    meter.mark("cooldown")
+    protocol.pause(cfg["protocol"]["cooldown_s"])
+    samples = meter.drain()
+    result["ended_at"] = dt.datetime.now(dt.UTC).isoformat()
+    summary = protocol.summarise(samples)
+    result["energy_method"] = summary["method"]
+    result["phases"] = [{"phase": k, **v} for k, v in summary["phases"].items()]
+    result["trace"] = _columns(samples)
+    idle = summary["phases"].get("idle")
+    result["idle_power_w"] = idle["mean_power_w"] if idle else None
+    if outcome is not None:
+        phases = summary["phases"]
+        result["energy_j"] = sum(phases[p]["energy_j"] for p in ("train", "eval") if p in phases)
+        result["duration_s"] = sum(e.duration_s for e in outcome.epochs)
+        result["valid_accuracy"] = outcome.valid_accuracy
+        result["test_accuracy"] = outcome.test_accuracy
+        result["train_images_per_s"] = outcome.train_images_per_s
+        result["epochs"] = [
+            {"epoch": e.epoch, "duration_s": e.duration_s, "energy_j": summary["epochs"].get(e.epoch, 0.0),
+             "mean_power_w": summary["epochs"].get(e.epoch, 0.0) / e.duration_s if e.duration_s > 0 else None,
+             "train_loss": e.train_loss, "train_accuracy": e.train_accuracy, "valid_accuracy": e.valid_accuracy}
+            for e in outcome.epochs
+        ]
+    return result

@@ -1,0 +1,93 @@
+"""Identity and state transitions enforced by the database, on real SQLite files."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from campaign.plan import make_plan, resolve_architectures
+from db.engine import make_engine
+from db.schema import Epoch, Run, RunPhase, TraceSample, Trial
+from db.store import CampaignExists, CampaignNotFound, ResultStore
+
+
+@pytest.fixture
+def store(sqlite_url: str) -> ResultStore:
+    return ResultStore(make_engine(sqlite_url))
+
+
+@pytest.fixture
+def planned(store: ResultStore, smoke_cfg):  # type: ignore[no-untyped-def]
+    plan = make_plan(smoke_cfg, resolve_architectures(smoke_cfg))
+    cid = store.create_campaign("c1", "smoke", "/tmp", "rev", smoke_cfg, plan.archs, plan.trials)
+    return cid, plan
+
+
+def _result(trial, status: str = "done", n: int = 50) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "campaign": "c1", "trial_key": trial.trial_key, "attempt": trial.attempt, "status": status,
+        "started_at": "2026-01-01T00:00:00+00:00", "ended_at": "2026-01-01T00:01:00+00:00",
+        "host": "h", "worker_id": "w", "power_source": "simulated", "energy_j": 12.0, "duration_s": 2.0,
+        "epochs": [{"epoch": 1, "duration_s": 2.0, "energy_j": 12.0, "mean_power_w": 6.0, "train_loss": 1.0,
+                    "train_accuracy": 0.5, "valid_accuracy": 0.4}],
+        "phases": [{"phase": "train", "duration_s": 2.0, "energy_j": 12.0, "mean_power_w": 6.0, "samples": n}],
+        "trace": {"t_s": [i / 10 for i in range(n)], "phase": ["train"] * n, "epoch": [1] * n,
+                  "power_w": [6.0] * n, "device": [0] * n},
+        "hardware": {"host": "h", "gpu_name": "simulated"},
+    }
+
+
+def test_campaign_and_trials_are_recorded_before_anything_runs(store: ResultStore, planned) -> None:  # type: ignore[no-untyped-def]
+    cid, plan = planned
+    rows = store.status_rows(cid)
+    assert sum(r["pending"] for r in rows) == len(plan.trials)
+    info = store.campaign("c1")
+    assert info.config["sweep"] == "smoke" and info.code_revision == "rev"
+    with pytest.raises(CampaignExists):
+        store.create_campaign("c1", "smoke", "/tmp", "rev", {}, plan.archs, plan.trials)
+    with pytest.raises(CampaignNotFound, match="known: c1"):
+        store.campaign("nope")
+
+
+def test_claims_follow_the_run_order_and_never_repeat(store: ResultStore, planned) -> None:  # type: ignore[no-untyped-def]
+    cid, plan = planned
+    claimed = []
+    while (t := store.claim_next(cid, "cpu", "w1", "h")) is not None:
+        claimed.append(t.trial_key)
+    assert claimed == [t.trial_key for t in plan.trials]
+    assert store.claim_next(cid, "cpu", "w2", "h") is None
+
+
+def test_two_stores_on_one_file_never_claim_the_same_trial(sqlite_url: str, store: ResultStore, planned) -> None:  # type: ignore[no-untyped-def]
+    cid, plan = planned
+    other = ResultStore(make_engine(sqlite_url))
+    got = []
+    for i in range(len(plan.trials)):
+        t = (store if i % 2 else other).claim_next(cid, "cpu", f"w{i % 2}", "h")
+        assert t is not None
+        got.append(t.trial_key)
+    assert len(set(got)) == len(plan.trials)
+
+
+def test_ingest_is_idempotent_and_bulk_writes_samples(store: ResultStore, planned) -> None:  # type: ignore[no-untyped-def]
+    cid, _ = planned
+    trial = store.claim_next(cid, "cpu", "w", "h")
+    assert store.ingest(_result(trial)) is True
+    assert store.ingest(_result(trial)) is False  # already done: nothing rewritten
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(TraceSample)).scalar() == 50
+        assert conn.execute(select(func.count()).select_from(Epoch)).scalar() == 1
+        assert conn.execute(select(func.count()).select_from(RunPhase)).scalar() == 1
+        assert conn.execute(select(func.count()).select_from(Run)).scalar() == 1
+        assert conn.execute(select(Trial.state).where(Trial.trial_key == trial.trial_key)).scalar() == "done"
+        assert set(conn.execute(select(TraceSample.source)).scalars()) == {"simulated"}
+
+
+def test_a_failed_run_is_kept_and_the_trial_marked_failed(store: ResultStore, planned) -> None:  # type: ignore[no-untyped-def]
+    cid, _ = planned
+    trial = store.claim_next(cid, "cpu", "w", "h")
+    failed = {**_result(trial, "failed"), "error": "TrainingDiverged: loss is nan", "energy_j": None}
+    store.ingest(failed)
+    runs = store.runs(cid, status=None)
+    assert [(r["status"], r["error"]) for r in runs] == [("failed", "TrainingDiverged: loss is nan")]
+    assert store.runs(cid) == []
