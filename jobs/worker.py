@@ -179,6 +179,9 @@ def run_trial(
         "hardware": hardware, "trace_anchor_unix_s": meter.anchor_unix_s, "epochs": [], "phases": [],
     }
     outcome = None
+    # Samples taken between trials (result writing, ingestion) belong to no trial; the worker's
+    # warm-up, which precedes its first trial, is kept with that trial's trace.
+    carried = [s for s in meter.drain() if s.phase == "warmup"]
     try:
         meter.mark("idle")
         protocol.pause(cfg["protocol"]["idle_s"])
@@ -192,7 +195,7 @@ def run_trial(
         log.error("trial %s failed: %s", trial.trial_key, result["error"])
     meter.mark("cooldown")
     protocol.pause(cfg["protocol"]["cooldown_s"])
-    samples = meter.drain()
+    samples = carried + meter.drain()
     result["ended_at"] = dt.datetime.now(dt.UTC).isoformat()
     summary = protocol.summarise(samples)
     result["energy_method"] = summary["method"]

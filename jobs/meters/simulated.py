@@ -20,6 +20,7 @@ class SimulatedMeter:
     """PowerMeter whose power is driven by this process's real CPU load."""
 
     source = "simulated"
+    MIN_INTERVAL_S = 0.02
 
     def __init__(
         self,
@@ -47,6 +48,8 @@ class SimulatedMeter:
         self._t0 = 0.0
         self._last_cpu = 0.0
         self._last_t = 0.0
+        self._last_sample_t = 0.0
+        self._last_util = 0.0
         self._energy_j = 0.0
         self._last_power = idle_w
 
@@ -56,7 +59,7 @@ class SimulatedMeter:
             raise MeterError("simulated meter already started")
         self.anchor_unix_s = time.time()
         self._t0 = self._clock()
-        self._last_t = self._t0
+        self._last_t = self._last_sample_t = self._t0
         self._last_cpu = time.process_time()
         self.sample_once()
         self._thread = threading.Thread(target=self._run, name="simulated-meter", daemon=True)
@@ -77,11 +80,16 @@ class SimulatedMeter:
         cpu = time.process_time()
         with self._lock:
             dt = now - self._last_t
-            util = 0.0 if dt <= 0 else min(1.0, max(0.0, (cpu - self._last_cpu) / dt / self._cores))
+            if dt < self.MIN_INTERVAL_S:
+                # Too short to measure a load (phase boundaries sample twice): keep the last one.
+                util = self._last_util
+            else:
+                util = min(1.0, max(0.0, (cpu - self._last_cpu) / dt / self._cores))
+                self._last_t, self._last_cpu, self._last_util = now, cpu, util
             noise = self._rng.gauss(0.0, 0.01 * self.max_w)
             power = max(0.0, self.idle_w + util * (self.max_w - self.idle_w) + noise)
-            self._energy_j += 0.5 * (power + self._last_power) * max(dt, 0.0)
-            self._last_t, self._last_cpu, self._last_power = now, cpu, power
+            self._energy_j += 0.5 * (power + self._last_power) * max(now - self._last_sample_t, 0.0)
+            self._last_sample_t, self._last_power = now, power
             sample = Sample(
                 t_s=now - self._t0,
                 phase=self._phase,
