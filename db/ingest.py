@@ -105,6 +105,7 @@ def ingest_result(conn: Connection, result: dict[str, Any]) -> bool:
         valid_accuracy=result.get("valid_accuracy"),
         test_accuracy=result.get("test_accuracy"),
         train_images_per_s=result.get("train_images_per_s"),
+        train_images=result.get("train_images"),
         trace_anchor_unix_s=result.get("trace_anchor_unix_s"),
         result_path=result.get("result_path"),
     )

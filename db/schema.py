@@ -121,7 +121,8 @@ class Run(Base):
     idle_power_w: Mapped[float | None] = mapped_column(Float, comment="mean power in the idle baseline")
     valid_accuracy: Mapped[float | None] = mapped_column(Float, comment="after the last epoch, 0-1")
     test_accuracy: Mapped[float | None] = mapped_column(Float, comment="after the last epoch, 0-1")
-    train_images_per_s: Mapped[float | None] = mapped_column(Float)
+    train_images_per_s: Mapped[float | None] = mapped_column(Float, comment="training throughput, images per second")
+    train_images: Mapped[int | None] = mapped_column(Integer, comment="training images per epoch (40000 for CIFAR-10)")
     trace_anchor_unix_s: Mapped[float | None] = mapped_column(Float, comment="wall-clock time at trace t_s == 0")
     result_path: Mapped[str | None] = mapped_column(Text, comment="result file in the campaign folder")
 

@@ -210,6 +210,7 @@ def run_trial(
         result["valid_accuracy"] = outcome.valid_accuracy
         result["test_accuracy"] = outcome.test_accuracy
         result["train_images_per_s"] = outcome.train_images_per_s
+        result["train_images"] = int(len(data.y_train))
         result["epochs"] = [
             {"epoch": e.epoch, "duration_s": e.duration_s, "energy_j": summary["epochs"].get(e.epoch, 0.0),
              "mean_power_w": summary["epochs"].get(e.epoch, 0.0) / e.duration_s if e.duration_s > 0 else None,

@@ -129,7 +129,10 @@ def upgrade() -> None:
         sa.Column("idle_power_w", sa.Float(), nullable=True, comment="mean power in the idle baseline"),
         sa.Column("valid_accuracy", sa.Float(), nullable=True, comment="after the last epoch, 0-1"),
         sa.Column("test_accuracy", sa.Float(), nullable=True, comment="after the last epoch, 0-1"),
-        sa.Column("train_images_per_s", sa.Float(), nullable=True),
+        sa.Column("train_images_per_s", sa.Float(), nullable=True, comment="training throughput, images per second"),
+        sa.Column(
+            "train_images", sa.Integer(), nullable=True, comment="training images per epoch (40000 for CIFAR-10)"
+        ),
         sa.Column(
             "trace_anchor_unix_s", sa.Float(), nullable=True, comment="wall-clock time at trace t_s == 0"
         ),
