@@ -105,20 +105,104 @@ def cmd_launch(args: argparse.Namespace, console: Console) -> int:
     cfg["name"] = name
     root = str(Path(cfg["root"]).expanduser().resolve())
     store = _store(cfg)
-    store.create_campaign(name, cfg["sweep"], root, code_revision(), cfg, plan.archs, plan.trials)
+    info_id = store.create_campaign(name, cfg["sweep"], root, code_revision(), cfg, plan.archs, plan.trials)
     console.print(f"campaign [bold]{name}[/]: {len(plan.trials)} trials recorded in {_redacted(cfg)}")
-    launcher = cfg["launcher"]["name"]
-    if launcher != "local":
-        raise ConfigError(f"launcher {launcher!r} is not available yet in this version (allowed: local)")
-    from campaign.launchers.local import run_local
+    submit: dict[str, list[str]] = {}
+    epochs_of: dict[str, int] = {}
+    for t in plan.trials:
+        submit.setdefault(t.gpu_type, []).append(t.trial_key)
+        epochs_of[t.trial_key] = t.epochs
+    return dispatch(cfg, store, info_id, name, root, submit, epochs_of, args, console)
 
-    summaries = run_local(store, db_url(cfg), name, root, cfg["gpus"], len(plan.trials),
-                          int(args.max_failures or cfg["max_failures"]), console)
-    for s in summaries:
-        if s.stopped_reason != "no pending trials left":
-            console.print(f"[red]worker stopped: {s.stopped_reason}[/]")
-    console.print(f"next: campaign status {name} root={cfg['root']}  |  campaign analyze {name} root={cfg['root']}")
-    return 0 if all(s.failed == 0 for s in summaries) else 1
+
+def dispatch(cfg: dict[str, Any], store: Any, campaign_id: int, name: str, root: str,
+             submit: dict[str, list[str]], epochs_of: dict[str, int], args: argparse.Namespace,
+             console: Console) -> int:
+    """Hand the trials to the configured launcher; follow them when asked (or when it must)."""
+    from campaign.config import gpu_types
+    from campaign.launchers import ray as ray_launcher
+    from campaign.launchers import slurm as slurm_launcher
+    from campaign.launchers.base import worker_specs
+    from campaign.launchers.local import follow, run_local
+
+    launcher = cfg["launcher"]
+    max_failures = int(args.max_failures or cfg["max_failures"])
+    total = sum(len(v) for v in submit.values())
+    url = db_url(cfg)
+    if launcher["name"] == "local":
+        summaries = run_local(store, url, name, root, list(submit), total, max_failures, console)
+        for s in summaries:
+            if s.stopped_reason != "no pending trials left":
+                console.print(f"[red]worker stopped: {s.stopped_reason}[/]")
+        console.print(f"next: campaign status {name} root={cfg['root']}  |  campaign analyze {name} root={cfg['root']}")
+        return 0 if all(s.failed == 0 for s in summaries) else 1
+    specs = worker_specs(cfg, gpu_types(), name, root, url, submit, epochs_of, max_failures)
+    if launcher["name"] == "slurm":
+        folder = Path(launcher["folder"] or Path(root) / name / "slurm").expanduser()
+        submitted = slurm_launcher.submit(specs, launcher, gpu_types(), name, folder)
+        waiter = slurm_launcher.wait
+    else:
+        submitted = ray_launcher.submit(specs, launcher, gpu_types())
+        waiter = ray_launcher.wait
+    for gpu_type, ids in submitted.jobs.items():
+        console.print(f"{gpu_type}: {len(ids)} worker task(s) on {submitted.launcher}: {', '.join(map(str, ids))}")
+    if args.wait or launcher["wait"] or launcher["name"] == "ray":
+        follow(store, campaign_id, total, lambda: waiter(submitted), console)
+        done = sum(r["done"] for r in store.status_rows(campaign_id))
+        console.print(f"{done} trials of the campaign done")
+        return 0
+    console.print(f"submitted; follow with: campaign status {name} root={cfg['root']}"
+                  f"  (resume after a crash: campaign resume {name})")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace, console: Console) -> int:
+    from campaign.resume import apply, decide
+
+    cfg = compose(args.overrides)
+    store = _store(cfg)
+    info = store.campaign(args.name)
+    recorded = info.config
+    if not any(o.lstrip("+~").startswith("launcher") for o in args.overrides):
+        cfg["launcher"] = recorded["launcher"]  # the same launcher unless told otherwise
+    validate({**recorded, "launcher": cfg["launcher"]})
+    run_cfg = {**recorded, "launcher": cfg["launcher"], "root": cfg["root"] if _given(args, "root") else recorded["root"]}
+    stored = ingest_files(store, run_cfg["root"], info.name)
+    if stored:
+        console.print(f"stored {stored} result file(s) that had not reached the database")
+    stale_after_s = float(cfg["launcher"]["stale_after_s"] if args.stale_after is None else args.stale_after)
+    now = store.now()
+    rows = store.trial_states(info.id)
+    actions = apply(store, info.id, decide(rows, now, stale_after_s), now, stale_after_s)
+    console.print(f"campaign {info.name}: {actions.done} done, {len(actions.still_running)} still running, "
+                  f"{len(actions.mark_stale)} stale, {len(actions.reopen)} failed/cancelled reopened; "
+                  f"{actions.to_run} trial(s) to run")
+    if actions.to_run == 0:
+        return 0
+    epochs_of = {r["trial_key"]: r["epochs"] for r in rows}
+    root = str(Path(run_cfg["root"]).expanduser().resolve())
+    return dispatch({**run_cfg, "db": cfg["db"]}, store, info.id, info.name, root, actions.submit, epochs_of,
+                    args, console)
+
+
+def _given(args: argparse.Namespace, key: str) -> bool:
+    return any(o.split("=", 1)[0] == key for o in args.overrides)
+
+
+def ingest_files(store: Any, root: str, campaign: str) -> int:
+    """Store every result file of the campaign not yet in the database (idempotent)."""
+    from jobs.results import iter_results
+
+    return sum(bool(store.ingest(result)) for _, result in iter_results(root, campaign))
+
+
+def cmd_ingest(args: argparse.Namespace, console: Console) -> int:
+    cfg = compose(args.overrides)
+    store = _store(cfg)
+    info = store.campaign(args.name)
+    root = cfg["root"] if _given(args, "root") else info.root
+    console.print(f"stored {ingest_files(store, root, info.name)} new result file(s) of {info.name}")
+    return 0
 
 
 def _redacted(cfg: dict[str, Any]) -> str:
@@ -200,7 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("plan", cmd_plan, "print the plan of a sweep (trials per GPU type and epoch budget); runs nothing")
     launch = add("launch", cmd_launch, "plan, record and run a sweep (campaign launch +sweep=smoke)")
-    launch.add_argument("--max-failures", type=int, default=None, help="stop a worker after N failed trials in a row")
+    resume = add("resume", cmd_resume, "run again what is not done: never started, failed, stale, cancelled",
+                 with_name=True)
+    for p in (launch, resume):
+        p.add_argument("--max-failures", type=int, default=None, help="stop a worker after N failed trials in a row")
+        p.add_argument("--wait", action="store_true", help="follow the campaign with a live progress display")
+    resume.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
+                        help="a running trial without heartbeat this long is stale (default launcher.stale_after_s)")
+    add("ingest", cmd_ingest, "store result files that did not reach the database", with_name=True)
     add("status", cmd_status, "trials by state and energy so far, per GPU type x epoch budget", with_name=True)
     add("list", cmd_list, "list the campaigns in a database")
     add("analyze", cmd_analyze, "write the report folder ROOT/NAME/report/", with_name=True)

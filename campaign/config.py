@@ -23,10 +23,24 @@ class ConfigError(ValueError):
 
 @dataclass
 class LauncherConfig:
+    """One schema for every launcher; each uses the fields that concern it (see conf/launcher/)."""
+
     name: str = "local"
-    wait: bool = True
-    # Slurm / Ray settings live here too (all optional), so one schema serves every launcher.
-    extra: dict[str, Any] = field(default_factory=dict)
+    wait: bool = True  # follow the campaign with a live progress display until it is done
+    chunk_size: int = 0  # trials per worker task; 0: derived from the trial count and time limit
+    max_parallel: int = 0  # Slurm array parallelism / concurrent Ray tasks; 0: one per chunk (<= 64)
+    timeout_min: int = 240  # Slurm time limit per worker task (a GPU type may override it)
+    mem_gb: float = 16.0
+    cpus_per_task: int = 4
+    gpus_per_task: int = 1
+    account: str | None = None
+    qos: str | None = None
+    setup: list[str] = field(default_factory=list)  # shell lines run before the worker (module load ...)
+    folder: str | None = None  # submitit's job folder; default ROOT/NAME/slurm
+    address: str | None = None  # Ray cluster address; null: start a local Ray
+    local_resources: dict[str, float] = field(default_factory=dict)  # custom resources of a local Ray
+    local_num_cpus: int = 0  # CPUs of a local Ray; 0: Ray's default
+    stale_after_s: float = 600.0  # a running attempt without heartbeat this long is stale
 
 
 @dataclass

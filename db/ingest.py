@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, or_, select, update
 
 from db.schema import Campaign, Epoch, Hardware, Run, RunPhase, TraceSample, Trial
 
@@ -74,7 +74,7 @@ def ingest_result(conn: Connection, result: dict[str, Any]) -> bool:
     and False is returned; otherwise the run's rows are (re)written and the trial's state set.
     """
     trial = conn.execute(
-        select(Trial.id, Trial.state)
+        select(Trial.id, Trial.state, Trial.worker_id)
         .join(Campaign, Campaign.id == Trial.campaign_id)
         .where(Campaign.name == result["campaign"], Trial.trial_key == result["trial_key"])
     ).one_or_none()
@@ -84,10 +84,15 @@ def ingest_result(conn: Connection, result: dict[str, Any]) -> bool:
     existing = conn.execute(
         select(Run.id, Run.status).where(Run.trial_id == trial_id, Run.attempt == result["attempt"])
     ).one_or_none()
-    if existing is not None and existing.status == "done":
+    if existing is not None and existing.status in ("done", "superseded"):
         return False
+    status = result["status"]
+    if status == "done" and trial.state == "done":
+        # Another attempt finished this trial first (this one was declared stale but lived on):
+        # keep the measurement for the record, never as a second result.
+        status = "superseded"
     values = dict(
-        status=result["status"],
+        status=status,
         started_at=_ts(result["started_at"]),
         ended_at=_ts(result.get("ended_at")),
         heartbeat_at=_ts(result.get("ended_at")),
@@ -121,11 +126,15 @@ def ingest_result(conn: Connection, result: dict[str, Any]) -> bool:
     _insert_many(conn, Epoch, run_id, result.get("epochs", ()))
     _insert_many(conn, RunPhase, run_id, result.get("phases", ()))
     insert_samples(conn, run_id, result.get("power_source") or "unknown", result.get("trace") or {})
-    state = {"done": "done", "failed": "failed", "cancelled": "cancelled"}.get(result["status"], "failed")
+    if status == "superseded":
+        return True
+    state = {"done": "done", "failed": "failed", "cancelled": "cancelled"}.get(status, "failed")
     # A later attempt may already have finished the trial: never move a done trial backwards.
+    # Nor take a trial away from another worker that holds it now.
     conn.execute(
         update(Trial)
         .where(Trial.id == trial_id, Trial.state != "done")
+        .where(or_(Trial.worker_id.is_(None), Trial.worker_id == result["worker_id"]))
         .values(state=state, worker_id=None, updated_at=dt.datetime.now(dt.UTC))
     )
     return True

@@ -26,7 +26,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 TRIAL_STATES = ("pending", "running", "done", "failed", "cancelled")
-RUN_STATUSES = ("running", "done", "failed", "stale", "cancelled")
+# superseded: finished after another attempt had already finished the trial (kept, never a result)
+RUN_STATUSES = ("running", "done", "failed", "stale", "cancelled", "superseded")
 
 
 class Base(DeclarativeBase):

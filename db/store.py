@@ -32,6 +32,21 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def db_now(dialect: str) -> Any:
+    """SQL for the database's current UTC time (millisecond resolution on SQLite)."""
+    if dialect == "sqlite":
+        return func.strftime("%Y-%m-%d %H:%M:%f", "now")
+    return func.now()
+
+
+def _as_utc(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
 @dataclasses.dataclass(frozen=True)
 class ClaimedTrial:
     trial_id: int
@@ -171,16 +186,77 @@ class ResultStore:
                     .where(Trial.id == tid)
                 ).one()
                 run_id = conn.execute(insert(Run).values(
-                    trial_id=tid, attempt=t.attempts, status="running", started_at=now, heartbeat_at=now,
+                    trial_id=tid, attempt=t.attempts, status="running", started_at=now,
+                    heartbeat_at=db_now(conn.dialect.name),
                     host=host, worker_id=worker_id)).inserted_primary_key[0]  # type: ignore[index]
                 return ClaimedTrial(tid, int(run_id), t.attempts, t.trial_key, t.arch_hash,
                                     json.loads(t.matrix_json), json.loads(t.ops_json), t.epochs,
                                     t.gpu_type, t.seed, t.params)
 
-    def heartbeat(self, run_id: int) -> None:
-        """Record that the run's worker is alive."""
+    def now(self) -> dt.datetime:
+        """The database's clock (UTC): heartbeats and staleness never trust a node's clock."""
+        with self.engine.connect() as conn:
+            value = conn.execute(select(db_now(self.engine.dialect.name))).scalar()
+        return _as_utc(value)
+
+    def heartbeat(self, run_id: int) -> bool:
+        """Record that the run's worker is alive. False when the run is no longer running (it was
+        declared stale or cancelled): the worker must then abandon it."""
         with self.engine.begin() as conn:
-            conn.execute(update(Run).where(Run.id == run_id, Run.status == "running").values(heartbeat_at=utcnow()))
+            n = conn.execute(update(Run).where(Run.id == run_id, Run.status == "running")
+                             .values(heartbeat_at=db_now(self.engine.dialect.name))).rowcount
+        return n == 1
+
+    def recover_worker(self, worker_id: str, reason: str) -> list[str]:
+        """A restarted worker (requeued after preemption or a time limit) closes the attempts it
+        left running as failed and puts their trials back to pending. Returns their trial keys."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(Run.id, Run.trial_id, Trial.trial_key).join(Trial, Trial.id == Run.trial_id)
+                                .where(Run.worker_id == worker_id, Run.status == "running")).all()
+            for run_id, trial_id, _ in rows:
+                conn.execute(update(Run).where(Run.id == run_id, Run.status == "running")
+                             .values(status="failed", error=reason, ended_at=utcnow()))
+                conn.execute(update(Trial).where(Trial.id == trial_id, Trial.state == "running",
+                                                 Trial.worker_id == worker_id)
+                             .values(state="pending", worker_id=None, updated_at=utcnow()))
+        return [key for _, _, key in rows]
+
+    def trial_states(self, campaign_id: int) -> list[dict[str, Any]]:
+        """Each trial with its state and its latest run (status, heartbeat) for resume decisions."""
+        latest = (select(Run.trial_id, func.max(Run.attempt).label("attempt")).group_by(Run.trial_id)
+                  .subquery())
+        q = (select(Trial.id, Trial.trial_key, Trial.gpu_type, Trial.epochs, Trial.state, Trial.worker_id,
+                    Run.id.label("run_id"),
+                    Run.status.label("run_status"), Run.heartbeat_at)
+             .outerjoin(latest, latest.c.trial_id == Trial.id)
+             .outerjoin(Run, (Run.trial_id == Trial.id) & (Run.attempt == latest.c.attempt))
+             .where(Trial.campaign_id == campaign_id).order_by(Trial.order_index))
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+        for r in rows:
+            r["heartbeat_at"] = _as_utc(r["heartbeat_at"]) if r["heartbeat_at"] is not None else None
+        return rows
+
+    def mark_stale(self, run_id: int, trial_id: int, cutoff: dt.datetime) -> bool:
+        """Declare a running attempt stale if its heartbeat is still older than ``cutoff`` (checked
+        in the same UPDATE), and put its trial back to pending."""
+        with self.engine.begin() as conn:
+            n = conn.execute(update(Run).where(Run.id == run_id, Run.status == "running", Run.heartbeat_at < cutoff)
+                             .values(status="stale", ended_at=utcnow(),
+                                     error="stale: no heartbeat from its worker (died or lost)")).rowcount
+            if n == 1:
+                conn.execute(update(Trial).where(Trial.id == trial_id, Trial.state == "running")
+                             .values(state="pending", worker_id=None, updated_at=utcnow()))
+        return n == 1
+
+    def reopen(self, trial_ids: Sequence[int]) -> int:
+        """Failed or cancelled trials back to pending (never a done or running one)."""
+        if not trial_ids:
+            return 0
+        with self.engine.begin() as conn:
+            return int(conn.execute(update(Trial).where(Trial.id.in_(list(trial_ids)),
+                                                        Trial.state.in_(("failed", "cancelled")))
+                                    .values(state="pending", worker_id=None, updated_at=utcnow())).rowcount)
 
     def ingest(self, result: dict[str, Any]) -> bool:
         """Store a result file's content idempotently (see ``db.ingest.ingest_result``)."""

@@ -28,6 +28,10 @@ from jobs.results import result_path, write_atomic
 log = logging.getLogger(__name__)
 
 
+class TrialAbandoned(RuntimeError):
+    """The database no longer lists this attempt as running (declared stale or cancelled)."""
+
+
 class WorkerEvents(Protocol):
     def trial_started(self, trial: ClaimedTrial) -> None: ...
 
@@ -45,6 +49,7 @@ class WorkerSpec:
     keys: Sequence[str] | None = None  # only these trials (a chunk); None: any pending one
     worker_id: str = ""
     max_failures: int = 3
+    db_patience_s: float = 600.0  # how long to wait for an unreachable database
 
 
 @dataclasses.dataclass
@@ -89,12 +94,37 @@ def _columns(samples: Sequence[Sample]) -> dict[str, list[Any]]:
     return {f: [getattr(s, f) for s in samples] for f in SAMPLE_FIELDS}
 
 
+def _retry(what: str, fn: Callable[[], Any], patience_s: float) -> Any:
+    """Call ``fn`` until it succeeds, backing off up to ``patience_s`` (a database outage)."""
+    deadline = time.monotonic() + patience_s
+    delay = 1.0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s failed (%s); retrying in %.0f s", what, exc, delay)
+            time.sleep(delay)  # back-off while the database is away, not synchronisation
+            delay = min(delay * 2, 30.0)
+
+
 def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: ResultStore | None = None) -> WorkerSummary:
-    """Run pending trials of ``spec.campaign`` for ``spec.gpu_type`` until none are left or the
-    worker fails ``max_failures`` trials in a row."""
+    """Run pending trials of ``spec.campaign`` for ``spec.gpu_type`` (only ``spec.keys`` if given)
+    until none are left or the worker fails ``max_failures`` trials in a row.
+
+    A worker restarted under the same id (requeue) first closes its interrupted attempt as
+    failed. Results that could not be stored are kept as files and stored when the database
+    answers again."""
     worker_id = spec.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     store = store or ResultStore(make_engine(spec.db_url))
-    info = store.campaign(spec.campaign)
+    patience_s = spec.db_patience_s
+    info = _retry("reading the campaign", lambda: store.campaign(spec.campaign), patience_s)
+    recovered = _retry("recovering", lambda: store.recover_worker(
+        worker_id, "interrupted: the worker was preempted or hit its time limit; trial re-run from its start"),
+        patience_s)
+    if recovered:
+        log.warning("worker %s restarted: %d interrupted trial(s) will run again", worker_id, len(recovered))
     cfg = info.config
     device = resolve_device(cfg["device"])
     summary = WorkerSummary(worker_id)
@@ -104,13 +134,16 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
     data = load_dataset(DatasetConfig(**cfg["dataset"]))
     meter = make_meter(cfg["meter"]["kind"], rate_hz=cfg["meter"]["rate_hz"])
     hardware = {**host_description(), **meter.hardware()}
+    unstored: list[dict[str, Any]] = []
     meter.start()
     try:
         meter.mark("warmup")
         protocol.warm_up(cfg["protocol"]["warmup_s"], device)
         failures_in_row = 0
         while True:
-            trial = store.claim_next(info.id, spec.gpu_type, worker_id, socket.gethostname(), spec.keys)
+            unstored = [r for r in unstored if not _store_result(store, r)]
+            trial = _retry("claiming a trial", lambda: store.claim_next(
+                info.id, spec.gpu_type, worker_id, socket.gethostname(), spec.keys), patience_s)
             if trial is None:
                 break
             if events:
@@ -118,13 +151,11 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
             result = run_trial(trial, cfg, data, meter, device, worker_id, hardware,
                                heartbeat=lambda t=trial: store.heartbeat(t.run_id))  # type: ignore[misc]
             result["campaign"] = spec.campaign
-            path = write_atomic(result_path(spec.root, spec.campaign, trial.trial_key, trial.attempt),
-                                {**result, "result_path": None})
+            path = result_path(spec.root, spec.campaign, trial.trial_key, trial.attempt)
             result["result_path"] = str(path)
-            try:
-                store.ingest(result)
-            except Exception as exc:  # the file is safe; the next ingestion picks it up
-                log.warning("could not store %s (kept in %s): %s", trial.trial_key, path, exc)
+            write_atomic(path, result)
+            if not _store_result(store, result):
+                unstored.append(result)
             if events:
                 events.trial_finished(trial, result["status"], result.get("energy_j"))
             if result["status"] == "done":
@@ -136,9 +167,40 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
                 if failures_in_row >= spec.max_failures:
                     summary.stopped_reason = f"{failures_in_row} trials failed in a row (max_failures={spec.max_failures})"
                     break
+        if unstored:  # the database is still away: one last patient try, then the files remain
+            for r in unstored:
+                _retry("storing a result", lambda r=r: store.ingest(r), patience_s)  # type: ignore[misc]
     finally:
         meter.stop()
     return summary
+
+
+def _store_result(store: ResultStore, result: dict[str, Any]) -> bool:
+    try:
+        store.ingest(result)
+        return True
+    except Exception as exc:  # the file is safe; ingestion is retried later
+        log.warning("could not store %s (kept in %s): %s", result["trial_key"], result["result_path"], exc)
+        return False
+
+
+class WorkerTask:
+    """The callable sent to Slurm (submitit) and Ray: runs a worker.
+
+    On preemption or a time limit submitit calls ``checkpoint``; the same task (same worker
+    id) is requeued and continues with the trials of its chunk that are not done."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+
+    def __call__(self) -> WorkerSummary:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return run_worker(self.spec)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(WorkerTask(self.spec))
 
 
 def run_trial(
@@ -149,7 +211,7 @@ def run_trial(
     device: str,
     worker_id: str,
     hardware: dict[str, Any],
-    heartbeat: Callable[[], None],
+    heartbeat: Callable[[], bool | None],
 ) -> dict[str, Any]:
     """One trial under the protocol: idle baseline, training with tagged phases, cool-down.
 
@@ -168,9 +230,12 @@ def run_trial(
         if now - last_beat[0] >= beat_every:
             last_beat[0] = now
             try:
-                heartbeat()
+                alive = heartbeat()
             except Exception as exc:  # a database hiccup must not kill the measurement
                 log.warning("heartbeat failed: %s", exc)
+                return
+            if alive is False:
+                raise TrialAbandoned("attempt abandoned: the database declared it stale or cancelled")
 
     result: dict[str, Any] = {
         "format": 1, "trial_key": trial.trial_key, "attempt": trial.attempt, "status": "failed",

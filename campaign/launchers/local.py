@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.console import Console
 from rich.progress import (
@@ -18,6 +18,16 @@ from rich.progress import (
 
 from db.store import ClaimedTrial, ResultStore
 from jobs.worker import WorkerSpec, WorkerSummary, run_worker
+
+_COLUMNS = (
+    TextColumn("[bold]{task.description}"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TextColumn("trials"),
+    TimeElapsedColumn(),
+    TextColumn("ETA"),
+    TimeRemainingColumn(),
+)
 
 
 class _ProgressEvents:
@@ -49,15 +59,7 @@ def run_local(
     console: Console,
 ) -> list[WorkerSummary]:
     """Run every pending trial of the campaign here, GPU type by GPU type."""
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("trials"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
+    columns = _COLUMNS
     summaries = []
     start = time.monotonic()
     with Progress(*columns, console=console, transient=False) as progress:
@@ -70,3 +72,31 @@ def run_local(
     console.print(f"ran {sum(s.done for s in summaries)} trials ({sum(s.failed for s in summaries)} failed) "
                   f"in {time.monotonic() - start:.0f} s")
     return summaries
+
+
+def follow(store: ResultStore, campaign_id: int, total: int, wait_all: Callable[[], object], console: Console,
+           poll_s: float = 2.0) -> None:
+    """Show progress of workers running elsewhere (Slurm, Ray) until ``wait_all`` returns."""
+    import threading
+
+    finished = threading.Event()
+    outcome: list[object] = []
+
+    def waiter() -> None:
+        try:
+            outcome.append(wait_all())
+        finally:
+            finished.set()
+
+    threading.Thread(target=waiter, name="campaign-follow", daemon=True).start()
+    with Progress(*_COLUMNS, console=console) as progress:
+        task = progress.add_task("following", total=total)
+        while True:
+            rows = store.status_rows(campaign_id)
+            running = sum(r["running"] for r in rows)
+            done = sum(r["done"] + r["failed"] for r in rows)
+            progress.update(task, completed=min(done, total), description=f"{running} running")
+            if finished.wait(poll_s):  # a UI refresh interval, not synchronisation
+                break
+        rows = store.status_rows(campaign_id)
+        progress.update(task, completed=min(sum(r["done"] + r["failed"] for r in rows), total), description="ended")

@@ -1,0 +1,68 @@
+"""Resume as a pure decision: which trials to run again, from plain rows and the database's clock.
+
+``decide`` never touches the database; ``apply`` carries its actions out as compare-and-set
+updates, so two resumes at once cannot reopen or claim a trial twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+
+@dataclasses.dataclass
+class Actions:
+    """What a resume does. ``submit`` lists trial keys by GPU type, in run order."""
+
+    mark_stale: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (run_id, trial_id)
+    reopen: list[int] = dataclasses.field(default_factory=list)  # failed / cancelled trial ids
+    submit: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    still_running: list[str] = dataclasses.field(default_factory=list)
+    done: int = 0
+
+    @property
+    def to_run(self) -> int:
+        return sum(len(v) for v in self.submit.values())
+
+
+def decide(trials: Sequence[dict[str, Any]], now: dt.datetime, stale_after_s: float) -> Actions:
+    """Every trial that is not done and not alive gets submitted again; a finished one never.
+
+    ``trials`` are rows of ``ResultStore.trial_states``: trial_id/id, trial_key, gpu_type, state,
+    run_id, run_status, heartbeat_at. A running trial is alive while its latest run is running
+    and its heartbeat is younger than ``stale_after_s`` by the database's clock ``now``.
+    """
+    out = Actions()
+    cutoff = now - dt.timedelta(seconds=stale_after_s)
+    for t in trials:
+        state, key = t["state"], t["trial_key"]
+        tid = t.get("trial_id", t.get("id"))
+        if state == "done":
+            out.done += 1
+            continue
+        if state == "running":
+            alive = t["run_status"] == "running" and t["heartbeat_at"] is not None and t["heartbeat_at"] >= cutoff
+            if alive:
+                out.still_running.append(key)
+                continue
+            if t["run_id"] is not None and t["run_status"] == "running":
+                out.mark_stale.append((t["run_id"], tid))
+        elif state in ("failed", "cancelled"):
+            out.reopen.append(tid)
+        elif state != "pending":
+            raise ValueError(f"unknown trial state {state!r} for trial {key}")
+        out.submit.setdefault(t["gpu_type"], []).append(key)
+    return out
+
+
+def apply(store: Any, campaign_id: int, actions: Actions, now: dt.datetime, stale_after_s: float) -> Actions:
+    """Carry the actions out (compare-and-set) and return what is actually pending to submit."""
+    cutoff = now - dt.timedelta(seconds=stale_after_s)
+    for run_id, trial_id in actions.mark_stale:
+        store.mark_stale(run_id, trial_id, cutoff)
+    store.reopen(actions.reopen)
+    pending = {r["trial_key"] for r in store.trial_states(campaign_id) if r["state"] == "pending"}
+    submit = {g: [k for k in keys if k in pending] for g, keys in actions.submit.items()}
+    return dataclasses.replace(actions, submit={g: ks for g, ks in submit.items() if ks})

@@ -1,0 +1,52 @@
+"""Resume's decision, exhaustively over the states a trial can be in."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from campaign.resume import decide
+
+NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def _t(key: str, state: str, run_status: str | None = None, beat_age_s: float | None = None, gpu: str = "a100"):  # type: ignore[no-untyped-def]
+    return {"trial_id": hash(key) % 1000, "trial_key": key, "gpu_type": gpu, "state": state,
+            "run_id": None if run_status is None else hash(key) % 1000 + 1, "run_status": run_status,
+            "heartbeat_at": None if beat_age_s is None else NOW - dt.timedelta(seconds=beat_age_s)}
+
+
+def test_each_state() -> None:
+    trials = [
+        _t("never", "pending"),
+        _t("done", "done", "done", 5000),
+        _t("alive", "running", "running", 10),
+        _t("stale", "running", "running", 700),
+        _t("failed", "failed", "failed", 5000),
+        _t("cancelled", "cancelled", "cancelled", 5000),
+        _t("v100-never", "pending", gpu="v100"),
+    ]
+    a = decide(trials, NOW, stale_after_s=600)
+    assert a.submit == {"a100": ["never", "stale", "failed", "cancelled"], "v100": ["v100-never"]}
+    assert a.still_running == ["alive"]
+    assert a.done == 1
+    assert [tid for _, tid in a.mark_stale] == [trials[3]["trial_id"]]
+    assert sorted(a.reopen) == sorted([trials[4]["trial_id"], trials[5]["trial_id"]])
+
+
+def test_a_finished_trial_is_never_submitted() -> None:
+    trials = [_t(f"k{i}", "done", "done", 1e6) for i in range(5)]
+    for stale in (0, 1, 1e9):
+        a = decide(trials, NOW, stale_after_s=stale)
+        assert a.to_run == 0 and a.done == 5
+
+
+def test_staleness_boundary() -> None:
+    assert decide([_t("x", "running", "running", 600)], NOW, 600).still_running == ["x"]
+    assert decide([_t("x", "running", "running", 600.001)], NOW, 600).submit == {"a100": ["x"]}
+
+
+def test_unknown_state_is_an_error() -> None:
+    with pytest.raises(ValueError, match="'exploded'"):
+        decide([_t("x", "exploded")], NOW, 600)
