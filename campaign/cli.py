@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -303,11 +304,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OVERRIDE = re.compile(r"^[+~]{0,2}[A-Za-z_][\w.\-/@]*=")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse options and positionals; Hydra overrides (``key=value``, ``+key=value``) may stand
+    anywhere, before or after options, as Hydra users type them."""
+    overrides = [a for a in argv if OVERRIDE.match(a)]
+    rest = [a for a in argv if not OVERRIDE.match(a)]
+    args = build_parser().parse_args(rest)
+    args.overrides = [*getattr(args, "overrides", []), *overrides]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    console = Console()
+    # Piped output (logs, CI, scripts) gets whole lines and unsqueezed tables.
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
     try:
         return int(args.fn(args, console))
     except KeyboardInterrupt:

@@ -98,6 +98,8 @@ def ingest_result(conn: Connection, result: dict[str, Any]) -> bool:
         heartbeat_at=_ts(result.get("ended_at")),
         host=result["host"],
         worker_id=result["worker_id"],
+        scheduler_job=result.get("scheduler_job"),
+        scheduler_partition=result.get("scheduler_partition"),
         power_source=result.get("power_source"),
         energy_method=result.get("energy_method"),
         dataset=result.get("dataset"),

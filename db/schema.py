@@ -38,7 +38,7 @@ class Campaign(Base):
     """One planned sweep: its resolved configuration and the code that ran it."""
 
     __tablename__ = "campaign"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="campaign id")
     name: Mapped[str] = mapped_column(String(200), unique=True, comment="campaign name, unique per database")
     sweep: Mapped[str] = mapped_column(String(100), comment="sweep config the campaign was planned from")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), comment="UTC")
@@ -54,8 +54,8 @@ class Architecture(Base):
     arch_hash: Mapped[str] = mapped_column(String(64), primary_key=True, comment="NAS-Bench-101 graph hash")
     matrix_json: Mapped[str] = mapped_column(Text, comment="pruned adjacency matrix, JSON list of lists")
     ops_json: Mapped[str] = mapped_column(Text, comment="pruned op list, JSON")
-    num_vertices: Mapped[int] = mapped_column(Integer)
-    num_edges: Mapped[int] = mapped_column(Integer)
+    num_vertices: Mapped[int] = mapped_column(Integer, comment="vertices of the pruned cell (input and output included)")
+    num_edges: Mapped[int] = mapped_column(Integer, comment="edges of the pruned cell")
 
 
 class Trial(Base):
@@ -66,34 +66,34 @@ class Trial(Base):
         UniqueConstraint("campaign_id", "trial_key", name="uq_trial_campaign_key"),
         Index("ix_trial_campaign_state", "campaign_id", "state"),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="trial id")
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), comment="campaign of the trial")
     trial_key: Mapped[str] = mapped_column(String(64), comment="hash of the fields that change the measurement")
-    arch_hash: Mapped[str] = mapped_column(ForeignKey("architecture.arch_hash"))
+    arch_hash: Mapped[str] = mapped_column(ForeignKey("architecture.arch_hash"), comment="architecture trained")
     epochs: Mapped[int] = mapped_column(Integer, comment="epoch budget")
-    gpu_type: Mapped[str] = mapped_column(String(50))
-    seed: Mapped[int] = mapped_column(Integer)
+    gpu_type: Mapped[str] = mapped_column(String(50), comment="GPU type to run on, a name from conf/gpu/ (cpu for none)")
+    seed: Mapped[int] = mapped_column(Integer, comment="training seed (0 .. seeds-1)")
     order_index: Mapped[int] = mapped_column(Integer, comment="position in the seeded random run order")
     params: Mapped[int] = mapped_column(BigInteger, comment="trainable parameters of the network")
     flops: Mapped[int] = mapped_column(BigInteger, comment="forward FLOPs per image")
     state: Mapped[str] = mapped_column(String(16), default="pending", comment="|".join(TRIAL_STATES))
     attempts: Mapped[int] = mapped_column(Integer, default=0, comment="runs started so far")
     worker_id: Mapped[str | None] = mapped_column(String(200), comment="worker holding the claim")
-    updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), comment="UTC time of the last state change")
 
 
 class Hardware(Base):
     """A node and its measured devices, as the meters described them."""
 
     __tablename__ = "hardware"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="hardware id")
     fingerprint: Mapped[str] = mapped_column(String(64), unique=True, comment="hash of the description")
-    host: Mapped[str] = mapped_column(String(200))
-    cpu_model: Mapped[str | None] = mapped_column(String(200))
-    cpu_count: Mapped[int | None] = mapped_column(Integer)
-    ram_gb: Mapped[float | None] = mapped_column(Float)
-    gpu_name: Mapped[str | None] = mapped_column(String(200))
-    gpu_count: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(200), comment="node host name")
+    cpu_model: Mapped[str | None] = mapped_column(String(200), comment="CPU model name")
+    cpu_count: Mapped[int | None] = mapped_column(Integer, comment="logical CPUs visible to the job")
+    ram_gb: Mapped[float | None] = mapped_column(Float, comment="host memory, GiB")
+    gpu_name: Mapped[str | None] = mapped_column(String(200), comment="device name as the meter reports it (simulated: says so)")
+    gpu_count: Mapped[int | None] = mapped_column(Integer, comment="GPUs measured (0 without a GPU)")
     details_json: Mapped[str] = mapped_column(Text, comment="full description from the meters (UUIDs, driver, ...)")
 
 
@@ -102,21 +102,25 @@ class Run(Base):
 
     __tablename__ = "run"
     __table_args__ = (UniqueConstraint("trial_id", "attempt", name="uq_run_trial_attempt"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="run id")
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id", ondelete="CASCADE"), index=True, comment="trial this run attempts")
     attempt: Mapped[int] = mapped_column(Integer, comment="1 for the first run of a trial")
     status: Mapped[str] = mapped_column(String(16), comment="|".join(RUN_STATUSES))
-    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    host: Mapped[str] = mapped_column(String(200))
-    worker_id: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), comment="UTC time the run was claimed")
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), comment="UTC time the run finished")
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), comment="UTC time of the worker's last sign of life")
+    host: Mapped[str] = mapped_column(String(200), comment="hostname of the machine that ran the attempt")
+    pid: Mapped[int | None] = mapped_column(Integer, comment="process id of the worker on that host")
+    worker_id: Mapped[str] = mapped_column(String(200), comment="worker that ran it (stable across requeues)")
+    scheduler_job: Mapped[str | None] = mapped_column(
+        String(100), comment="Slurm job id (array: JOBID_TASK) or Ray task; null when local")
+    scheduler_partition: Mapped[str | None] = mapped_column(String(100), comment="Slurm partition / Ray node")
     power_source: Mapped[str | None] = mapped_column(String(20), comment="nvml | simulated | ...")
     energy_method: Mapped[str | None] = mapped_column(String(20), comment="counter | integrated")
     dataset: Mapped[str | None] = mapped_column(String(50), comment="cifar10 | synthetic")
     device: Mapped[str | None] = mapped_column(String(50), comment="torch device the job trained on")
-    hardware_id: Mapped[int | None] = mapped_column(ForeignKey("hardware.id"))
-    error: Mapped[str | None] = mapped_column(Text)
+    hardware_id: Mapped[int | None] = mapped_column(ForeignKey("hardware.id"), comment="node and devices measured")
+    error: Mapped[str | None] = mapped_column(Text, comment="why a failed run failed (exception: message)")
     duration_s: Mapped[float | None] = mapped_column(Float, comment="training + evaluation wall time")
     energy_j: Mapped[float | None] = mapped_column(Float, comment="energy of train + eval phases")
     idle_power_w: Mapped[float | None] = mapped_column(Float, comment="mean power in the idle baseline")
@@ -133,13 +137,13 @@ class Epoch(Base):
 
     __tablename__ = "epoch"
     __table_args__ = (UniqueConstraint("run_id", "epoch", name="uq_epoch_run_epoch"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
-    epoch: Mapped[int] = mapped_column(Integer)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="epoch row id")
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), comment="run of this epoch")
+    epoch: Mapped[int] = mapped_column(Integer, comment="1-based epoch number")
     duration_s: Mapped[float] = mapped_column(Float, comment="train + validation of this epoch")
     energy_j: Mapped[float] = mapped_column(Float, comment="energy of this epoch's train + eval samples")
-    mean_power_w: Mapped[float | None] = mapped_column(Float)
-    train_loss: Mapped[float] = mapped_column(Float)
+    mean_power_w: Mapped[float | None] = mapped_column(Float, comment="mean power over this epoch's samples")
+    train_loss: Mapped[float] = mapped_column(Float, comment="mean training cross-entropy loss of the epoch")
     train_accuracy: Mapped[float] = mapped_column(Float, comment="0-1")
     valid_accuracy: Mapped[float] = mapped_column(Float, comment="0-1")
 
@@ -149,13 +153,13 @@ class RunPhase(Base):
 
     __tablename__ = "run_phase"
     __table_args__ = (UniqueConstraint("run_id", "phase", name="uq_run_phase"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="phase row id")
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), comment="run of this phase")
     phase: Mapped[str] = mapped_column(String(16), comment="warmup | idle | train | eval | cooldown")
-    duration_s: Mapped[float] = mapped_column(Float)
-    energy_j: Mapped[float] = mapped_column(Float)
-    mean_power_w: Mapped[float | None] = mapped_column(Float)
-    samples: Mapped[int] = mapped_column(Integer)
+    duration_s: Mapped[float] = mapped_column(Float, comment="time spent in the phase")
+    energy_j: Mapped[float] = mapped_column(Float, comment="energy of the phase, all devices of the job")
+    mean_power_w: Mapped[float | None] = mapped_column(Float, comment="mean power over the phase's samples")
+    samples: Mapped[int] = mapped_column(Integer, comment="trace samples in the phase")
 
 
 class TraceSample(Base):
@@ -163,22 +167,22 @@ class TraceSample(Base):
 
     __tablename__ = "trace_sample"
     __table_args__ = (Index("ix_trace_run_phase", "run_id", "phase"),)
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, comment="sample id")
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), comment="run the sample belongs to")
     source: Mapped[str] = mapped_column(String(20), comment="nvml | simulated | ... (as the run)")
     device: Mapped[int] = mapped_column(Integer, comment="device index within the job")
     t_s: Mapped[float] = mapped_column(Float, comment="monotonic seconds since the meter's wall-clock anchor")
-    phase: Mapped[str] = mapped_column(String(16))
-    epoch: Mapped[int | None] = mapped_column(Integer)
-    power_w: Mapped[float] = mapped_column(Float)
+    phase: Mapped[str] = mapped_column(String(16), comment="warmup | idle | train | eval | cooldown")
+    epoch: Mapped[int | None] = mapped_column(Integer, comment="1-based training epoch, NULL outside an epoch")
+    power_w: Mapped[float] = mapped_column(Float, comment="power draw of the device")
     energy_j: Mapped[float | None] = mapped_column(Float, comment="device energy counter since meter start")
-    gpu_util: Mapped[float | None] = mapped_column(Float)
-    mem_util: Mapped[float | None] = mapped_column(Float)
-    mem_used_mb: Mapped[float | None] = mapped_column(Float)
-    temperature_c: Mapped[float | None] = mapped_column(Float)
-    sm_clock_mhz: Mapped[float | None] = mapped_column(Float)
-    mem_clock_mhz: Mapped[float | None] = mapped_column(Float)
-    power_limit_w: Mapped[float | None] = mapped_column(Float)
-    cpu_util: Mapped[float | None] = mapped_column(Float)
-    rss_mb: Mapped[float | None] = mapped_column(Float)
+    gpu_util: Mapped[float | None] = mapped_column(Float, comment="GPU utilization, percent 0-100 (simulated: the process CPU load)")
+    mem_util: Mapped[float | None] = mapped_column(Float, comment="GPU memory bandwidth utilization, percent 0-100")
+    mem_used_mb: Mapped[float | None] = mapped_column(Float, comment="GPU memory in use, MiB")
+    temperature_c: Mapped[float | None] = mapped_column(Float, comment="GPU temperature, degrees Celsius")
+    sm_clock_mhz: Mapped[float | None] = mapped_column(Float, comment="streaming multiprocessor clock")
+    mem_clock_mhz: Mapped[float | None] = mapped_column(Float, comment="memory clock")
+    power_limit_w: Mapped[float | None] = mapped_column(Float, comment="enforced power limit of the device")
+    cpu_util: Mapped[float | None] = mapped_column(Float, comment="host CPU utilization, percent 0-100 (all logical CPUs)")
+    rss_mb: Mapped[float | None] = mapped_column(Float, comment="resident memory of the training process, MiB")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -157,7 +158,8 @@ class ResultStore:
 
     # -- the worker's transitions ------------------------------------------------------------
     def claim_next(self, campaign_id: int, gpu_type: str, worker_id: str, host: str,
-                   keys: Sequence[str] | None = None) -> ClaimedTrial | None:
+                   keys: Sequence[str] | None = None, scheduler_job: str | None = None,
+                   scheduler_partition: str | None = None) -> ClaimedTrial | None:
         """Claim the next pending trial in run order (optionally among ``keys``) and open its run.
 
         Compare-and-set on the trial's state: a trial another worker claimed first is skipped.
@@ -187,8 +189,8 @@ class ResultStore:
                 ).one()
                 run_id = conn.execute(insert(Run).values(
                     trial_id=tid, attempt=t.attempts, status="running", started_at=now,
-                    heartbeat_at=db_now(conn.dialect.name),
-                    host=host, worker_id=worker_id)).inserted_primary_key[0]  # type: ignore[index]
+                    heartbeat_at=db_now(conn.dialect.name), host=host, pid=os.getpid(), worker_id=worker_id,
+                    scheduler_job=scheduler_job, scheduler_partition=scheduler_partition)).inserted_primary_key[0]  # type: ignore[index]
                 return ClaimedTrial(tid, int(run_id), t.attempts, t.trial_key, t.arch_hash,
                                     json.loads(t.matrix_json), json.loads(t.ops_json), t.epochs,
                                     t.gpu_type, t.seed, t.params)

@@ -12,6 +12,7 @@ import logging
 import os
 import platform
 import socket
+import sys
 import time
 import traceback
 import uuid
@@ -90,6 +91,24 @@ def host_description() -> dict[str, Any]:
     }
 
 
+def scheduler_identity() -> dict[str, str | None]:
+    """Where this attempt runs in the scheduler's terms (Slurm job and partition, Ray node)."""
+    env = os.environ
+    if env.get("SLURM_JOB_ID"):
+        job = env["SLURM_JOB_ID"]
+        if env.get("SLURM_ARRAY_JOB_ID"):
+            job = f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
+        return {"scheduler_job": job, "scheduler_partition": env.get("SLURM_JOB_PARTITION")}
+    ray = sys.modules.get("ray")  # only a Ray task has it imported; never import it here
+    try:
+        if ray is not None and ray.is_initialized():
+            ctx = ray.get_runtime_context()
+            return {"scheduler_job": f"ray:{ctx.get_task_id()}", "scheduler_partition": f"ray:{ctx.get_node_id()[:12]}"}
+    except Exception:  # not under Ray
+        pass
+    return {"scheduler_job": None, "scheduler_partition": None}
+
+
 def _columns(samples: Sequence[Sample]) -> dict[str, list[Any]]:
     return {f: [getattr(s, f) for s in samples] for f in SAMPLE_FIELDS}
 
@@ -135,6 +154,7 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
     meter = make_meter(cfg["meter"]["kind"], rate_hz=cfg["meter"]["rate_hz"])
     hardware = {**host_description(), **meter.hardware()}
     unstored: list[dict[str, Any]] = []
+    scheduler = scheduler_identity()
     meter.start()
     try:
         meter.mark("warmup")
@@ -143,7 +163,7 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
         while True:
             unstored = [r for r in unstored if not _store_result(store, r)]
             trial = _retry("claiming a trial", lambda: store.claim_next(
-                info.id, spec.gpu_type, worker_id, socket.gethostname(), spec.keys), patience_s)
+                info.id, spec.gpu_type, worker_id, socket.gethostname(), spec.keys, **scheduler), patience_s)
             if trial is None:
                 break
             if events:
@@ -242,6 +262,7 @@ def run_trial(
         "error": None, "started_at": started.isoformat(), "host": socket.gethostname(),
         "worker_id": worker_id, "power_source": meter.source, "dataset": data.name, "device": device,
         "hardware": hardware, "trace_anchor_unix_s": meter.anchor_unix_s, "epochs": [], "phases": [],
+        **scheduler_identity(),
     }
     outcome = None
     # Samples taken between trials (result writing, ingestion) belong to no trial; the worker's

@@ -19,3 +19,25 @@ def smoke_cfg(tmp_path: Path) -> dict[str, Any]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'results.db'}"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():  # type: ignore[no-untyped-def]
+    """The one-node Slurm test cluster (slurm/start-cluster.sh), its environment set for this
+    process and the subprocesses it starts; skipped only where this machine cannot run it."""
+    import os
+
+    from tests.services import start_slurm, stop_slurm
+
+    cluster = start_slurm()
+    if isinstance(cluster, str):
+        pytest.skip(cluster)
+    saved = {k: os.environ.get(k) for k in cluster.env}
+    os.environ.update(cluster.env)
+    yield cluster
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    stop_slurm(cluster)

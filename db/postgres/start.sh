@@ -96,7 +96,11 @@ if [ -f "$DATA/PG_VERSION" ] && [ -f "$STATE_DIR/port" ] && running && can_login
 fi
 
 T0=$SECONDS
-port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+port_free() { # nothing listens on the TCP port (read from /proc, so no ss needed; the daemons set
+  # SO_REUSEADDR, so connections of an earlier run in TIME_WAIT do not block it)
+  ! awk -v p="$(printf ':%04X' "$1")" 'FNR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { found = 1 }
+    END { exit !found }' $(ls /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+}
 pick_port() { # a free TCP port below the kernel's ephemeral range
   local p tries=0
   while :; do

@@ -116,8 +116,18 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("host", sa.String(length=200), nullable=False),
-        sa.Column("worker_id", sa.String(length=200), nullable=False),
+        sa.Column("host", sa.String(length=200), nullable=False, comment="hostname of the machine that ran the attempt"),
+        sa.Column("pid", sa.Integer(), nullable=True, comment="process id of the worker on that host"),
+        sa.Column(
+            "worker_id", sa.String(length=200), nullable=False, comment="worker that ran it (stable across requeues)"
+        ),
+        sa.Column(
+            "scheduler_job",
+            sa.String(length=100),
+            nullable=True,
+            comment="Slurm job id (array: JOBID_TASK) or Ray task; null when local",
+        ),
+        sa.Column("scheduler_partition", sa.String(length=100), nullable=True, comment="Slurm partition / Ray node"),
         sa.Column("power_source", sa.String(length=20), nullable=True, comment="nvml | simulated | ..."),
         sa.Column("energy_method", sa.String(length=20), nullable=True, comment="counter | integrated"),
         sa.Column("dataset", sa.String(length=50), nullable=True, comment="cifar10 | synthetic"),

@@ -1,0 +1,603 @@
+"""NVML power meter: a sampler thread reading the job's GPUs through nvidia-ml-py.
+
+What one sample holds (per device, per tick): power (NVML mW -> W), the total-energy counter
+(mJ -> J, relative to the meter's start), GPU and memory utilization (%), memory used (MiB),
+temperature (C), SM and memory clocks (MHz) and the enforced power limit (W), plus host CPU
+utilization and RSS when a ``HostReader`` is given. ``t_s`` is ``clock()`` (monotonic) minus its
+value at ``start()``; ``anchor_unix_s`` is the wall-clock time taken at the same moment.
+
+Energy. GPUs from Volta on have a total-energy counter; it is preferred, and ``energy_j`` is that
+counter relative to start. Where the GPU has none (``NVMLError_NotSupported`` when probed at
+start, or any other error on that first read) ``energy_j`` stays None on every sample of that
+device and consumers integrate power instead (``base.energy_j`` says which it used;
+``hardware()["devices"][i]["energy_method"]`` says which is available). A counter that goes
+backwards (GPU reset, driver reload) is not trusted across that interval: the interval is bridged
+with trapezoid-integrated power and the count continues from the new raw value, so ``energy_j``
+never decreases; the event is recorded in ``read_errors()``. A counter read that fails mid-run
+leaves ``energy_j`` None on that one sample; the count resumes at the next read (the counter is
+cumulative, so nothing is lost in between).
+
+Errors mid-run. A failed NVML read never stops the thread: the field is stored as None, the error
+is counted (``error_counts()``) and kept (the first ``max_errors_kept`` in ``read_errors()``).
+Power is the one field a sample cannot do without: a device whose power read fails emits no
+sample on that tick (its energy counter is still followed). Other devices are unaffected.
+
+Device selection (which GPUs are the job's), in order:
+
+1. ``devices=[...]``: NVML indices, as given;
+2. ``CUDA_VISIBLE_DEVICES`` (Slurm's GPU binding sets it), read as CUDA does: comma-separated,
+   up to the first invalid entry; ``""`` means no GPU. A ``GPU-...`` entry is a UUID or a unique
+   UUID prefix. An integer ``k`` is the k-th GPU this process can open, in NVML order: NVML
+   enumerates by PCI bus id, which is CUDA's order under ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (set it
+   in the job's environment; a warning is logged where it is unset and several GPUs could be
+   meant; CUDA's default "fastest first" agrees on nodes of identical GPUs). Without cgroup device
+   constraints every GPU opens and ``k`` is the NVML index; inside a Slurm job with
+   ``ConstrainDevices`` NVML lists or opens only the job's GPUs (the others refuse with
+   ``NoPermission``) and ``k`` counts those, which is what Slurm's renumbered value means.
+   ``MIG-...`` entries are refused: NVML reports power per physical GPU only;
+3. unset: every GPU.
+
+``Sample.device`` is always the NVML index (as ``nvidia-smi`` shows it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from jobs.meters.base import PHASES, MeterError, Sample
+from jobs.meters.host import MIB, HostReader
+
+log = logging.getLogger(__name__)
+
+NO_GPU = "no NVIDIA GPU visible"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadError:
+    """A failed read (or a distrusted counter value) during sampling.
+
+    ``field`` names what was read: ``power``, ``energy``, ``utilization``, ``memory``,
+    ``temperature``, ``sm_clock``, ``mem_clock``, ``power_limit``, ``energy_reset`` (the counter
+    went backwards), ``host`` or ``sampler`` (an unexpected exception in a whole tick).
+    """
+
+    t_s: float
+    device: int | None
+    field: str
+    error: str
+
+
+@dataclasses.dataclass
+class _Device:
+    index: int
+    handle: Any
+    identity: dict[str, object]
+    has_counter: bool
+    last_raw_mj: int | None = None
+    energy_mj: float = 0.0
+    last_t_s: float | None = None
+    last_power_w: float | None = None
+    integrated_j: float = 0.0
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def visible_device_selectors(environ: Mapping[str, str] | None = None) -> list[str] | None:
+    """The entries of ``CUDA_VISIBLE_DEVICES`` as CUDA reads them, or None when it is unset.
+
+    Entries are taken up to the first one CUDA would reject (a negative or malformed number);
+    ``""`` gives ``[]`` (no GPU for this job).
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return None
+    selectors: list[str] = []
+    for entry in (e.strip() for e in raw.split(",")):
+        if entry.startswith(("GPU-", "MIG-")):
+            selectors.append(entry)
+        elif entry.isdigit():
+            selectors.append(str(int(entry)))
+        else:
+            break
+    return selectors
+
+
+def _import_nvml() -> Any:
+    try:
+        import pynvml
+    except ImportError as exc:
+        raise MeterError(
+            f"{NO_GPU}: nvidia-ml-py is not installed ({exc}); pip install nvidia-ml-py"
+        ) from None
+    return pynvml
+
+
+def _init_error_message(nvml: Any, exc: BaseException) -> str:
+    if isinstance(exc, nvml.NVMLError_LibraryNotFound):
+        why = "the NVML library (libnvidia-ml.so.1) was not found, so no NVIDIA driver is installed here"
+    elif isinstance(exc, nvml.NVMLError_DriverNotLoaded):
+        why = "the NVIDIA kernel driver is not loaded"
+    elif isinstance(exc, nvml.NVMLError_NoPermission):
+        why = "this user may not open the NVIDIA devices"
+    else:
+        why = f"NVML could not start ({_describe(exc)})"
+    return f"{NO_GPU}: {why}; run on a GPU node or use meter.kind=simulated"
+
+
+def nvml_available(nvml: Any = None, environ: Mapping[str, str] | None = None) -> bool:
+    """True when NVML starts and sees at least one GPU, and CUDA_VISIBLE_DEVICES is not empty.
+
+    Cheap (init, device count, shutdown); False on any NVML error or when nvidia-ml-py is missing.
+    """
+    if visible_device_selectors(environ) == []:
+        return False
+    try:
+        lib = _import_nvml() if nvml is None else nvml
+    except MeterError:
+        return False
+    try:
+        lib.nvmlInit()
+    except lib.NVMLError:
+        return False
+    try:
+        return int(lib.nvmlDeviceGetCount()) > 0
+    except lib.NVMLError:
+        return False
+    finally:
+        with contextlib.suppress(lib.NVMLError):
+            lib.nvmlShutdown()
+
+
+class NvmlMeter:
+    """PowerMeter over NVML (see the module docstring for fields, energy, errors and devices).
+
+    ``nvml`` is the pynvml module or a stand-in (``FakeNvml``); by default pynvml is imported in
+    ``start()``. ``clock`` gives the sample times (monotonic seconds); the thread itself always
+    paces itself on real time. ``run_thread=False`` takes samples only at ``start``, ``mark``,
+    ``drain``, ``stop`` and ``sample_once()``, which is how tests drive it deterministically.
+    """
+
+    source = "nvml"
+
+    def __init__(
+        self,
+        rate_hz: float = 10.0,
+        devices: Sequence[int] | None = None,
+        nvml: Any = None,
+        *,
+        host: HostReader | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        environ: Mapping[str, str] | None = None,
+        run_thread: bool = True,
+        max_errors_kept: int = 1000,
+        join_timeout_s: float = 10.0,
+    ) -> None:
+        if not rate_hz > 0:
+            raise MeterError(f"meter.rate_hz={rate_hz} must be > 0")
+        self.rate_hz = float(rate_hz)
+        self._requested = None if devices is None else [int(d) for d in devices]
+        self._nvml = nvml
+        self._host = host
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._environ = environ
+        self._run_thread = run_thread
+        self._max_errors_kept = max_errors_kept
+        self._join_timeout_s = join_timeout_s
+
+        self.anchor_unix_s = 0.0
+        self._t0 = 0.0
+        self._lib: Any = None
+        self._devices: list[_Device] = []
+        self._system: dict[str, object] = {}
+        self._phase = "idle"
+        self._epoch: int | None = None
+        self._samples: list[Sample] = []
+        self._errors: list[ReadError] = []
+        self._error_counts: Counter[str] = Counter()
+        self._lock = threading.Lock()  # guards samples, errors, phase
+        self._read_lock = threading.Lock()  # one tick at a time (thread, mark, drain, tests)
+        self._new_sample = threading.Condition(self._lock)
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._running = False
+        self._stopped = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open NVML, resolve the job's GPUs, take the first sample and start the thread.
+
+        Raises MeterError (with a one-line reason) where no usable NVIDIA GPU is visible.
+        """
+        if self._running or self._stopped:
+            raise MeterError("this NVML meter was already started; create a new NvmlMeter per worker")
+        lib = _import_nvml() if self._nvml is None else self._nvml
+        try:
+            lib.nvmlInit()
+        except lib.NVMLError as exc:
+            raise MeterError(_init_error_message(lib, exc)) from None
+        try:
+            self._devices = self._open_devices(lib)
+            self._system = self._system_identity(lib)
+        except MeterError:
+            self._shutdown(lib)
+            raise
+        except lib.NVMLError as exc:
+            self._shutdown(lib)
+            raise MeterError(f"{NO_GPU}: NVML failed while listing GPUs ({_describe(exc)})") from None
+        self._lib = lib
+        self.anchor_unix_s = self._wall_clock()
+        self._t0 = self._clock()
+        self._running = True
+        self.sample_once()
+        if self._run_thread:
+            self._thread = threading.Thread(target=self._run, name="nvml-meter", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread, take a closing sample and shut NVML down (idempotent, never raises
+        for NVML's sake; samples stay available to ``drain()``)."""
+        if not self._running:
+            return
+        self._stop_event.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=self._join_timeout_s)
+            if thread.is_alive():
+                # An NVML call hung: leave the daemon thread and the library alone rather than
+                # shutting NVML down under it.
+                log.error("NVML sampler did not stop within %.0f s; abandoning it", self._join_timeout_s)
+                self._record(None, "sampler", f"thread did not stop within {self._join_timeout_s} s")
+                self._running, self._stopped = False, True
+                return
+        self.sample_once()
+        self._running, self._stopped = False, True
+        self._shutdown(self._lib)
+
+    def mark(self, phase: str, epoch: int | None = None) -> None:
+        """Tag the samples that follow with ``phase`` and ``epoch``.
+
+        While running, a sample tagged with the old phase closes it and one tagged with the new
+        phase opens it, both at the boundary, so phases partition the trace exactly.
+        """
+        if phase not in PHASES:
+            raise MeterError(f"phase {phase!r} is not one of {', '.join(PHASES)}")
+        if self._running:
+            self.sample_once()
+        with self._lock:
+            self._phase, self._epoch = phase, epoch
+        if self._running:
+            self.sample_once()
+
+    def drain(self) -> list[Sample]:
+        """Samples since the previous drain, oldest first (a closing sample is taken first while
+        running); they are forgotten here."""
+        if self._running:
+            self.sample_once()
+        with self._lock:
+            out, self._samples = self._samples, []
+        return out
+
+    def hardware(self) -> dict[str, object]:
+        """Identity of the measured GPUs for the hardware table.
+
+        Flat keys describe the first device (``gpu_name``, ``gpu_uuid``, ``vbios_version``,
+        ``pci_bus_id``, ``power_limit_w``, ``memory_total_mb``, ``energy_method``); ``devices``
+        lists every one; ``driver_version`` and ``nvml_version`` are the node's. Before
+        ``start()`` NVML is opened briefly to find out (MeterError without a GPU).
+        """
+        if self._devices:
+            devices, system = self._devices, self._system
+        else:
+            devices, system = self._identify_once()
+        rows = [dict(d.identity) for d in devices]
+        first = rows[0] if rows else {}
+        env = os.environ if self._environ is None else self._environ
+        return {
+            "source": self.source,
+            "gpu_count": len(rows),
+            "gpu_name": first.get("name"),
+            "gpu_uuid": first.get("uuid"),
+            "vbios_version": first.get("vbios_version"),
+            "pci_bus_id": first.get("pci_bus_id"),
+            "power_limit_w": first.get("power_limit_w"),
+            "memory_total_mb": first.get("memory_total_mb"),
+            "energy_method": first.get("energy_method"),
+            **system,
+            "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES"),
+            "devices": rows,
+        }
+
+    # -- sampling ------------------------------------------------------------------------------
+
+    def sample_once(self) -> list[Sample]:
+        """Read every device now and keep the samples (also returned). Used by the thread, by
+        ``mark``/``drain``/``stop`` and by tests; never raises for NVML's sake."""
+        with self._read_lock:
+            lib = self._lib
+            if lib is None:
+                return []
+            host = None
+            if self._host is not None:
+                try:
+                    host = self._host.read()
+                except Exception as exc:  # psutil trouble must not cost the GPU samples
+                    self._record(None, "host", _describe(exc))
+            with self._lock:
+                phase, epoch = self._phase, self._epoch
+            taken = [s for d in self._devices if (s := self._read_device(lib, d, phase, epoch, host))]
+            with self._lock:
+                self._samples.extend(taken)
+                self._new_sample.notify_all()
+            return taken
+
+    def _read_device(self, lib: Any, dev: _Device, phase: str, epoch: int | None, host: Any) -> Sample | None:
+        t_s = self._clock() - self._t0
+
+        def read(field: str, fn: str, *args: Any) -> Any:
+            try:
+                return getattr(lib, fn)(dev.handle, *args)
+            except lib.NVMLError as exc:
+                self._record(dev.index, field, _describe(exc), t_s)
+                return None
+
+        power_mw = read("power", "nvmlDeviceGetPowerUsage")
+        power_w = None if power_mw is None else power_mw / 1000.0
+        interval_j = self._interval_j(dev, t_s, power_w)
+        dev.integrated_j += interval_j
+        energy_j = self._follow_counter(dev, t_s, interval_j, read) if dev.has_counter else None
+        if power_w is not None:
+            dev.last_power_w = power_w
+        dev.last_t_s = t_s
+        if power_w is None:
+            return None
+        util = read("utilization", "nvmlDeviceGetUtilizationRates")
+        mem = read("memory", "nvmlDeviceGetMemoryInfo")
+        temp = read("temperature", "nvmlDeviceGetTemperature", lib.NVML_TEMPERATURE_GPU)
+        sm = read("sm_clock", "nvmlDeviceGetClockInfo", lib.NVML_CLOCK_SM)
+        memclk = read("mem_clock", "nvmlDeviceGetClockInfo", lib.NVML_CLOCK_MEM)
+        limit_mw = read("power_limit", "nvmlDeviceGetEnforcedPowerLimit")
+        return Sample(
+            t_s=t_s,
+            phase=phase,
+            epoch=epoch,
+            power_w=power_w,
+            device=dev.index,
+            energy_j=energy_j,
+            gpu_util=None if util is None else float(util.gpu),
+            mem_util=None if util is None else float(util.memory),
+            mem_used_mb=None if mem is None else mem.used / MIB,
+            temperature_c=None if temp is None else float(temp),
+            sm_clock_mhz=None if sm is None else float(sm),
+            mem_clock_mhz=None if memclk is None else float(memclk),
+            power_limit_w=None if limit_mw is None else limit_mw / 1000.0,
+            cpu_util=None if host is None else host.cpu_util_pct,
+            rss_mb=None if host is None else host.rss_mb,
+        )
+
+    def _follow_counter(
+        self, dev: _Device, t_s: float, interval_j: float, read: Callable[..., Any]
+    ) -> float | None:
+        """Advance the device's energy (J since start) from its raw counter; None if unread."""
+        raw = read("energy", "nvmlDeviceGetTotalEnergyConsumption")
+        if raw is None:
+            return None
+        raw = int(raw)
+        last = dev.last_raw_mj
+        if last is None:
+            # First successful read. At start this is the baseline (0 J); after failed reads, the
+            # time before it is covered by integrated power so that energy stays relative to start.
+            dev.energy_mj = 1000.0 * dev.integrated_j
+        elif raw >= last:
+            dev.energy_mj += raw - last
+        else:
+            dev.energy_mj += 1000.0 * interval_j
+            self._record(
+                dev.index,
+                "energy_reset",
+                f"counter went back from {last} to {raw} mJ; {interval_j:.3f} J integrated from power instead",
+                t_s,
+            )
+        dev.last_raw_mj = raw
+        return dev.energy_mj / 1000.0
+
+    @staticmethod
+    def _interval_j(dev: _Device, t_s: float, power_w: float | None) -> float:
+        """Trapezoid energy since the device's previous tick (last known power where one is missing)."""
+        if dev.last_t_s is None:
+            return 0.0
+        p0 = dev.last_power_w if dev.last_power_w is not None else power_w
+        p1 = power_w if power_w is not None else p0
+        if p0 is None or p1 is None:
+            return 0.0
+        return 0.5 * (p0 + p1) * max(0.0, t_s - dev.last_t_s)
+
+    def _run(self) -> None:
+        period = 1.0 / self.rate_hz
+        due = time.monotonic() + period
+        while not self._stop_event.wait(max(0.0, due - time.monotonic())):
+            try:
+                self.sample_once()
+            except Exception as exc:  # a bug in one tick must not end the trace
+                self._record(None, "sampler", _describe(exc))
+            due += period
+            now = time.monotonic()
+            if due < now:  # fell behind (a stalled call): skip the missed ticks, do not burst
+                due = now + period
+
+    def wait_for_samples(self, count: int, timeout_s: float) -> bool:
+        """Block until at least ``count`` samples are waiting to be drained, or ``timeout_s``."""
+        with self._new_sample:
+            return self._new_sample.wait_for(lambda: len(self._samples) >= count, timeout=timeout_s)
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def _record(self, device: int | None, field: str, error: str, t_s: float | None = None) -> None:
+        if t_s is None:
+            t_s = self._clock() - self._t0 if self._running else 0.0
+        key = f"{'-' if device is None else device}:{field}"
+        with self._lock:
+            self._error_counts[key] += 1
+            if len(self._errors) < self._max_errors_kept:
+                self._errors.append(ReadError(t_s, device, field, error))
+        if self._error_counts[key] == 1:
+            log.warning("NVML read failed (device %s, %s): %s; sampling goes on", device, field, error)
+
+    def read_errors(self) -> list[ReadError]:
+        """The first ``max_errors_kept`` read errors and counter resets, oldest first."""
+        with self._lock:
+            return list(self._errors)
+
+    def error_counts(self) -> dict[str, int]:
+        """How many errors of each kind, keyed ``"<device>:<field>"`` (``-`` for no device)."""
+        with self._lock:
+            return dict(self._error_counts)
+
+    # -- devices -------------------------------------------------------------------------------
+
+    def _open_devices(self, lib: Any) -> list[_Device]:
+        count = int(lib.nvmlDeviceGetCount())
+        if count == 0:
+            raise MeterError(f"{NO_GPU}: NVML started but found no GPU")
+        env = os.environ if self._environ is None else self._environ
+        if self._requested is not None:
+            bad = [i for i in self._requested if not 0 <= i < count]
+            if bad:
+                raise MeterError(f"meter devices {bad} do not exist; NVML sees indices 0..{count - 1}")
+            handles = [(i, lib.nvmlDeviceGetHandleByIndex(i)) for i in self._requested]
+        else:
+            handles = self._visible_handles(lib, count, visible_device_selectors(env), env)
+        if not handles:
+            raise MeterError(
+                f"{NO_GPU}: CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')!r} selects no GPU"
+            )
+        return [self._describe_device(lib, i, h) for i, h in handles]
+
+    def _visible_handles(
+        self, lib: Any, count: int, selectors: list[str] | None, env: Mapping[str, str]
+    ) -> list[tuple[int, Any]]:
+        openable: list[tuple[int, Any]] = []
+        for i in range(count):
+            try:
+                openable.append((i, lib.nvmlDeviceGetHandleByIndex(i)))
+            except (lib.NVMLError_NoPermission, lib.NVMLError_GpuIsLost) as exc:
+                log.info("GPU %d cannot be opened (%s); not this job's", i, _describe(exc))
+        if selectors is None:
+            return openable
+        if len(openable) > 1 and env.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+            log.warning(
+                "CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA may number these GPUs differently from NVML; "
+                "set CUDA_DEVICE_ORDER=PCI_BUS_ID so the measured GPUs are the ones the job uses"
+            )
+        chosen: list[tuple[int, Any]] = []
+        uuids: dict[int, str] | None = None
+        for sel in selectors:
+            if sel.startswith("MIG-"):
+                raise MeterError(
+                    f"CUDA_VISIBLE_DEVICES entry {sel} is a MIG instance; NVML reports power per physical "
+                    "GPU only: measure the parent GPU by passing its NVML index in meter devices"
+                )
+            if sel.startswith("GPU-"):
+                if uuids is None:
+                    uuids = {i: _text(lib.nvmlDeviceGetUUID(h)) for i, h in openable}
+                hits = [pair for pair in openable if uuids[pair[0]].startswith(sel)]
+                if len(hits) != 1:
+                    what = "matches no GPU" if not hits else "matches several GPUs"
+                    raise MeterError(
+                        f"CUDA_VISIBLE_DEVICES entry {sel} {what}; GPUs here: {sorted(uuids.values())}"
+                    )
+                chosen.append(hits[0])
+            else:
+                k = int(sel)
+                if k >= len(openable):
+                    raise MeterError(
+                        f"CUDA_VISIBLE_DEVICES entry {k} is out of range: this process can open "
+                        f"{len(openable)} GPU(s)"
+                    )
+                chosen.append(openable[k])
+        return chosen
+
+    def _describe_device(self, lib: Any, index: int, handle: Any) -> _Device:
+        def get(fn: str, convert: Callable[[Any], object] = lambda v: v) -> object:
+            try:
+                return convert(getattr(lib, fn)(handle))
+            except lib.NVMLError as exc:
+                log.info("GPU %d: %s failed (%s)", index, fn, _describe(exc))
+                return None
+
+        has_counter = True
+        try:
+            lib.nvmlDeviceGetTotalEnergyConsumption(handle)
+        except lib.NVMLError_NotSupported:
+            has_counter = False
+        except lib.NVMLError as exc:
+            has_counter = False
+            log.warning(
+                "GPU %d: energy counter unreadable at start (%s); integrating power", index, _describe(exc)
+            )
+        identity: dict[str, object] = {
+            "index": index,
+            "name": get("nvmlDeviceGetName", _text),
+            "uuid": get("nvmlDeviceGetUUID", _text),
+            "vbios_version": get("nvmlDeviceGetVbiosVersion", _text),
+            "pci_bus_id": get("nvmlDeviceGetPciInfo", lambda p: _text(p.busId)),
+            "power_limit_w": get("nvmlDeviceGetEnforcedPowerLimit", lambda mw: mw / 1000.0),
+            "memory_total_mb": get("nvmlDeviceGetMemoryInfo", lambda m: m.total / MIB),
+            "energy_method": "counter" if has_counter else "integrated",
+        }
+        return _Device(index=index, handle=handle, identity=identity, has_counter=has_counter)
+
+    @staticmethod
+    def _system_identity(lib: Any) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for key, fn in (
+            ("driver_version", "nvmlSystemGetDriverVersion"),
+            ("nvml_version", "nvmlSystemGetNVMLVersion"),
+        ):
+            try:
+                out[key] = _text(getattr(lib, fn)())
+            except lib.NVMLError:
+                out[key] = None
+        return out
+
+    def _identify_once(self) -> tuple[list[_Device], dict[str, object]]:
+        lib = _import_nvml() if self._nvml is None else self._nvml
+        try:
+            lib.nvmlInit()
+        except lib.NVMLError as exc:
+            raise MeterError(_init_error_message(lib, exc)) from None
+        try:
+            return self._open_devices(lib), self._system_identity(lib)
+        except lib.NVMLError as exc:
+            raise MeterError(f"{NO_GPU}: NVML failed while listing GPUs ({_describe(exc)})") from None
+        finally:
+            self._shutdown(lib)
+
+    @staticmethod
+    def _shutdown(lib: Any) -> None:
+        if lib is None:
+            return
+        try:
+            lib.nvmlShutdown()
+        except lib.NVMLError as exc:
+            log.warning("nvmlShutdown failed: %s", _describe(exc))
+
+
+__all__ = ["NvmlMeter", "ReadError", "nvml_available", "visible_device_selectors"]

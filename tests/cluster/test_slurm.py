@@ -1,0 +1,101 @@
+"""Launching onto a real one-node Slurm cluster through submitit, and surviving its failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.helpers import TINY, campaign, done_once, rows, url_for, wait_until
+
+pytestmark = pytest.mark.slurm
+
+
+def test_every_trial_lands_in_its_partition(slurm_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.services import wait_for_jobs
+
+    url = url_for(tmp_path)
+    out = campaign("launch", *TINY, "name=parts", f"root={tmp_path}", f"db.url={url}", "launcher=slurm",
+                   "gpus=[a100,v100]", "launcher.chunk_size=1", "launcher.cpus_per_task=1", "launcher.mem_gb=1",
+                   "--wait").stdout
+    assert "a100: 2 worker task(s) on slurm" in out and "v100: 2 worker task(s) on slurm" in out
+    got = rows(url, "select t.gpu_type, r.scheduler_partition, r.scheduler_job, r.status from run r "
+                    "join trial t on t.id = r.trial_id")
+    assert len(got) == 4
+    assert all(gpu == partition and status == "done" for gpu, partition, _, status in got), got
+    # accounting agrees: each run's Slurm task ran in its GPU type's partition, on that GPU type
+    jobs = wait_for_jobs(slurm_cluster, {job.split("_")[0] for *_, job, _ in got}, expected=4)
+    for gpu, _, job, _ in got:
+        assert jobs[job].partition == gpu and jobs[job].state == "COMPLETED"
+        assert f"gpu:{gpu}" in jobs[job].alloc_tres
+    assert set(done_once(url).values()) == {1}
+
+
+def _running_job(url: str) -> tuple[str, str] | None:
+    got = rows(url, "select r.scheduler_job, t.trial_key from run r join trial t on t.id = r.trial_id "
+                    "where r.status = 'running' and r.scheduler_job is not null")
+    return got[0] if got else None
+
+
+def _worker_pid(url: str, job: str) -> int | None:
+    got = rows(url, "select pid from run where status = 'running' and scheduler_job = :j", j=job)
+    return got[0][0] if got else None
+
+
+def test_scancel_and_kill_then_resume_runs_every_trial_exactly_once(slurm_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.services import wait_for_jobs
+
+    url = url_for(tmp_path)
+    # 2 architectures x 2 GPU types, one trial per task; the idle window makes each trial last
+    # long enough to be caught in the middle.
+    out = campaign("launch", *TINY, "name=chaos", f"root={tmp_path}", f"db.url={url}", "launcher=slurm",
+                   "gpus=[a100,v100]", "launcher.chunk_size=1", "launcher.cpus_per_task=1", "launcher.mem_gb=1",
+                   "protocol.idle_s=8").stdout
+    array_ids = [line.split(": ")[-1].split(", ")[0].split("_")[0] for line in out.splitlines() if "worker task" in line]
+    victim_job, victim_trial = wait_until("a running trial", lambda: _running_job(url))
+    subprocess.run(["scancel", victim_job], check=True, timeout=30)
+    # a second victim: kill -9 the worker process itself
+    second = wait_until("another running trial", lambda: next(
+        ((j, k) for j, k in rows(url, "select r.scheduler_job, t.trial_key from run r join trial t on "
+                                      "t.id = r.trial_id where r.status = 'running' and r.scheduler_job != :v",
+                                 v=victim_job)), None))
+    os.kill(_worker_pid(url, second[0]), signal.SIGKILL)  # type: ignore[arg-type]
+    wait_for_jobs(slurm_cluster, array_ids, expected=4, timeout_s=300)
+    counts = done_once(url)
+    assert counts[victim_trial] == 0 and counts[second[1]] == 0
+    # both interrupted attempts are still 'running' in the database: resume finds them stale
+    resumed = campaign("resume", "chaos", f"root={tmp_path}", f"db.url={url}", "--stale-after", "0", "--wait",
+                       "launcher.chunk_size=1", "launcher.cpus_per_task=1", "launcher.mem_gb=1").stdout
+    assert "2 stale" in resumed, resumed
+    assert set(done_once(url).values()) == {1}
+    interrupted = rows(url, "select t.trial_key, r.status from run r join trial t on t.id = r.trial_id "
+                            "where r.attempt = 1 and t.trial_key in (:a, :b)", a=victim_trial, b=second[1])
+    assert sorted(s for _, s in interrupted) == ["stale", "stale"]
+    # a second resume finds nothing to do and never runs a finished trial again
+    again = campaign("resume", "chaos", f"root={tmp_path}", f"db.url={url}", "--stale-after", "0").stdout
+    assert "0 trial(s) to run" in again
+    assert set(done_once(url).values()) == {1}
+
+
+def test_preemption_requeues_and_reruns_the_interrupted_trial(slurm_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.services import wait_for_jobs
+
+    url = url_for(tmp_path)
+    out = campaign("launch", *TINY, "name=preempt", f"root={tmp_path}", f"db.url={url}", "launcher=slurm",
+                   "gpus=[a100]", "launcher.chunk_size=2", "launcher.cpus_per_task=1", "launcher.mem_gb=1",
+                   "protocol.idle_s=6").stdout
+    job = wait_until("the running worker", lambda: _running_job(url))[0]
+    trial = _running_job(url)[1]  # type: ignore[index]
+    # what Slurm sends before preemption or the time limit: submitit checkpoints and requeues
+    subprocess.run(["scancel", "--signal=USR2", "--batch", job], check=True, timeout=30)
+    array = out.split("on slurm: ")[-1].split("_")[0].strip()
+    wait_until("both trials done", lambda: sum(done_once(url).values()) == 2, timeout_s=300, poll_s=0.5)
+    wait_for_jobs(slurm_cluster, [array], expected=1, timeout_s=120)
+    attempts = rows(url, "select r.attempt, r.status, r.error from run r join trial t on t.id = r.trial_id "
+                         "where t.trial_key = :k order by r.attempt", k=trial)
+    assert [a[:2] for a in attempts] == [(1, "failed"), (2, "done")]
+    assert "interrupted" in attempts[0][2]
+    assert set(done_once(url).values()) == {1}
