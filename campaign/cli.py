@@ -77,7 +77,22 @@ def preflight(cfg: dict[str, Any]) -> None:
     from jobs.data import DatasetConfig, check_dataset
 
     check_dataset(DatasetConfig(**cfg["dataset"]))
-    if cfg["launcher"]["name"] == "local":
+    preflight_launcher(cfg)
+
+
+def preflight_launcher(cfg: dict[str, Any]) -> None:
+    """The launcher can take every GPU type of the sweep (checked before anything is recorded)."""
+    from campaign.config import gpu_types
+
+    if cfg["launcher"]["name"] == "slurm":
+        from campaign.launchers import slurm
+
+        slurm.preflight(gpu_types(), list(cfg["gpus"]))
+    elif cfg["launcher"]["name"] == "ray":
+        from campaign.launchers import ray
+
+        ray.preflight(cfg["launcher"], gpu_types(), list(cfg["gpus"]))
+    elif cfg["launcher"]["name"] == "local":
         wants_gpu = [g for g in cfg["gpus"] if g != "cpu"]
         if wants_gpu or cfg["device"] == "cuda":
             import torch
@@ -167,6 +182,7 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
     if not any(o.lstrip("+~").startswith("launcher") for o in args.overrides):
         cfg["launcher"] = recorded["launcher"]  # the same launcher unless told otherwise
     validate({**recorded, "launcher": cfg["launcher"]})
+    preflight_launcher({**recorded, "launcher": cfg["launcher"]})
     run_cfg = {**recorded, "launcher": cfg["launcher"], "root": cfg["root"] if _given(args, "root") else recorded["root"]}
     stored = ingest_files(store, run_cfg["root"], info.name)
     if stored:

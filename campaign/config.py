@@ -38,7 +38,7 @@ class LauncherConfig:
     setup: list[str] = field(default_factory=list)  # shell lines run before the worker (module load ...)
     folder: str | None = None  # submitit's job folder; default ROOT/NAME/slurm
     address: str | None = None  # Ray cluster address; null: start a local Ray
-    local_resources: dict[str, float] = field(default_factory=dict)  # custom resources of a local Ray
+    local_resources: Any = None  # custom resources of a local Ray, e.g. {gpu_a100: 2}
     local_num_cpus: int = 0  # CPUs of a local Ray; 0: Ray's default
     stale_after_s: float = 600.0  # a running attempt without heartbeat this long is stale
 

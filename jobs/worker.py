@@ -215,6 +215,7 @@ class WorkerTask:
 
     def __call__(self) -> WorkerSummary:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         return run_worker(self.spec)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:

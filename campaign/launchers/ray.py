@@ -4,6 +4,7 @@ the campaign until every task has ended."""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -39,9 +40,10 @@ def connect(launcher: dict[str, Any]) -> None:
     if ray.is_initialized():
         return
     if launcher.get("address"):
-        ray.init(address=launcher["address"], include_dashboard=False, log_to_driver=False)
+        ray.init(address=launcher["address"], include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING)
     else:
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
                                   "resources": dict(launcher.get("local_resources") or {})}
         if launcher.get("local_num_cpus"):
             kwargs["num_cpus"] = int(launcher["local_num_cpus"])
@@ -66,6 +68,12 @@ def check_resources(options: dict[str, dict[str, Any]]) -> None:
                     f"{have.get(name, 0)} (cluster resources: {known}); declare it on the nodes "
                     f"(ray start --resources) or set launcher.gpus_per_task=0 on CPU-only clusters"
                 )
+
+
+def preflight(launcher: dict[str, Any], gpus: dict[str, dict[str, Any]], gpu_types: list[str]) -> None:
+    """Before anything is recorded: the cluster answers and can schedule every GPU type."""
+    connect(launcher)
+    check_resources({g: task_options(launcher, gpus[g]) for g in gpu_types})
 
 
 def submit(specs: dict[str, list[WorkerSpec]], launcher: dict[str, Any], gpus: dict[str, dict[str, Any]]) -> Submitted:

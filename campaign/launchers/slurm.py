@@ -39,6 +39,26 @@ def slurm_parameters(launcher: dict[str, Any], gpu: dict[str, Any], campaign: st
     return params
 
 
+def preflight(gpus: dict[str, dict[str, Any]], gpu_types: list[str]) -> None:
+    """Before anything is recorded: Slurm answers and every GPU type's partition exists."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("sbatch"):
+        raise ConfigError("launcher=slurm needs Slurm's commands (sbatch, sinfo) on this machine; none found on PATH")
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60, check=True).stdout
+    except (subprocess.SubprocessError, OSError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        raise ConfigError(f"Slurm does not answer (sinfo failed: {detail.strip().splitlines()[-1] if detail.strip() else exc})") from exc
+    partitions = sorted({p.strip() for p in out.split()})
+    for g in gpu_types:
+        wanted = (gpus[g].get("slurm") or {}).get("partition")
+        if wanted and wanted not in partitions:
+            raise ConfigError(f"GPU type {g!r} runs in Slurm partition {wanted!r}, which this cluster lacks "
+                              f"(partitions: {', '.join(partitions)}); set it in conf/gpu/{g}.yaml")
+
+
 def submit(
     specs: dict[str, list[WorkerSpec]],
     launcher: dict[str, Any],

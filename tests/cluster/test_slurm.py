@@ -90,7 +90,7 @@ def test_preemption_requeues_and_reruns_the_interrupted_trial(slurm_cluster, tmp
     job = wait_until("the running worker", lambda: _running_job(url))[0]
     trial = _running_job(url)[1]  # type: ignore[index]
     # what Slurm sends before preemption or the time limit: submitit checkpoints and requeues
-    subprocess.run(["scancel", "--signal=USR2", "--batch", job], check=True, timeout=30)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
     array = out.split("on slurm: ")[-1].split("_")[0].strip()
     wait_until("both trials done", lambda: sum(done_once(url).values()) == 2, timeout_s=300, poll_s=0.5)
     wait_for_jobs(slurm_cluster, [array], expected=1, timeout_s=120)
