@@ -92,6 +92,7 @@ class CampaignConfig:
     recipe: dict[str, Any] = field(default_factory=dict)
     network: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
+    analysis: dict[str, Any] = field(default_factory=dict)  # checked by analysis.report
 
 
 def _register() -> None:
