@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from campaign.cli_db import register as register_db_commands
 from campaign.config import ConfigError, compose, db_url, validate
 
 USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
@@ -312,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("status", cmd_status, "trials by state and energy so far, per GPU type x epoch budget", with_name=True)
     add("list", cmd_list, "list the campaigns in a database")
     add("analyze", cmd_analyze, "write the report folder ROOT/NAME/report/", with_name=True)
+    register_db_commands(sub)
     db = sub.add_parser("db", help="database maintenance", description="database maintenance")
     dbsub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     up = dbsub.add_parser("upgrade", help="create or migrate the schema to the newest revision")

@@ -42,18 +42,26 @@ def insert_samples(conn: Connection, run_id: int, source: str, trace: dict[str, 
 
 
 def hardware_id(conn: Connection, hw: dict[str, Any]) -> int | None:
-    """The id of this hardware description, inserting it the first time it is seen."""
+    """The id of this hardware description, inserting it the first time it is seen.
+
+    Safe when workers of one node store their first results at once: the insert does nothing
+    on a fingerprint that appeared meanwhile, and the row is read back."""
     if not hw:
         return None
     import hashlib
 
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
     blob = json.dumps(hw, sort_keys=True, default=str)
     fp = hashlib.sha256(blob.encode()).hexdigest()[:32]
     found = conn.execute(select(Hardware.id).where(Hardware.fingerprint == fp)).scalar()
     if found is not None:
         return int(found)
-    res = conn.execute(
-        insert(Hardware).values(
+    conn.execute(
+        upsert(Hardware)
+        .values(
             fingerprint=fp,
             host=str(hw.get("host", "?")),
             cpu_model=hw.get("cpu_model"),
@@ -63,8 +71,9 @@ def hardware_id(conn: Connection, hw: dict[str, Any]) -> int | None:
             gpu_count=hw.get("gpu_count"),
             details_json=blob,
         )
+        .on_conflict_do_nothing(index_elements=["fingerprint"])
     )
-    return int(res.inserted_primary_key[0])  # type: ignore[index]
+    return int(conn.execute(select(Hardware.id).where(Hardware.fingerprint == fp)).scalar_one())
 
 
 def ingest_result(conn: Connection, result: dict[str, Any]) -> bool:

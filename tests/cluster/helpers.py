@@ -39,6 +39,16 @@ def rows(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         engine.dispose()
 
 
+def rows_when_ready(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Like ``rows``, but empty while the schema does not exist yet (the CLI is still starting)."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        return rows(url, sql, **params)
+    except (OperationalError, ProgrammingError):
+        return []
+
+
 def wait_until(what: str, condition: Callable[[], Any], timeout_s: float = 180, poll_s: float = 0.2) -> Any:
     """Poll ``condition`` until it returns something truthy; fail naming ``what`` at the deadline."""
     deadline = time.monotonic() + timeout_s

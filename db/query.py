@@ -1,0 +1,190 @@
+"""Read-only access for analysis: an engine whose connections cannot write, and one query over it.
+
+A write is refused by the connection itself, never by reading the SQL text: SQLite files are
+opened with ``mode=ro`` (and ``PRAGMA query_only``), PostgreSQL sessions run with
+``SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY``. One statement per call: PostgreSQL
+gets the extended protocol (a prepared statement holds one command), SQLite's driver refuses
+a second statement. Errors become ``DatabaseError`` with one line that never holds a password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sqlite3
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from db.engine import DatabaseError, redact
+from db.views import VIEW_NAMES
+
+SQLITE_READONLY = 8  # sqlite3's result code for a write refused by a read-only connection
+PG_READ_ONLY_SQL_TRANSACTION = "25006"
+
+
+class QueryError(DatabaseError):
+    """The database refused a query (a write on a read-only connection, bad SQL, ...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    truncated: bool  # more rows existed than were fetched
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except ArgumentError:
+        return None
+
+
+def one_line(exc: BaseException, url: str | None = None) -> str:
+    """The driver's own message (SQLAlchemy's wrapper removed), first line only, password hidden."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [ln.strip() for ln in str(orig).strip().splitlines() if ln.strip()]
+    msg = lines[0] if lines else type(orig).__name__
+    secret = _password(url) if url else None
+    return msg.replace(secret, "***") if secret else msg
+
+
+def _is_read_only_refusal(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlite_errorcode", None) == SQLITE_READONLY:
+        return True
+    return getattr(orig, "sqlstate", None) == PG_READ_ONLY_SQL_TRANSACTION
+
+
+@contextlib.contextmanager
+def database_errors(url: str, doing: str) -> Iterator[None]:
+    """Turn driver and SQLAlchemy errors raised inside into one-line ``DatabaseError``s."""
+    try:
+        yield
+    except DatabaseError:
+        raise
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        raise DatabaseError(f"{doing} failed on {redact(url)}: {one_line(exc, url)}") from exc
+    except Exception as exc:  # psycopg's own errors, on the raw-connection path
+        if type(exc).__module__.split(".")[0] != "psycopg":
+            raise
+        raise DatabaseError(f"{doing} failed on {redact(url)}: {one_line(exc, url)}") from exc
+
+
+def _sqlite_path(url: str) -> Path:
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        raise DatabaseError(f"db.url={redact(url)} is not a SQLite file that a read-only query can open")
+    return Path(database).expanduser().resolve()
+
+
+def read_only_engine(url: str) -> Engine:
+    """An engine whose every connection is read-only (SQLite ``mode=ro``, PostgreSQL READ ONLY)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseError(f"db.url={url!r} is not a SQLAlchemy URL (e.g. sqlite:///campaigns/campaign.db)") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        path = _sqlite_path(url)
+        if not path.is_file():
+            raise DatabaseError(f"no SQLite database at {path} (check root= or db.url=)")
+        uri = f"{path.as_uri()}?mode=ro"
+
+        def connect() -> sqlite3.Connection:
+            con = sqlite3.connect(uri, uri=True, timeout=60, check_same_thread=False)
+            con.execute("PRAGMA query_only=ON")
+            return con
+
+        return create_engine("sqlite://", creator=connect, poolclass=NullPool)
+    if backend == "postgresql":
+        try:
+            engine = create_engine(parsed, poolclass=NullPool)
+        except ModuleNotFoundError as exc:
+            raise DatabaseError(f"no driver for {redact(url)}: {exc}") from exc
+
+        @event.listens_for(engine, "connect")
+        def _read_only(dbapi_conn, _record) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            cur.close()
+            dbapi_conn.commit()
+
+        return engine
+    raise DatabaseError(f"read-only queries support sqlite and postgresql URLs, not {redact(url)}")
+
+
+def missing_views(engine: Engine) -> list[str]:
+    """The analysis views this database lacks (all of them on a schema older than 0002)."""
+    present = set(inspect(engine).get_view_names())
+    return [v for v in VIEW_NAMES if v not in present]
+
+
+def require_views(engine: Engine, url: str) -> None:
+    """Raise ``DatabaseError`` with the fix when the views are missing."""
+    with database_errors(url, "reading the schema"):
+        missing = missing_views(engine)
+    if missing:
+        raise DatabaseError(
+            f"{redact(url)} has no {' or '.join(missing)} view (its schema predates them): "
+            f"run `campaign db upgrade db.url=...` once"
+        )
+
+
+def run_query(engine: Engine, url: str, sql: str, params: Mapping[str, Any] | None = None,
+              max_rows: int | None = None) -> QueryResult:
+    """Run one statement on a read-only ``engine`` and return up to ``max_rows`` rows.
+
+    Bind parameters are written ``:name`` (a literal colon as ``\\:``); each must be in
+    ``params``. A write, a second statement or bad SQL raise ``QueryError`` with one line.
+    """
+    given = dict(params or {})
+    stmt = text(sql)
+    compiled = stmt.compile(dialect=engine.dialect)
+    unknown = sorted(set(compiled.params) - set(given))
+    if unknown:
+        names = ", ".join(f":{k}" for k in given) or "none"
+        raise QueryError(f"the query uses :{unknown[0]} but only these parameters are bound: {names} "
+                         "(write a literal colon as \\:)")
+    bound = {k: v for k, v in given.items() if k in compiled.params}
+    try:
+        with engine.connect() as conn:
+            try:
+                if engine.dialect.name == "postgresql":
+                    # The raw psycopg cursor with prepare=True: a prepared statement holds exactly one
+                    # command, so "COMMIT; SET ... READ WRITE; DELETE ..." cannot leave the read-only mode.
+                    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                    cur.execute(str(compiled), compiled.construct_params(bound), prepare=True)
+                    columns = [d.name for d in cur.description] if cur.description else []
+                    rows = [] if not columns else (
+                        cur.fetchmany(max_rows + 1) if max_rows is not None else cur.fetchall())
+                    cur.close()
+                else:
+                    result = conn.execute(stmt, bound)
+                    columns = list(result.keys()) if result.returns_rows else []
+                    rows = ((result.fetchmany(max_rows + 1) if max_rows is not None else result.fetchall())
+                            if result.returns_rows else [])
+            finally:
+                conn.rollback()
+    except Exception as exc:
+        if isinstance(exc, DatabaseError):
+            raise
+        if not isinstance(exc, (SQLAlchemyError, sqlite3.Error)) and type(exc).__module__.split(".")[0] != "psycopg":
+            raise
+        if _is_read_only_refusal(exc):
+            raise QueryError(f"refused: queries run on a read-only connection ({one_line(exc, url)})") from exc
+        hint = ""
+        if any(v in str(exc) for v in VIEW_NAMES):
+            with contextlib.suppress(Exception):
+                if missing_views(engine):
+                    hint = " (this database predates the views: run `campaign db upgrade db.url=...` once)"
+        raise QueryError(f"query failed: {one_line(exc, url)}{hint}") from exc
+    out = [tuple(r) for r in rows]
+    truncated = max_rows is not None and len(out) > max_rows
+    return QueryResult(columns, out[:max_rows] if truncated else out, truncated)

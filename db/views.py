@@ -1,0 +1,258 @@
+"""The analysis views ``run_summary`` and ``trial_summary``: their SQL, per dialect, and their columns.
+
+The SQL is portable (window functions, ``sqrt`` and ``floor``: SQLite >= 3.35 with its math
+functions, as Python's is; PostgreSQL >= 12) except where the campaign's JSON config is read.
+Each view's columns are also declared here as a SQLAlchemy ``Table`` (in its own ``MetaData``,
+so Alembic never takes a view for a table): the documentation is generated from them, readers
+``select()`` from them with typed results, and a test checks them against the database.
+
+Versioning: a migration creates a fixed version of a view (``0002`` creates version 1). To
+change a view, add ``run_summary_v2`` here, point ``CURRENT`` at it and write a migration that
+drops the old version and creates the new one; never edit a version a migration uses. A
+migration that rebuilds a table a view reads (SQLite's batch mode copies tables) must drop the
+views first (``drop_views_sql``) and create them again afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Float, Integer, MetaData, String, Table
+
+VIEW_NAMES = ("run_summary", "trial_summary")  # trial_summary reads run_summary: drop it first
+PHASES = ("warmup", "idle", "train", "eval", "cooldown")  # as jobs.meters.base.PHASES
+MEASURED_SOURCES = ("nvml", "rapl")  # power sources that read a hardware meter of the run's device
+
+view_metadata = MetaData()
+
+
+def _col(name: str, type_: Any, comment: str, unit: str | None = None) -> Column[Any]:
+    return Column(name, type_, comment=comment, info={"unit": unit} if unit else {})
+
+
+run_summary = Table(
+    "run_summary",
+    view_metadata,
+    _col("campaign", String, "campaign name"),
+    _col("campaign_id", Integer, "campaign.id"),
+    _col("run_id", Integer, "run.id (one row per run with status 'done')"),
+    _col("trial_id", Integer, "trial.id"),
+    _col("trial_key", String, "hash of the fields that change the measurement"),
+    _col("attempt", Integer, "1 for the first run of a trial"),
+    _col("arch_hash", String, "NAS-Bench-101 graph hash of the architecture"),
+    _col("num_vertices", Integer, "vertices of the pruned cell"),
+    _col("num_edges", Integer, "edges of the pruned cell"),
+    _col("params", BigInteger, "trainable parameters of the network", "count"),
+    _col("flops", BigInteger, "forward FLOPs per image", "FLOP"),
+    _col("epochs", Integer, "epoch budget of the trial", "epochs"),
+    _col("gpu_type", String, "GPU type the trial was planned for (conf/gpu/)"),
+    _col("seed", Integer, "training seed"),
+    _col("host", String, "node the run ran on"),
+    _col("gpu_name", String, "device name as the meter reported it (hardware.gpu_name)"),
+    _col("device", String, "torch device the job trained on"),
+    _col("dataset", String, "cifar10 | synthetic"),
+    _col("power_source", String, "meter that produced the power readings: nvml | rapl | simulated | unknown"),
+    _col("power_kind", String,
+         "measured (a hardware meter: nvml, rapl) | simulated (not a measurement) | unknown; "
+         "never pool measured and simulated runs"),
+    _col("energy_method", String, "counter (device energy counter) | integrated (power samples integrated)"),
+    _col("started_at", DateTime(timezone=True), "UTC"),
+    _col("ended_at", DateTime(timezone=True), "UTC"),
+    _col("duration_s", Float, "training + evaluation wall time", "s"),
+    _col("energy_j", Float, "energy of the train + eval phases", "J"),
+    _col("energy_kwh", Float, "energy_j in kilowatt-hours", "kWh"),
+    _col("mean_power_w", Float, "energy_j / duration_s", "W"),
+    _col("idle_power_w", Float, "mean power in the idle baseline before training", "W"),
+    *(_col(f"{p}_energy_j", Float, f"energy of the {p} phase (NULL when the run has none)", "J") for p in PHASES),
+    *(_col(f"{p}_duration_s", Float, f"duration of the {p} phase", "s") for p in PHASES),
+    _col("train_images", Integer,
+         "training images per epoch: the run's own count, else the campaign config's dataset.n_train",
+         "images"),
+    _col("energy_per_image_j", Float, "energy_j / (epochs x train_images): train + eval energy per training image",
+         "J/image"),
+    _col("train_energy_per_image_j", Float, "train_energy_j / (epochs x train_images)", "J/image"),
+    _col("train_images_per_s", Float, "training throughput", "images/s"),
+    _col("valid_accuracy", Float, "validation accuracy after the last epoch", "0-1"),
+    _col("test_accuracy", Float, "test accuracy after the last epoch", "0-1"),
+)
+
+# trial_summary: one row per (campaign, architecture, epoch budget, GPU type, power source).
+_TRIAL_KEYS = ("campaign", "campaign_id", "arch_hash", "num_vertices", "num_edges", "params", "flops", "epochs",
+               "gpu_type", "power_source", "power_kind")
+# (run_summary column, unit) aggregated as mean and sample standard deviation over seeds
+_MEAN_SD = (("energy_j", "J"), ("energy_per_image_j", "J/image"), ("duration_s", "s"),
+            ("valid_accuracy", "0-1"), ("test_accuracy", "0-1"))
+# (run_summary column, trial_summary column, unit) aggregated as a mean only
+_MEAN_ONLY = (("energy_kwh", "mean_energy_kwh", "kWh"), ("train_energy_j", "mean_train_energy_j", "J"),
+              ("eval_energy_j", "mean_eval_energy_j", "J"), ("mean_power_w", "mean_power_w", "W"),
+              ("train_images_per_s", "mean_train_images_per_s", "images/s"))
+
+trial_summary = Table(
+    "trial_summary",
+    view_metadata,
+    *(_col(c.name, c.type, c.comment or "", c.info.get("unit")) for c in run_summary.columns if c.name in _TRIAL_KEYS),
+    _col("runs", Integer, "finished runs aggregated in this row", "count"),
+    _col("seeds", Integer, "distinct seeds among them", "count"),
+    *(col for name, unit in _MEAN_SD for col in (
+        _col(f"mean_{name}", Float, f"mean of run_summary.{name} over the runs", unit),
+        _col(f"sd_{name}", Float, f"sample standard deviation of run_summary.{name} (NULL for one run)", unit),
+    )),
+    _col("median_energy_j", Float, "median of run_summary.energy_j", "J"),
+    _col("min_energy_j", Float, "smallest run_summary.energy_j", "J"),
+    _col("max_energy_j", Float, "largest run_summary.energy_j", "J"),
+    _col("median_energy_per_image_j", Float, "median of run_summary.energy_per_image_j", "J/image"),
+    *(_col(out, Float, f"mean of run_summary.{name} over the runs", unit) for name, out, unit in _MEAN_ONLY),
+)
+
+VIEW_TABLES = {"run_summary": run_summary, "trial_summary": trial_summary}
+
+
+def _n_train_from_config(dialect: str) -> str:
+    """SQL for the campaign config's ``dataset.n_train`` (c is the campaign table)."""
+    if dialect == "postgresql":
+        return "CAST(CAST(c.config_json AS json) -> 'dataset' ->> 'n_train' AS integer)"
+    if dialect == "sqlite":
+        return "CAST(json_extract(c.config_json, '$.dataset.n_train') AS INTEGER)"
+    raise ValueError(f"no view SQL for the {dialect!r} dialect (supported: sqlite, postgresql)")
+
+
+def run_summary_v1(dialect: str) -> str:
+    """``SELECT`` of run_summary, version 1: one row per run with status 'done'."""
+    measured = ", ".join(f"'{s}'" for s in MEASURED_SOURCES)
+    n_images = f"COALESCE(r.train_images, {_n_train_from_config(dialect)})"
+    phase_cols = ",\n    ".join(
+        f"SUM(CASE WHEN phase = '{p}' THEN {what} END) AS {p}_{what}"
+        for what in ("energy_j", "duration_s") for p in PHASES
+    )
+    phase_select = ",\n  ".join(f"p.{p}_{what}" for what in ("energy_j", "duration_s") for p in PHASES)
+    return f"""SELECT
+  c.name AS campaign,
+  c.id AS campaign_id,
+  r.id AS run_id,
+  t.id AS trial_id,
+  t.trial_key,
+  r.attempt,
+  t.arch_hash,
+  a.num_vertices,
+  a.num_edges,
+  t.params,
+  t.flops,
+  t.epochs,
+  t.gpu_type,
+  t.seed,
+  r.host,
+  h.gpu_name,
+  r.device,
+  r.dataset,
+  COALESCE(r.power_source, 'unknown') AS power_source,
+  CASE WHEN r.power_source IN ({measured}) THEN 'measured'
+       WHEN r.power_source IS NULL THEN 'unknown'
+       ELSE 'simulated' END AS power_kind,
+  r.energy_method,
+  r.started_at,
+  r.ended_at,
+  r.duration_s,
+  r.energy_j,
+  r.energy_j / 3600000.0 AS energy_kwh,
+  CASE WHEN r.duration_s > 0 THEN r.energy_j / r.duration_s END AS mean_power_w,
+  r.idle_power_w,
+  {phase_select},
+  {n_images} AS train_images,
+  r.energy_j / NULLIF(t.epochs * {n_images}, 0) AS energy_per_image_j,
+  p.train_energy_j / NULLIF(t.epochs * {n_images}, 0) AS train_energy_per_image_j,
+  r.train_images_per_s,
+  r.valid_accuracy,
+  r.test_accuracy
+FROM run r
+JOIN trial t ON t.id = r.trial_id
+JOIN campaign c ON c.id = t.campaign_id
+JOIN architecture a ON a.arch_hash = t.arch_hash
+LEFT JOIN hardware h ON h.id = r.hardware_id
+LEFT JOIN (
+  SELECT run_id,
+    {phase_cols}
+  FROM run_phase
+  GROUP BY run_id
+) p ON p.run_id = r.id
+WHERE r.status = 'done'"""
+
+
+def trial_summary_v1(dialect: str) -> str:
+    """``SELECT`` of trial_summary, version 1: run_summary aggregated over seeds.
+
+    Medians by rank within the group (the mean of the one or two middle values); standard
+    deviations from deviations to the group mean (two passes, never negative under rounding).
+    """
+    _n_train_from_config(dialect)  # the same dialect check as run_summary
+    keys = ", ".join(_TRIAL_KEYS)
+    group = f"PARTITION BY {keys}"
+    means = [name for name, _ in _MEAN_SD]
+    window_means = ",\n    ".join(f"AVG({m}) OVER ({group}) AS g_{m}" for m in means)
+    aggregates = []
+    for m in means:
+        aggregates.append(f"AVG({m}) AS mean_{m}")
+        aggregates.append(
+            f"CASE WHEN COUNT({m}) > 1 THEN sqrt(SUM(({m} - g_{m}) * ({m} - g_{m})) / (COUNT({m}) - 1)) END AS sd_{m}"
+        )
+    middle = "energy_rank IN ((energy_n + 1) / 2, (energy_n + 2) / 2)"
+    aggregates += [
+        f"AVG(CASE WHEN {middle} THEN energy_j END) AS median_energy_j",
+        "MIN(energy_j) AS min_energy_j",
+        "MAX(energy_j) AS max_energy_j",
+        f"AVG(CASE WHEN {middle} THEN energy_per_image_j END) AS median_energy_per_image_j",
+    ]
+    aggregates += [f"AVG({name}) AS {out}" for name, out, _ in _MEAN_ONLY]
+    body = ",\n  ".join(aggregates)
+    return f"""WITH ranked AS (
+  SELECT s.*,
+    {window_means},
+    ROW_NUMBER() OVER ({group} ORDER BY CASE WHEN energy_j IS NULL THEN 1 ELSE 0 END, energy_j) AS energy_rank,
+    COUNT(energy_j) OVER ({group}) AS energy_n
+  FROM run_summary s
+)
+SELECT
+  {keys},
+  COUNT(*) AS runs,
+  COUNT(DISTINCT seed) AS seeds,
+  {body}
+FROM ranked
+GROUP BY {keys}"""
+
+
+# The version of each view a fresh database ends up with (the newest migration's).
+CURRENT: dict[str, Callable[[str], str]] = {"run_summary": run_summary_v1, "trial_summary": trial_summary_v1}
+
+
+def create_views_sql(dialect: str, versions: Mapping[str, Callable[[str], str]] | None = None) -> list[str]:
+    """``CREATE VIEW`` statements, in dependency order, for ``versions`` (default ``CURRENT``)."""
+    chosen = versions or CURRENT
+    return [f"CREATE VIEW {name} AS\n{chosen[name](dialect)}" for name in VIEW_NAMES]
+
+
+def drop_views_sql() -> list[str]:
+    """``DROP VIEW`` statements, dependents first."""
+    return [f"DROP VIEW IF EXISTS {name}" for name in reversed(VIEW_NAMES)]
+
+
+def comment_views_sql(dialect: str, existing: dict[str, set[str]]) -> list[str]:
+    """PostgreSQL ``COMMENT ON`` statements for the views and those of their columns that exist
+    (``existing``: view name -> column names in the database); nothing for SQLite."""
+    if dialect != "postgresql":
+        return []
+
+    def lit(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    out = []
+    about = {"run_summary": "one row per finished run", "trial_summary": "run_summary aggregated over seeds"}
+    for name, table in VIEW_TABLES.items():
+        if name not in existing:
+            continue
+        out.append(f"COMMENT ON VIEW {name} IS {lit(about[name] + '; see docs/schema.md')}")
+        for c in table.columns:
+            if c.name in existing[name]:
+                unit = c.info.get("unit")
+                text = f"{c.comment} [{unit}]" if unit else (c.comment or "")
+                out.append(f"COMMENT ON COLUMN {name}.{c.name} IS {lit(text)}")
+    return out

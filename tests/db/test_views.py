@@ -1,0 +1,158 @@
+"""The analysis views on both backends: contents, labels, aggregates, and the migration that adds them."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import func, inspect, select, text
+
+from campaign.config import compose
+from db.engine import make_engine
+from db.migrate import alembic_config, current_revision, head_revision, upgrade
+from db.schema import Base, Run
+from db.store import ResultStore
+from db.views import VIEW_NAMES, VIEW_TABLES
+from tests.db.conftest import plan_campaign, smoke_energy_j, worker_result
+
+
+def _rows(url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def test_view_columns_are_the_declared_ones(smoke_db) -> None:  # type: ignore[no-untyped-def]
+    url, _ = smoke_db
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        for name, table in VIEW_TABLES.items():
+            got = list(conn.execute(text(f"SELECT * FROM {name} WHERE 1 = 0")).keys())
+            assert got == [c.name for c in table.columns], name
+    assert set(VIEW_NAMES) <= set(inspect(engine).get_view_names())
+    engine.dispose()
+
+
+def test_run_summary_has_one_row_per_finished_run(smoke_db) -> None:  # type: ignore[no-untyped-def]
+    url, cfg = smoke_db
+    runs = _rows(url, "SELECT * FROM run_summary WHERE campaign = :c ORDER BY run_id", c="smoke")
+    n_trials = 2 * len(cfg["epochs"]) * cfg["seeds"]
+    assert len(runs) == n_trials  # the failed first attempt is not a result
+    done = _rows(url, "SELECT COUNT(*) AS n FROM run WHERE status = 'done'")[0]["n"]
+    assert done == n_trials and _rows(url, "SELECT COUNT(*) AS n FROM run")[0]["n"] == n_trials + 1
+    for r in runs:
+        assert r["power_source"] == "simulated" and r["power_kind"] == "simulated"
+        assert r["energy_j"] == pytest.approx(smoke_energy_j(r["arch_hash"], r["epochs"], r["seed"]))
+        assert r["energy_kwh"] == pytest.approx(r["energy_j"] / 3.6e6)
+        assert r["train_images"] == 2048
+        assert r["energy_per_image_j"] == pytest.approx(r["energy_j"] / (r["epochs"] * 2048))
+        assert r["train_energy_j"] == pytest.approx(0.8 * r["energy_j"])
+        assert r["train_energy_per_image_j"] == pytest.approx(0.8 * r["energy_j"] / (r["epochs"] * 2048))
+        assert r["eval_energy_j"] == pytest.approx(0.2 * r["energy_j"])
+        assert r["idle_energy_j"] == pytest.approx(10.0) and r["cooldown_energy_j"] == pytest.approx(5.0)
+        assert r["mean_power_w"] == pytest.approx(r["energy_j"] / 10.0)
+        assert r["params"] > 0 and r["flops"] > 0 and r["gpu_type"] == "cpu"
+        assert r["gpu_name"] == "simulated (no GPU)" and r["test_accuracy"] == pytest.approx(0.1 * r["epochs"])
+    warm = [r for r in runs if r["warmup_energy_j"] is not None]
+    assert len(warm) == 1 and warm[0]["warmup_energy_j"] == pytest.approx(100.0)  # only the first trial warms up
+    assert {r["attempt"] for r in runs} == {1, 2}
+
+
+def test_trial_summary_aggregates_over_seeds(smoke_db) -> None:  # type: ignore[no-untyped-def]
+    url, cfg = smoke_db
+    runs = _rows(url, "SELECT * FROM run_summary WHERE campaign = :c", c="smoke")
+    trials = _rows(url, "SELECT * FROM trial_summary WHERE campaign = :c", c="smoke")
+    assert len(trials) == 2 * len(cfg["epochs"])
+    for t in trials:
+        group = [r for r in runs if (r["arch_hash"], r["epochs"]) == (t["arch_hash"], t["epochs"])]
+        energies = [r["energy_j"] for r in group]
+        assert t["runs"] == t["seeds"] == cfg["seeds"] == len(group)
+        assert t["mean_energy_j"] == pytest.approx(statistics.mean(energies))
+        assert t["median_energy_j"] == pytest.approx(statistics.median(energies))
+        assert t["sd_energy_j"] == pytest.approx(statistics.stdev(energies))
+        assert (t["min_energy_j"], t["max_energy_j"]) == (pytest.approx(min(energies)), pytest.approx(max(energies)))
+        assert t["median_energy_per_image_j"] == pytest.approx(statistics.median(r["energy_per_image_j"] for r in group))
+        assert t["mean_test_accuracy"] == pytest.approx(0.1 * t["epochs"])
+        assert t["sd_test_accuracy"] == pytest.approx(0.0, abs=1e-9)
+        assert t["power_kind"] == "simulated"
+
+
+def test_power_source_is_labelled_and_never_pooled(db_url: str) -> None:
+    cfg = compose(["+sweep=smoke", "root=/tmp/unused", "seeds=3", "epochs=[1]"])
+    store = ResultStore(make_engine(db_url))
+    cid, _ = plan_campaign(store, cfg, "labels")
+    sources = {0: "nvml", 1: "simulated", 2: None}  # by seed
+    while (t := store.claim_next(cid, "cpu", "w", "h")) is not None:
+        store.ingest(worker_result(t, "labels", energy_j=100.0, power_source=sources[t.seed]))
+    runs = _rows(db_url, "SELECT seed, power_source, power_kind FROM run_summary")
+    assert {(r["seed"], r["power_source"], r["power_kind"]) for r in runs} == {
+        (0, "nvml", "measured"), (1, "simulated", "simulated"), (2, "unknown", "unknown")}
+    trials = _rows(db_url, "SELECT arch_hash, power_kind, runs FROM trial_summary")
+    assert len(trials) == 2 * 3 and all(t["runs"] == 1 for t in trials)  # one row per source, per cell
+    store.engine.dispose()
+
+
+def test_odd_group_median_and_single_run_sd(db_url: str) -> None:
+    cfg = compose(["+sweep=smoke", "root=/tmp/unused", "seeds=3", "epochs=[2]"])
+    store = ResultStore(make_engine(db_url))
+    cid, archs = plan_campaign(store, cfg, "odd")
+    energies = {0: 300.0, 1: 100.0, 2: 1000.0}
+    while (t := store.claim_next(cid, "cpu", "w", "h")) is not None:
+        # seed 2 of one cell measured: its row has one run, so no standard deviation
+        source = "nvml" if t.seed == 2 and t.arch_hash == archs[0] else "simulated"
+        store.ingest(worker_result(t, "odd", energy_j=energies[t.seed], power_source=source))
+    rows = {(r["arch_hash"] == archs[0], r["power_kind"]): r for r in _rows(db_url, "SELECT * FROM trial_summary")}
+    pooled = rows[(False, "simulated")]
+    assert pooled["runs"] == 3 and pooled["median_energy_j"] == pytest.approx(300.0)
+    assert pooled["sd_energy_j"] == pytest.approx(statistics.stdev([300.0, 100.0, 1000.0]))
+    alone = rows[(True, "measured")]
+    assert alone["runs"] == 1 and alone["median_energy_j"] == pytest.approx(1000.0) and alone["sd_energy_j"] is None
+    assert rows[(True, "simulated")]["median_energy_j"] == pytest.approx(200.0)  # even count: mean of the middle two
+    store.engine.dispose()
+
+
+def test_train_images_fall_back_to_the_campaign_config(db_url: str) -> None:
+    cfg = compose(["+sweep=smoke", "root=/tmp/unused", "seeds=1", "epochs=[2]", "dataset.n_train=1000"])
+    store = ResultStore(make_engine(db_url))
+    cid, _ = plan_campaign(store, cfg, "old")
+    while (t := store.claim_next(cid, "cpu", "w", "h")) is not None:
+        store.ingest(worker_result(t, "old", energy_j=500.0, train_images=None))  # a result from before the column
+    runs = _rows(db_url, "SELECT train_images, energy_per_image_j FROM run_summary")
+    assert runs and all(r["train_images"] == 1000 for r in runs)
+    assert all(r["energy_per_image_j"] == pytest.approx(500.0 / (2 * 1000)) for r in runs)
+    store.engine.dispose()
+
+
+def _counts(engine) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in Base.metadata.sorted_tables}
+
+
+def test_upgrade_from_0001_with_rows_keeps_every_row_and_adds_the_views(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(db_url)
+    upgrade(engine, "0001")
+    assert current_revision(engine) == "0001" and not set(VIEW_NAMES) & set(inspect(engine).get_view_names())
+    cfg = compose(["+sweep=smoke", f"root={tmp_path}"])
+    store = ResultStore(engine, upgrade=False)  # the write path, on the 0001 schema
+    cid, _ = plan_campaign(store, cfg)
+    while (t := store.claim_next(cid, "cpu", "w", "h")) is not None:
+        store.ingest(worker_result(t, "smoke", energy_j=smoke_energy_j(t.arch_hash, t.epochs, t.seed)))
+    before = _counts(engine)
+    assert before["run"] == before["trial"] > 0 and before["trace_sample"] > 0
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    assert _counts(engine) == before
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM run_summary")).scalar_one() == before["run"]
+        assert conn.execute(text("SELECT SUM(runs) FROM trial_summary")).scalar_one() == before["run"]
+    command.downgrade(alembic_config(engine), "0001")  # and back: the views go, the rows stay
+    assert not set(VIEW_NAMES) & set(inspect(engine).get_view_names()) and _counts(engine) == before
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Run)).scalar_one() == before["run"]
+    engine.dispose()
