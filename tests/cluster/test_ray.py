@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,12 @@ from tests.cluster.helpers import TINY, campaign, done_once, rows, url_for
 
 pytestmark = pytest.mark.ray
 
-RAY = ["launcher=ray", "launcher.gpus_per_task=0", "launcher.local_num_cpus=2",
-       "launcher.local_resources={gpu_a100: 1, gpu_v100: 1}"]
+# The cluster tests/run.sh started (ray start --head), else a local one started by the launch.
+ADDRESS = os.environ.get("CAMPAIGN_TEST_RAY_ADDRESS")
+RAY = ["launcher=ray", "launcher.gpus_per_task=0"] + (
+    [f"launcher.address={ADDRESS}"] if ADDRESS
+    else ["launcher.local_num_cpus=2", "launcher.local_resources={gpu_a100: 1, gpu_v100: 1}"]
+)
 
 
 def test_campaign_through_ray(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ import multiprocessing as mp
 import traceback
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 
 from campaign.config import compose
