@@ -1,0 +1,30 @@
+"""Render what ``launcher=slurm`` would submit, without submitting: the submitit parameters and
+the sbatch script, per GPU type. Used by ``campaign plan ... launcher=slurm --show-sbatch`` and by
+the golden-file test that shows any change to what HPC users submit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from campaign.launchers.slurm import slurm_parameters
+
+
+def sbatch_script(params: dict[str, Any], folder: Path) -> str:
+    """The sbatch file submitit writes for these parameters (array of ``n`` tasks)."""
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+    executor.update_parameters(**params)
+    inner = executor._executor  # submitit's SlurmExecutor: the one that renders sbatch files
+    return str(inner._make_submission_file_text("python -u -m submitit.core._submit " + str(folder), "%A_%a"))
+
+
+def render(launcher: dict[str, Any], gpus: dict[str, dict[str, Any]], campaign: str, n_tasks: dict[str, int],
+           root: Path) -> dict[str, dict[str, Any]]:
+    """Per GPU type: the submitit parameters and the sbatch script."""
+    out = {}
+    for gpu_type, n in n_tasks.items():
+        params = slurm_parameters(launcher, gpus[gpu_type], campaign, n)
+        out[gpu_type] = {"parameters": params, "sbatch": sbatch_script(params, root / campaign / "slurm" / gpu_type / "%j")}
+    return out
