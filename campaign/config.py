@@ -61,6 +61,10 @@ class ProtocolConfig:
 class MeterConfig:
     kind: str = "auto"
     rate_hz: float = 10.0
+    rapl: bool = True  # CPU package / DRAM energy from RAPL where /sys/class/powercap is readable
+    carbontracker: bool = True  # run Carbontracker alongside each trial (never hangs or kills it)
+    carbon_intensity_g_per_kwh: float = 445.0  # used by Carbontracker offline (no API lookups)
+    carbon_intensity_source: str = "configured: world average 2024 (IEA, as in Carbontracker 2.4)"
 
 
 @dataclass

@@ -54,7 +54,9 @@ class Architecture(Base):
     arch_hash: Mapped[str] = mapped_column(String(64), primary_key=True, comment="NAS-Bench-101 graph hash")
     matrix_json: Mapped[str] = mapped_column(Text, comment="pruned adjacency matrix, JSON list of lists")
     ops_json: Mapped[str] = mapped_column(Text, comment="pruned op list, JSON")
-    num_vertices: Mapped[int] = mapped_column(Integer, comment="vertices of the pruned cell (input and output included)")
+    num_vertices: Mapped[int] = mapped_column(
+        Integer, comment="vertices of the pruned cell (input and output included)"
+    )
     num_edges: Mapped[int] = mapped_column(Integer, comment="edges of the pruned cell")
 
 
@@ -67,11 +69,19 @@ class Trial(Base):
         Index("ix_trial_campaign_state", "campaign_id", "state"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="trial id")
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), comment="campaign of the trial")
-    trial_key: Mapped[str] = mapped_column(String(64), comment="hash of the fields that change the measurement")
-    arch_hash: Mapped[str] = mapped_column(ForeignKey("architecture.arch_hash"), comment="architecture trained")
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaign.id", ondelete="CASCADE"), comment="campaign of the trial"
+    )
+    trial_key: Mapped[str] = mapped_column(
+        String(64), comment="hash of the fields that change the measurement"
+    )
+    arch_hash: Mapped[str] = mapped_column(
+        ForeignKey("architecture.arch_hash"), comment="architecture trained"
+    )
     epochs: Mapped[int] = mapped_column(Integer, comment="epoch budget")
-    gpu_type: Mapped[str] = mapped_column(String(50), comment="GPU type to run on, a name from conf/gpu/ (cpu for none)")
+    gpu_type: Mapped[str] = mapped_column(
+        String(50), comment="GPU type to run on, a name from conf/gpu/ (cpu for none)"
+    )
     seed: Mapped[int] = mapped_column(Integer, comment="training seed (0 .. seeds-1)")
     order_index: Mapped[int] = mapped_column(Integer, comment="position in the seeded random run order")
     params: Mapped[int] = mapped_column(BigInteger, comment="trainable parameters of the network")
@@ -79,7 +89,9 @@ class Trial(Base):
     state: Mapped[str] = mapped_column(String(16), default="pending", comment="|".join(TRIAL_STATES))
     attempts: Mapped[int] = mapped_column(Integer, default=0, comment="runs started so far")
     worker_id: Mapped[str | None] = mapped_column(String(200), comment="worker holding the claim")
-    updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), comment="UTC time of the last state change")
+    updated_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), comment="UTC time of the last state change"
+    )
 
 
 class Hardware(Base):
@@ -92,9 +104,13 @@ class Hardware(Base):
     cpu_model: Mapped[str | None] = mapped_column(String(200), comment="CPU model name")
     cpu_count: Mapped[int | None] = mapped_column(Integer, comment="logical CPUs visible to the job")
     ram_gb: Mapped[float | None] = mapped_column(Float, comment="host memory, GiB")
-    gpu_name: Mapped[str | None] = mapped_column(String(200), comment="device name as the meter reports it (simulated: says so)")
+    gpu_name: Mapped[str | None] = mapped_column(
+        String(200), comment="device name as the meter reports it (simulated: says so)"
+    )
     gpu_count: Mapped[int | None] = mapped_column(Integer, comment="GPUs measured (0 without a GPU)")
-    details_json: Mapped[str] = mapped_column(Text, comment="full description from the meters (UUIDs, driver, ...)")
+    details_json: Mapped[str] = mapped_column(
+        Text, comment="full description from the meters (UUIDs, driver, ...)"
+    )
 
 
 class Run(Base):
@@ -103,32 +119,55 @@ class Run(Base):
     __tablename__ = "run"
     __table_args__ = (UniqueConstraint("trial_id", "attempt", name="uq_run_trial_attempt"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="run id")
-    trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id", ondelete="CASCADE"), index=True, comment="trial this run attempts")
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("trial.id", ondelete="CASCADE"), index=True, comment="trial this run attempts"
+    )
     attempt: Mapped[int] = mapped_column(Integer, comment="1 for the first run of a trial")
     status: Mapped[str] = mapped_column(String(16), comment="|".join(RUN_STATUSES))
-    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), comment="UTC time the run was claimed")
-    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), comment="UTC time the run finished")
-    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), comment="UTC time of the worker's last sign of life")
+    started_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), comment="UTC time the run was claimed"
+    )
+    ended_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), comment="UTC time the run finished"
+    )
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), comment="UTC time of the worker's last sign of life"
+    )
     host: Mapped[str] = mapped_column(String(200), comment="hostname of the machine that ran the attempt")
     pid: Mapped[int | None] = mapped_column(Integer, comment="process id of the worker on that host")
     worker_id: Mapped[str] = mapped_column(String(200), comment="worker that ran it (stable across requeues)")
     scheduler_job: Mapped[str | None] = mapped_column(
-        String(100), comment="Slurm job id (array: JOBID_TASK) or Ray task; null when local")
+        String(100), comment="Slurm job id (array: JOBID_TASK) or Ray task; null when local"
+    )
     scheduler_partition: Mapped[str | None] = mapped_column(String(100), comment="Slurm partition / Ray node")
     power_source: Mapped[str | None] = mapped_column(String(20), comment="nvml | simulated | ...")
     energy_method: Mapped[str | None] = mapped_column(String(20), comment="counter | integrated")
     dataset: Mapped[str | None] = mapped_column(String(50), comment="cifar10 | synthetic")
     device: Mapped[str | None] = mapped_column(String(50), comment="torch device the job trained on")
-    hardware_id: Mapped[int | None] = mapped_column(ForeignKey("hardware.id"), comment="node and devices measured")
+    hardware_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hardware.id"), comment="node and devices measured"
+    )
     error: Mapped[str | None] = mapped_column(Text, comment="why a failed run failed (exception: message)")
     duration_s: Mapped[float | None] = mapped_column(Float, comment="training + evaluation wall time")
     energy_j: Mapped[float | None] = mapped_column(Float, comment="energy of train + eval phases")
     idle_power_w: Mapped[float | None] = mapped_column(Float, comment="mean power in the idle baseline")
+    cpu_energy_j: Mapped[float | None] = mapped_column(
+        Float, comment="RAPL package energy over train + eval (J); null where RAPL is not readable"
+    )
+    dram_energy_j: Mapped[float | None] = mapped_column(
+        Float, comment="RAPL DRAM energy over train + eval (J); null where RAPL is not readable"
+    )
     valid_accuracy: Mapped[float | None] = mapped_column(Float, comment="after the last epoch, 0-1")
     test_accuracy: Mapped[float | None] = mapped_column(Float, comment="after the last epoch, 0-1")
-    train_images_per_s: Mapped[float | None] = mapped_column(Float, comment="training throughput, images per second")
-    train_images: Mapped[int | None] = mapped_column(Integer, comment="training images per epoch (40000 for CIFAR-10)")
-    trace_anchor_unix_s: Mapped[float | None] = mapped_column(Float, comment="wall-clock time at trace t_s == 0")
+    train_images_per_s: Mapped[float | None] = mapped_column(
+        Float, comment="training throughput, images per second"
+    )
+    train_images: Mapped[int | None] = mapped_column(
+        Integer, comment="training images per epoch (40000 for CIFAR-10)"
+    )
+    trace_anchor_unix_s: Mapped[float | None] = mapped_column(
+        Float, comment="wall-clock time at trace t_s == 0"
+    )
     result_path: Mapped[str | None] = mapped_column(Text, comment="result file in the campaign folder")
 
 
@@ -168,21 +207,100 @@ class TraceSample(Base):
     __tablename__ = "trace_sample"
     __table_args__ = (Index("ix_trace_run_phase", "run_id", "phase"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, comment="sample id")
-    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), comment="run the sample belongs to")
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("run.id", ondelete="CASCADE"), comment="run the sample belongs to"
+    )
     source: Mapped[str] = mapped_column(String(20), comment="nvml | simulated | ... (as the run)")
     device: Mapped[int] = mapped_column(Integer, comment="device index within the job")
     t_s: Mapped[float] = mapped_column(Float, comment="monotonic seconds since the meter's wall-clock anchor")
     phase: Mapped[str] = mapped_column(String(16), comment="warmup | idle | train | eval | cooldown")
-    epoch: Mapped[int | None] = mapped_column(Integer, comment="1-based training epoch, NULL outside an epoch")
+    epoch: Mapped[int | None] = mapped_column(
+        Integer, comment="1-based training epoch, NULL outside an epoch"
+    )
     power_w: Mapped[float] = mapped_column(Float, comment="power draw of the device")
     energy_j: Mapped[float | None] = mapped_column(Float, comment="device energy counter since meter start")
-    gpu_util: Mapped[float | None] = mapped_column(Float, comment="GPU utilization, percent 0-100 (simulated: the process CPU load)")
-    mem_util: Mapped[float | None] = mapped_column(Float, comment="GPU memory bandwidth utilization, percent 0-100")
+    gpu_util: Mapped[float | None] = mapped_column(
+        Float, comment="GPU utilization, percent 0-100 (simulated: the process CPU load)"
+    )
+    mem_util: Mapped[float | None] = mapped_column(
+        Float, comment="GPU memory bandwidth utilization, percent 0-100"
+    )
     mem_used_mb: Mapped[float | None] = mapped_column(Float, comment="GPU memory in use, MiB")
     temperature_c: Mapped[float | None] = mapped_column(Float, comment="GPU temperature, degrees Celsius")
     sm_clock_mhz: Mapped[float | None] = mapped_column(Float, comment="streaming multiprocessor clock")
     mem_clock_mhz: Mapped[float | None] = mapped_column(Float, comment="memory clock")
     power_limit_w: Mapped[float | None] = mapped_column(Float, comment="enforced power limit of the device")
-    cpu_util: Mapped[float | None] = mapped_column(Float, comment="host CPU utilization, percent 0-100 (all logical CPUs)")
-    rss_mb: Mapped[float | None] = mapped_column(Float, comment="resident memory of the training process, MiB")
+    cpu_util: Mapped[float | None] = mapped_column(
+        Float, comment="host CPU utilization, percent 0-100 (all logical CPUs)"
+    )
+    rss_mb: Mapped[float | None] = mapped_column(
+        Float, comment="resident memory of the training process, MiB"
+    )
 
+
+class CarbontrackerRun(Base):
+    """What Carbontracker measured alongside a run (it runs beside the project's own meters).
+
+    Carbontracker multiplies energy by a PUE; ``energy_kwh_reported`` is its figure and
+    ``energy_j_raw`` the same divided by ``pue``, comparable with the run's own energy."""
+
+    __tablename__ = "carbontracker_run"
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("run.id", ondelete="CASCADE"), primary_key=True, comment="the run it measured"
+    )
+    status: Mapped[str] = mapped_column(String(20), comment="ok | no_components | failed | not_started")
+    components: Mapped[str] = mapped_column(
+        String(100), comment="components measured, comma-separated (gpu, cpu)"
+    )
+    missing_components: Mapped[str] = mapped_column(String(100), comment="requested but not present here")
+    epochs: Mapped[int] = mapped_column(Integer, comment="epochs Carbontracker logged")
+    duration_s: Mapped[float | None] = mapped_column(Float, comment="sum of logged epoch durations")
+    pue: Mapped[float | None] = mapped_column(Float, comment="PUE factor Carbontracker applied")
+    energy_kwh_reported: Mapped[float | None] = mapped_column(
+        Float, comment="actual energy as reported (PUE included)"
+    )
+    energy_j_raw: Mapped[float | None] = mapped_column(Float, comment="actual energy without PUE (J)")
+    co2eq_g: Mapped[float | None] = mapped_column(Float, comment="actual CO2eq as reported (g)")
+    predicted_energy_kwh_reported: Mapped[float | None] = mapped_column(
+        Float, comment="Carbontracker's prediction for the whole budget (PUE included)"
+    )
+    predicted_co2eq_g: Mapped[float | None] = mapped_column(
+        Float, comment="predicted CO2eq for the whole budget (g)"
+    )
+    intensity_g_per_kwh: Mapped[float | None] = mapped_column(
+        Float, comment="carbon intensity used (gCO2eq/kWh)"
+    )
+    intensity_source: Mapped[str | None] = mapped_column(Text, comment="where the intensity came from")
+    log_dir: Mapped[str | None] = mapped_column(
+        Text, comment="folder of its log files in the campaign folder"
+    )
+    messages: Mapped[str | None] = mapped_column(Text, comment="notes and errors, one per line")
+
+
+class CarbontrackerEpoch(Base):
+    """Carbontracker's per-epoch log: average power per component and duration; energies raw (no PUE)."""
+
+    __tablename__ = "carbontracker_epoch"
+    __table_args__ = (UniqueConstraint("run_id", "epoch", name="uq_carbontracker_epoch"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="row id")
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("run.id", ondelete="CASCADE"), comment="the run it measured"
+    )
+    epoch: Mapped[int] = mapped_column(Integer, comment="1-based")
+    duration_s: Mapped[float | None] = mapped_column(
+        Float, comment="epoch duration as logged (10 ms resolution)"
+    )
+    gpu_power_w: Mapped[float | None] = mapped_column(
+        Float, comment="average GPU power over the epoch, all its GPUs"
+    )
+    cpu_power_w: Mapped[float | None] = mapped_column(Float, comment="average CPU power (RAPL or TDP table)")
+    dram_power_w: Mapped[float | None] = mapped_column(Float, comment="average DRAM power (RAPL)")
+    gpu_energy_j: Mapped[float | None] = mapped_column(
+        Float, comment="GPU energy of the epoch, raw, without PUE"
+    )
+    cpu_energy_j: Mapped[float | None] = mapped_column(
+        Float, comment="CPU energy of the epoch, raw, without PUE"
+    )
+    dram_energy_j: Mapped[float | None] = mapped_column(
+        Float, comment="DRAM energy of the epoch, raw, without PUE"
+    )

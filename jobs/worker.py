@@ -17,6 +17,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from db.engine import make_engine
@@ -91,6 +92,42 @@ def host_description() -> dict[str, Any]:
     }
 
 
+def _carbontracker(meter_cfg: dict[str, Any], epochs: int, log_dir: Path | None) -> Any:
+    """Carbontracker for one trial, started, or None when switched off."""
+    if not meter_cfg.get("carbontracker") or log_dir is None:
+        return None
+    from jobs.meters.carbon import CarbonTrackerRun
+
+    tracker = CarbonTrackerRun(
+        epochs, log_dir,
+        intensity_g_per_kwh=float(meter_cfg.get("carbon_intensity_g_per_kwh", 445.0)),
+        intensity_source=str(meter_cfg.get("carbon_intensity_source", "configured")),
+    )
+    tracker.start()
+    return tracker
+
+
+def _marker(meters: Sequence[PowerMeter], tracker: Any) -> Callable[[str, int | None], None]:
+    """One ``mark`` for the training loop: tags every meter's samples, and opens and closes
+    Carbontracker's epochs (an epoch spans its training and its validation)."""
+    open_epoch = [False]
+
+    def mark(phase: str, epoch: int | None = None) -> None:
+        for m in meters:
+            m.mark(phase, epoch)
+        if tracker is None:
+            return
+        if phase == "train" or (phase in ("eval", "cooldown") and epoch is None):
+            if open_epoch[0]:
+                tracker.epoch_end()
+                open_epoch[0] = False
+            if phase == "train":
+                tracker.epoch_start()
+                open_epoch[0] = True
+
+    return mark
+
+
 def scheduler_identity() -> dict[str, str | None]:
     """Where this attempt runs in the scheduler's terms (Slurm job and partition, Ray node)."""
     env = os.environ
@@ -152,10 +189,15 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
 
     data = load_dataset(DatasetConfig(**cfg["dataset"]))
     meter = make_meter(cfg["meter"]["kind"], rate_hz=cfg["meter"]["rate_hz"])
+    rapl = _rapl_meter(cfg["meter"])
     hardware = {**host_description(), **meter.hardware()}
+    if rapl is not None:
+        hardware["rapl_domains"] = rapl.hardware()["devices"]
     unstored: list[dict[str, Any]] = []
     scheduler = scheduler_identity()
     meter.start()
+    if rapl is not None:
+        rapl.start()
     try:
         meter.mark("warmup")
         protocol.warm_up(cfg["protocol"]["warmup_s"], device)
@@ -168,10 +210,11 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
                 break
             if events:
                 events.trial_started(trial)
-            result = run_trial(trial, cfg, data, meter, device, worker_id, hardware,
-                               heartbeat=lambda t=trial: store.heartbeat(t.run_id))  # type: ignore[misc]
-            result["campaign"] = spec.campaign
             path = result_path(spec.root, spec.campaign, trial.trial_key, trial.attempt)
+            result = run_trial(trial, cfg, data, meter, device, worker_id, hardware,
+                               heartbeat=lambda t=trial: store.heartbeat(t.run_id),  # type: ignore[misc]
+                               rapl=rapl, log_dir=path.with_suffix(""))
+            result["campaign"] = spec.campaign
             result["result_path"] = str(path)
             write_atomic(path, result)
             if not _store_result(store, result):
@@ -192,7 +235,30 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
                 _retry("storing a result", lambda r=r: store.ingest(r), patience_s)  # type: ignore[misc]
     finally:
         meter.stop()
+        if rapl is not None:
+            rapl.stop()
     return summary
+
+
+def _rapl_meter(meter_cfg: dict[str, Any]) -> Any:
+    """A RAPL meter beside the power meter where the node's counters are readable, else None."""
+    if not meter_cfg.get("rapl", True):
+        return None
+    from jobs.meters.rapl import RaplMeter, rapl_available
+
+    return RaplMeter(rate_hz=meter_cfg["rate_hz"]) if rapl_available() else None
+
+
+def rapl_energy_j(samples: Sequence[Sample], domains: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """CPU package and DRAM energy over the train and eval phases, from RAPL samples."""
+    kinds = {int(d["index"]): str(d["kind"]) for d in domains}
+    out: dict[str, float | None] = {"package": None, "dram": None}
+    for kind in out:
+        mine = [s for s in samples if kinds.get(s.device) == kind]
+        if mine:
+            phases = protocol.summarise(mine)["phases"]
+            out[kind] = sum(phases[p]["energy_j"] for p in ("train", "eval") if p in phases)
+    return out
 
 
 def _store_result(store: ResultStore, result: dict[str, Any]) -> bool:
@@ -233,6 +299,8 @@ def run_trial(
     worker_id: str,
     hardware: dict[str, Any],
     heartbeat: Callable[[], bool | None],
+    rapl: Any = None,
+    log_dir: Path | None = None,
 ) -> dict[str, Any]:
     """One trial under the protocol: idle baseline, training with tagged phases, cool-down.
 
@@ -266,23 +334,34 @@ def run_trial(
         **scheduler_identity(),
     }
     outcome = None
+    meters = [meter] if rapl is None else [meter, rapl]
+    tracker = _carbontracker(cfg["meter"], trial.epochs, log_dir)
+    mark = _marker(meters, tracker)
     # Samples taken between trials (result writing, ingestion) belong to no trial; the worker's
     # warm-up, which precedes its first trial, is kept with that trial's trace.
     carried = [s for s in meter.drain() if s.phase == "warmup"]
+    if rapl is not None:
+        rapl.drain()
     try:
-        meter.mark("idle")
+        mark("idle")
         protocol.pause(cfg["protocol"]["idle_s"])
         spec = CellSpec.create(trial.matrix, trial.ops)
         outcome = train(spec, NetworkConfig(**cfg["network"]), RecipeConfig(**cfg["recipe"]), data,
-                        epochs=trial.epochs, seed=trial.seed, device=device, mark=meter.mark, on_step=on_step)
+                        epochs=trial.epochs, seed=trial.seed, device=device, mark=mark, on_step=on_step)
         result["status"] = "done"
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc()
         log.error("trial %s failed: %s", trial.trial_key, result["error"])
-    meter.mark("cooldown")
+    mark("cooldown")
+    if tracker is not None:
+        record = tracker.stop()
+        result["carbontracker"] = {**record.to_dict(), "log_dir": str(log_dir)}
     protocol.pause(cfg["protocol"]["cooldown_s"])
     samples = carried + meter.drain()
+    if rapl is not None:
+        result.update({f"{'cpu' if k == 'package' else k}_energy_j": v
+                       for k, v in rapl_energy_j(rapl.drain(), hardware.get("rapl_domains", [])).items()})
     result["ended_at"] = dt.datetime.now(dt.UTC).isoformat()
     summary = protocol.summarise(samples)
     result["energy_method"] = summary["method"]

@@ -15,11 +15,19 @@ if engine is None:  # the alembic command line: take the URL from -x url=... or 
     engine = make_engine(url)
 
 with engine.connect() as connection:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch migrations rebuild tables; with foreign keys on, dropping the old table would
+        # cascade-delete every child row. Must be set outside a transaction (pysqlite starts none
+        # for a PRAGMA).
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
     )
     with context.begin_transaction():
         context.run_migrations()
     connection.commit()
+    if sqlite:
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
