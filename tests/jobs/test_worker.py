@@ -72,3 +72,56 @@ def test_max_failures_stops_the_worker(tmp_path: Path, monkeypatch: pytest.Monke
     assert summary.failed == 2 and "2 trials failed in a row" in summary.stopped_reason
     rows = store.status_rows(store.campaign("w").id)
     assert sum(r["pending"] for r in rows) == 2  # the rest is left for resume
+
+
+class _Tracker:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def epoch_start(self) -> None:
+        self.calls.append("start")
+
+    def epoch_end(self) -> None:
+        self.calls.append("end")
+
+
+class _Meter:
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, int | None]] = []
+
+    def mark(self, phase: str, epoch: int | None = None) -> None:
+        self.marks.append((phase, epoch))
+
+
+def test_one_mark_tags_every_meter_and_spans_carbontracker_epochs_over_train_and_eval() -> None:
+    from jobs.worker import _marker
+
+    a, b, tracker = _Meter(), _Meter(), _Tracker()
+    mark = _marker([a, b], tracker)  # type: ignore[list-item]
+    for tag in [("idle", None), ("train", 1), ("eval", 1), ("train", 2), ("eval", 2), ("eval", None),
+                ("cooldown", None)]:
+        mark(*tag)
+    assert a.marks == b.marks and len(a.marks) == 7
+    assert tracker.calls == ["start", "end", "start", "end"]
+    # a trial that dies inside epoch 1: the cool-down closes Carbontracker's open epoch
+    tracker2 = _Tracker()
+    mark2 = _marker([_Meter()], tracker2)  # type: ignore[list-item]
+    mark2("train", 1)
+    mark2("cooldown", None)
+    assert tracker2.calls == ["start", "end"]
+
+
+def test_rapl_energy_is_split_into_package_and_dram_over_train_and_eval() -> None:
+    from jobs.meters.base import Sample
+    from jobs.worker import rapl_energy_j
+
+    domains = [{"index": 0, "kind": "package"}, {"index": 1, "kind": "dram"}]
+    samples = []
+    for dev, per_s in ((0, 10.0), (1, 2.0)):
+        for t, phase in enumerate(["idle", "train", "train", "train", "eval", "cooldown"]):
+            samples.append(Sample(t_s=float(t), phase=phase, epoch=1, power_w=per_s, device=dev,
+                                  energy_j=per_s * t))
+    got = rapl_energy_j(samples, domains)
+    # counter segments: train t=1..3 (2 s), eval one sample (0 s)
+    assert got == {"package": pytest.approx(20.0), "dram": pytest.approx(4.0)}
+    assert rapl_energy_j([], domains) == {"package": None, "dram": None}
