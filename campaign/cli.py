@@ -25,13 +25,15 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
 
 def _errors() -> tuple[type[BaseException], ...]:
     """Exceptions that carry a user-facing one-line message (imported lazily)."""
+    from analysis.report import AnalysisError
     from db.engine import DatabaseError
     from db.store import CampaignExists, CampaignNotFound
     from jobs.cell import CellSpecError
     from jobs.data import DataError
     from jobs.meters.base import MeterError
 
-    return (ConfigError, DatabaseError, CampaignExists, CampaignNotFound, CellSpecError, DataError, MeterError)
+    return (ConfigError, DatabaseError, CampaignExists, CampaignNotFound, CellSpecError, DataError, MeterError,
+            AnalysisError)
 
 
 def _store(cfg: dict[str, Any]):  # type: ignore[no-untyped-def]
@@ -262,13 +264,17 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     from analysis.report import write_report
+    from campaign.config import gpu_types
 
     cfg = compose(args.overrides)
     store = _store(cfg)
     info = store.campaign(args.name)
     out = Path(cfg["root"]).expanduser().resolve() / info.name / "report"
-    page = write_report(store, info, out)
-    console.print(f"report written: {page}")
+    files = write_report(store, info, out, cfg["analysis"], gpu_types())
+    for model in files.models:
+        console.print(f"surrogate model: {model}")
+    console.print(f"report written: {files.page} and {files.html.name} ({len(files.figures)} figures, "
+                  f"{len(files.tables)} tables in {files.folder / 'tables'}) in {files.seconds:.0f} s")
     return 0
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from db.ingest import ingest_result
 from db.migrate import ensure_schema
-from db.schema import Architecture, Campaign, Run, RunPhase, TraceSample, Trial
+from db.schema import Architecture, Campaign, Epoch, Run, RunPhase, TraceSample, Trial
 
 
 class CampaignExists(RuntimeError):
@@ -317,3 +317,18 @@ class ResultStore:
         q = select(table).where(table.c.run_id == run_id).order_by(table.c.device, table.c.t_s)
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+    def epochs(self, run_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """Per-epoch rows of the given runs, by run and epoch."""
+        table = Epoch.__table__
+        q = select(table).where(table.c.run_id.in_(list(run_ids))).order_by(table.c.run_id, table.c.epoch)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def train_utilization(self, run_ids: Sequence[int]) -> dict[int, float | None]:
+        """Mean device utilisation (%) over each run's training samples (None without readings)."""
+        t = TraceSample.__table__
+        q = (select(t.c.run_id, func.avg(t.c.gpu_util))
+             .where(t.c.run_id.in_(list(run_ids)), t.c.phase == "train").group_by(t.c.run_id))
+        with self.engine.connect() as conn:
+            return {int(rid): (None if util is None else float(util)) for rid, util in conn.execute(q)}

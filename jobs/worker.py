@@ -339,11 +339,10 @@ def run_trial(
     mark = _marker(meters, tracker)
     # Samples taken between trials (result writing, ingestion) belong to no trial; the worker's
     # warm-up, which precedes its first trial, is kept with that trial's trace.
-    carried = [s for s in meter.drain() if s.phase == "warmup"]
-    if rapl is not None:
-        rapl.drain()
+    mark("idle")
+    carried = [s for s in meter.drain() if s.phase in ("warmup", "idle")]
+    rapl_carried = [] if rapl is None else [s for s in rapl.drain() if s.phase == "idle"]
     try:
-        mark("idle")
         protocol.pause(cfg["protocol"]["idle_s"])
         spec = CellSpec.create(trial.matrix, trial.ops)
         outcome = train(spec, NetworkConfig(**cfg["network"]), RecipeConfig(**cfg["recipe"]), data,
@@ -361,7 +360,8 @@ def run_trial(
     samples = carried + meter.drain()
     if rapl is not None:
         result.update({f"{'cpu' if k == 'package' else k}_energy_j": v
-                       for k, v in rapl_energy_j(rapl.drain(), hardware.get("rapl_domains", [])).items()})
+                       for k, v in rapl_energy_j(rapl_carried + rapl.drain(),
+                                                 hardware.get("rapl_domains", [])).items()})
     result["ended_at"] = dt.datetime.now(dt.UTC).isoformat()
     summary = protocol.summarise(samples)
     result["energy_method"] = summary["method"]

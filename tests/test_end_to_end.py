@@ -40,6 +40,11 @@ def test_smoke_campaign_records_runs_epochs_and_traces(smoke: tuple[Path, str]) 
     phases = {p for (p,) in con.execute("select distinct phase from trace_sample")}
     assert {"warmup", "idle", "train", "eval", "cooldown"} <= phases
     assert {s for (s,) in con.execute("select distinct source from trace_sample")} == {"simulated"}
+    # a trace starts with the warm-up (first run only) or the idle baseline, never with the gap
+    # between trials
+    firsts = con.execute("select s.phase from trace_sample s join (select run_id, min(t_s) t from trace_sample "
+                         "group by run_id) m on m.run_id = s.run_id and m.t = s.t_s").fetchall()
+    assert {p for (p,) in firsts} <= {"warmup", "idle"}, firsts
     # every sample of a training epoch carries that epoch
     assert con.execute("select count(*) from trace_sample where phase = 'train' and epoch is null").fetchone()[0] == 0
     # results were written to the campaign folder first
