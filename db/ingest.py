@@ -1,44 +1,232 @@
 """The write path for results: a run's result file becomes rows, idempotently, in one transaction.
 
-Trace samples go in through a bulk path (DB-API executemany on tuples), never as ORM objects.
+Trace samples never go in as ORM objects but through a bulk path, one batch per run, inside the
+caller's transaction:
+
+- SQLite: multi-row ``INSERT ... VALUES (...), (...)`` statements of ``_SQLITE_ROWS`` rows run by
+  the DB-API ``executemany``, with the run's constant columns (run id, source, and any column
+  that holds one value for the whole batch, such as a single GPU's index or its power limit)
+  bound once per statement instead of once per row. Per-row statements spend more CPU time in the
+  driver's per-statement work than in SQLite itself (see ``benchmarks/ingest.py``).
+- PostgreSQL (psycopg 3): ``COPY trace_sample (...) FROM STDIN`` in binary format, on the same
+  connection and so in the same transaction.
+- Any other dialect: ``executemany`` on one tuple per sample.
+
+Values round-trip exactly (floats are bound or copied as doubles), with one rule on every
+backend: NaN is stored as NULL (SQLite cannot store NaN; PostgreSQL is made to agree, so that
+queries give the same answers on both). Infinities are kept.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
-from collections.abc import Iterable, Sequence
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError
 
+from db.carbon import insert_carbontracker
 from db.schema import Campaign, Epoch, Hardware, Run, RunPhase, TraceSample, Trial
+
+log = logging.getLogger(__name__)
 
 SAMPLE_COLUMNS = (
     "device", "t_s", "phase", "epoch", "power_w", "energy_j", "gpu_util", "mem_util", "mem_used_mb",
     "temperature_c", "sm_clock_mhz", "mem_clock_mhz", "power_limit_w", "cpu_util", "rss_mb",
 )  # fmt: skip
+# PostgreSQL binary COPY types of ("run_id", "source", *SAMPLE_COLUMNS), as in db/schema.py.
+_PG_TYPES = ("int4", "text", "int4", "float8", "text", "int4", *["float8"] * 11)
+_FLOAT_COLUMNS = frozenset(c for c, t in zip(SAMPLE_COLUMNS, _PG_TYPES[2:], strict=True) if t == "float8")
+
+# Rows per SQLite INSERT statement: 64 rows x 15 columns stays under 999 bound parameters, the
+# limit of SQLite builds before 3.32; larger statements gain nothing measurable.
+_SQLITE_ROWS = 64
+_SQLITE_MAX_PARAMS = 999
+# Samples converted to statement parameters at a time (bounds the memory of a huge trace).
+_SQLITE_BATCH = _SQLITE_ROWS * 1024
+# Page cache the SQLite connection may use while it writes a trace (KiB; the setting is given back
+# afterwards), so that fewer of the table's and index's pages are spilled to the WAL mid-transaction
+# and written again (a few per cent; no effect on durability).
+_SQLITE_CACHE_KIB = 256 * 1024
+
+
+_PLAIN_TYPES = frozenset((int, float, str, type(None)))
 
 
 def _ts(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
 
 
-def insert_samples(conn: Connection, run_id: int, source: str, trace: dict[str, Sequence[Any]]) -> int:
-    """Bulk-insert a columnar trace (``SAMPLE_COLUMNS`` -> equal-length sequences) for a run.
+def trace_columns(trace: Mapping[str, Sequence[Any]]) -> tuple[int, list[Sequence[Any] | None]]:
+    """The number of samples of a columnar trace and its columns in ``SAMPLE_COLUMNS`` order
+    (None for a column the trace lacks, stored as NULL).
 
-    Missing columns are stored as NULL. Returns the number of samples written."""
-    n = len(trace.get("t_s", ()))
+    Raises ValueError for a column the schema does not have (its values would be lost) and for
+    columns of unequal length."""
+    unknown = sorted(set(trace) - set(SAMPLE_COLUMNS))
+    if unknown:
+        raise ValueError(
+            f"trace columns {unknown} have no column in trace_sample (known: {', '.join(SAMPLE_COLUMNS)}); "
+            "add them to db/schema.py with a migration before recording them"
+        )
+    cols: list[Sequence[Any] | None] = []
+    n: int | None = None
+    for name in SAMPLE_COLUMNS:
+        col = trace.get(name)
+        if col is not None:
+            col = _plain(col)
+            if n is None:
+                n = len(col)
+            elif len(col) != n:
+                lengths = {c: len(v) for c, v in trace.items()}
+                raise ValueError(
+                    f"trace columns differ in length: {lengths}; every column needs one value per sample"
+                )
+        cols.append(col)
+    return n or 0, cols
+
+
+def _plain(col: Any) -> Sequence[Any]:
+    """A column as a list or tuple of Python values: numpy arrays (and lists whose probed values
+    are numpy scalars) are converted, since sqlite3 would store a numpy integer as a BLOB."""
+    if hasattr(col, "tolist"):
+        return col.tolist()
+    if not isinstance(col, (list, tuple)):
+        col = list(col)
+    if col and not all(type(col[i]) in _PLAIN_TYPES for i in (0, len(col) // 2, -1)):
+        col = [x.item() if hasattr(x, "item") else x for x in col]
+    return col
+
+
+def insert_samples(conn: Connection, run_id: int, source: str, trace: Mapping[str, Sequence[Any]]) -> int:
+    """Bulk-insert a columnar trace (``SAMPLE_COLUMNS`` -> equal-length sequences) for a run,
+    inside the caller's transaction; ``source`` goes into every sample's ``source`` column.
+
+    Missing columns are stored as NULL, NaN as NULL. Returns the number of samples written."""
+    n, cols = trace_columns(trace)
     if n == 0:
         return 0
-    nulls = [None] * n
-    cols = [trace.get(c, nulls) for c in SAMPLE_COLUMNS]
-    rows = list(zip([run_id] * n, [source] * n, *cols, strict=True))
+    dialect = conn.dialect.name
+    dbapi = conn.connection.dbapi_connection
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        if dialect == "sqlite":
+            _insert_sqlite(dbapi, run_id, source, cols, n)
+        elif dialect == "postgresql" and conn.dialect.driver == "psycopg":
+            _copy_postgresql(dbapi, run_id, source, _nan_to_null(cols))
+        else:
+            _insert_executemany(conn, run_id, source, _nan_to_null(cols), n)
+    except dbapi_error as exc:  # the driver's own error: raised as SQLAlchemy's, like every other statement
+        what = f"bulk write of {n} samples of run {run_id} into {TraceSample.__tablename__}"
+        raise DBAPIError.instance(what, None, exc, dbapi_error, dialect=conn.dialect) from exc
+    log.debug("run %s: %d trace samples written (%s)", run_id, n, dialect)
+    return n
+
+
+def _constant(col: Sequence[Any]) -> bool:
+    """Whether every value of a (non-empty) column equals its first, checked cheaply: three probes
+    first, the full count only for a column that passes them."""
+    first = col[0]
+    return bool(first == col[-1] and first == col[len(col) // 2] and col.count(first) == len(col))
+
+
+def _insert_sqlite(dbapi: Any, run_id: int, source: str, cols: list[Sequence[Any] | None], n: int) -> None:
+    # Constant columns become numbered parameters bound once per statement (?1 .. ?k); the others
+    # are bound per row (?k+1 ...). SQLite stores a NaN as NULL by itself.
+    const_names = ["run_id", "source"]
+    const_values: list[Any] = [run_id, source]
+    var_names: list[str] = []
+    var_cols: list[Sequence[Any]] = []
+    for name, col in zip(SAMPLE_COLUMNS, cols, strict=True):
+        if col is None or _constant(col):
+            const_names.append(name)
+            const_values.append(None if col is None else col[0])
+        else:
+            var_names.append(name)
+            var_cols.append(col)
+    k, v = len(const_values), len(var_names)
+    columns = ", ".join([*const_names, *var_names])
+    consts = [f"?{i}" for i in range(1, k + 1)]
+
+    def statement(rows: int) -> str:
+        values = (
+            "(" + ", ".join([*consts, *(f"?{k + r * v + j}" for j in range(1, v + 1))]) + ")"
+            for r in range(rows)
+        )
+        return f"INSERT INTO {TraceSample.__tablename__} ({columns}) VALUES {', '.join(values)}"
+
+    per_statement = max(1, min(_SQLITE_ROWS, (_SQLITE_MAX_PARAMS - k) // max(v, 1)))
+    cur = dbapi.cursor()
+    cache_size = int(cur.execute("PRAGMA cache_size").fetchone()[0])  # < 0: KiB, > 0: pages
+    grow = -cache_size < _SQLITE_CACHE_KIB
+    try:
+        if grow:
+            cur.execute(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
+        if v == 0:  # every column constant: one row of parameters per sample
+            cur.executemany(statement(1), itertools.repeat(const_values, n))
+            return
+        full_sql = statement(per_statement)
+        width = per_statement * v
+        for start in range(0, n, _SQLITE_BATCH):
+            flat = list(
+                itertools.chain.from_iterable(
+                    zip(*(c[start : start + _SQLITE_BATCH] for c in var_cols), strict=True)
+                )
+            )
+            whole = len(flat) // width * width
+            cur.executemany(full_sql, (const_values + flat[i : i + width] for i in range(0, whole, width)))
+            if whole < len(flat):
+                cur.execute(statement((len(flat) - whole) // v), const_values + flat[whole:])
+    finally:
+        if grow:  # the setting is the connection's: the pool gets the connection back as it was
+            cur.execute(f"PRAGMA cache_size = {cache_size}")
+        cur.close()
+
+
+def _copy_postgresql(dbapi: Any, run_id: int, source: str, cols: list[Sequence[Any] | None]) -> None:
+    names = ", ".join(("run_id", "source", *SAMPLE_COLUMNS))
+    rows = zip(itertools.repeat(run_id), itertools.repeat(source),
+               *(itertools.repeat(None) if c is None else c for c in cols))  # fmt: skip
+    with (
+        dbapi.cursor() as cur,
+        cur.copy(f"COPY {TraceSample.__tablename__} ({names}) FROM STDIN (FORMAT BINARY)") as copy,
+    ):
+        copy.set_types(list(_PG_TYPES))
+        for row in rows:
+            copy.write_row(row)
+
+
+def _insert_executemany(
+    conn: Connection, run_id: int, source: str, cols: list[Sequence[Any] | None], n: int
+) -> None:
     names = ("run_id", "source", *SAMPLE_COLUMNS)
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = f"INSERT INTO {TraceSample.__tablename__} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
-    conn.exec_driver_sql(sql, rows)  # type: ignore[arg-type]
-    return n
+    rows = list(zip(itertools.repeat(run_id, n), itertools.repeat(source, n),
+                    *(itertools.repeat(None, n) if c is None else c for c in cols), strict=True))  # fmt: skip
+    conn.exec_driver_sql(sql, rows)
+
+
+def _nan_to_null(cols: list[Sequence[Any] | None]) -> list[Sequence[Any] | None]:
+    """The columns with NaN replaced by None (as SQLite stores it). A column is copied only when
+    it holds a NaN: its sum without None and zeros is NaN then (or when it holds both
+    infinities), which a C loop finds; the exact test runs only in that case."""
+    out = list(cols)
+    for i, (name, col) in enumerate(zip(SAMPLE_COLUMNS, cols, strict=True)):
+        if col is None or name not in _FLOAT_COLUMNS:
+            continue
+        try:
+            total = sum(filter(None, col))
+        except TypeError:  # not all numbers: leave it to the database to refuse or convert
+            continue
+        if isinstance(total, float) and math.isnan(total):
+            out[i] = [None if isinstance(x, float) and math.isnan(x) else x for x in col]
+    return out
 
 
 def hardware_id(conn: Connection, hw: dict[str, Any]) -> int | None:
@@ -50,6 +238,7 @@ def hardware_id(conn: Connection, hw: dict[str, Any]) -> int | None:
         return None
     import hashlib
 
+    upsert: Any
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as upsert
     else:
@@ -88,7 +277,9 @@ def ingest_result(conn: Connection, result: dict[str, Any]) -> bool:
         .where(Campaign.name == result["campaign"], Trial.trial_key == result["trial_key"])
     ).one_or_none()
     if trial is None:
-        raise LookupError(f"trial {result['trial_key']} of campaign {result['campaign']!r} is not in this database")
+        raise LookupError(
+            f"trial {result['trial_key']} of campaign {result['campaign']!r} is not in this database"
+        )
     trial_id = trial.id
     existing = conn.execute(
         select(Run.id, Run.status).where(Run.trial_id == trial_id, Run.attempt == result["attempt"])
@@ -118,6 +309,8 @@ def ingest_result(conn: Connection, result: dict[str, Any]) -> bool:
         duration_s=result.get("duration_s"),
         energy_j=result.get("energy_j"),
         idle_power_w=result.get("idle_power_w"),
+        cpu_energy_j=result.get("cpu_energy_j"),
+        dram_energy_j=result.get("dram_energy_j"),
         valid_accuracy=result.get("valid_accuracy"),
         test_accuracy=result.get("test_accuracy"),
         train_images_per_s=result.get("train_images_per_s"),
@@ -127,16 +320,22 @@ def ingest_result(conn: Connection, result: dict[str, Any]) -> bool:
     )
     if existing is None:
         run_id = int(
-            conn.execute(insert(Run).values(trial_id=trial_id, attempt=result["attempt"], **values)).inserted_primary_key[0]  # type: ignore[index]
+            conn.execute(
+                insert(Run).values(trial_id=trial_id, attempt=result["attempt"], **values)
+            ).inserted_primary_key[0]  # type: ignore[index]
         )
     else:
         run_id = int(existing.id)
         conn.execute(update(Run).where(Run.id == run_id).values(**values))
+        # A rewritten run loses its old child rows first (Carbontracker's are replaced below).
         for table in (Epoch, RunPhase, TraceSample):
             conn.execute(delete(table).where(table.run_id == run_id))
     _insert_many(conn, Epoch, run_id, result.get("epochs", ()))
+    # run_phase: the worker's per-phase summary (jobs.protocol.summarise), pre-aggregated here so
+    # that per-run questions never scan trace_sample.
     _insert_many(conn, RunPhase, run_id, result.get("phases", ()))
     insert_samples(conn, run_id, result.get("power_source") or "unknown", result.get("trace") or {})
+    insert_carbontracker(conn, run_id, result.get("carbontracker"))  # replaces any earlier rows
     if status == "superseded":
         return True
     state = {"done": "done", "failed": "failed", "cancelled": "cancelled"}.get(status, "failed")

@@ -91,3 +91,23 @@ def test_a_failed_run_is_kept_and_the_trial_marked_failed(store: ResultStore, pl
     runs = store.runs(cid, status=None)
     assert [(r["status"], r["error"]) for r in runs] == [("failed", "TrainingDiverged: loss is nan")]
     assert store.runs(cid) == []
+
+
+def test_carbontracker_records_are_stored_with_the_run(store: ResultStore, planned) -> None:  # type: ignore[no-untyped-def]
+    from db.schema import CarbontrackerEpoch, CarbontrackerRun
+
+    cid, _ = planned
+    trial = store.claim_next(cid, "cpu", "w", "h")
+    record = {"status": "ok", "components": ["cpu"], "missing_components": ["gpu"], "pue": 1.58,
+              "duration_s": 3.0, "intensity_g_per_kwh": 445.0, "intensity_source": "configured",
+              "actual": {"energy_kwh_reported": 1.58e-3, "energy_j_raw": 3600.0, "co2eq_g": 0.7},
+              "predicted": None, "messages": ["component 'gpu' requested but not present"], "log_dir": "/x",
+              "epochs": [{"epoch": 1, "duration_s": 1.5, "cpu_power_w": 35.6, "cpu_energy_j": 53.4},
+                         {"epoch": 2, "duration_s": 1.5, "cpu_power_w": 35.6, "cpu_energy_j": 53.4}]}
+    store.ingest({**_result(trial), "carbontracker": record, "cpu_energy_j": 10.0})
+    with store.engine.connect() as conn:
+        run = conn.execute(select(CarbontrackerRun.__table__)).one()
+        assert (run.status, run.components, run.missing_components, run.epochs) == ("ok", "cpu", "gpu", 2)
+        assert run.energy_j_raw == pytest.approx(run.energy_kwh_reported * 3.6e6 / run.pue)
+        assert conn.execute(select(func.count()).select_from(CarbontrackerEpoch)).scalar() == 2
+        assert conn.execute(select(Run.cpu_energy_j)).scalar() == 10.0
