@@ -182,8 +182,12 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
     store = _store(cfg)
     info = store.campaign(args.name)
     recorded = info.config
-    if not any(o.lstrip("+~").startswith("launcher") for o in args.overrides):
-        cfg["launcher"] = recorded["launcher"]  # the same launcher unless told otherwise
+    if not any(o.lstrip("+~").split("=", 1)[0] == "launcher" for o in args.overrides):
+        # The same launcher as recorded unless another is named; `launcher.KEY=...` adjusts it.
+        changed = {o.lstrip("+~").split("=", 1)[0].split(".", 1)[1] for o in args.overrides
+                   if o.lstrip("+~").startswith("launcher.")}
+        cfg["launcher"] = {**recorded["launcher"],
+                           **{k: v for k, v in cfg["launcher"].items() if k.split(".")[0] in changed}}
     validate({**recorded, "launcher": cfg["launcher"]})
     preflight_launcher({**recorded, "launcher": cfg["launcher"]})
     run_cfg = {**recorded, "launcher": cfg["launcher"], "root": cfg["root"] if _given(args, "root") else recorded["root"]}
