@@ -5,7 +5,7 @@ and evaluation, cool-down; every column filled, floats at full precision) is spl
 ``--runs`` runs and written, each condition into its own fresh SQLite file with the project's
 schema (``db.migrate.upgrade``) and connection settings (WAL, synchronous=NORMAL, foreign keys):
 
-- project: ``db.ingest.ingest_result`` per run, one transaction per run, as ``ResultStore.ingest``
+- project: ``ResultStore.ingest`` per run (``db.ingest.ingest_result``), one transaction per run
   does (run row, phases, epochs and the samples through ``insert_samples``), commits included;
 - raw: ``sqlite3`` ``executemany`` of one prepared tuple per sample into the same table, one
   transaction per run (the rows are built before the clock starts): the practical limit of
@@ -182,16 +182,17 @@ class Clock:
 
 
 def time_project(folder: Path, results: list[dict[str, Any]]) -> tuple[float, float]:
-    """(wall, CPU) seconds to ingest every result through ``ingest_result``, a transaction per run."""
-    from db.ingest import ingest_result
+    """(wall, CPU) seconds to ingest every result as workers do (``ResultStore.ingest``: one
+    transaction per run)."""
+    from db.store import ResultStore
 
     _, engine = fresh_db(folder, "project", len(results), runs=False)
+    store = ResultStore(engine, upgrade=False)
     with engine.connect():  # open the pooled connection before the clock starts
         pass
     clock = Clock()
     for result in results:
-        with engine.begin() as conn:
-            ingest_result(conn, result)
+        store.ingest(result)
     seconds = clock.stop()
     engine.dispose()
     return seconds
@@ -415,7 +416,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "project_to_orm_ratio": round(project / orm, 1),
         "orm_samples": args.orm_samples,
         "orm_note": f"ORM baseline on the first {args.orm_samples} samples only; its rate is per sample",
-        "project_path": "db.ingest.ingest_result per run (SQLite: multi-row INSERT, constants bound once)",
+        "project_path": "ResultStore.ingest per run (SQLite: multi-row INSERT, constants bound once, FK lookups off)",
         "raw_path": "sqlite3 executemany of prepared tuples, one INSERT per sample",
         # Nested figures (goals, CPU time, SQLite alone) are context, not the measured path's rate.
         "goal": {"samples_per_s": GOAL_SAMPLES_PER_S, "raw_ratio": GOAL_RAW_RATIO},

@@ -111,3 +111,12 @@ def test_carbontracker_records_are_stored_with_the_run(store: ResultStore, plann
         assert run.energy_j_raw == pytest.approx(run.energy_kwh_reported * 3.6e6 / run.pue)
         assert conn.execute(select(func.count()).select_from(CarbontrackerEpoch)).scalar() == 2
         assert conn.execute(select(Run.cpu_energy_j)).scalar() == 10.0
+
+
+def test_ingest_leaves_sqlite_foreign_keys_on(store: ResultStore, planned) -> None:  # type: ignore[no-untyped-def]
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("a SQLite connection setting")
+    cid, _ = planned
+    store.ingest(_result(store.claim_next(cid, "cpu", "w", "h")))
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
