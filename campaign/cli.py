@@ -12,13 +12,17 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from campaign.cli_db import register as register_db_commands
 from campaign.config import ConfigError, compose, db_url, validate
+
+if TYPE_CHECKING:
+    from campaign.plan import Plan
+    from db.store import ResultStore
 
 USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
 
@@ -36,14 +40,14 @@ def _errors() -> tuple[type[BaseException], ...]:
             AnalysisError)
 
 
-def _store(cfg: dict[str, Any]):  # type: ignore[no-untyped-def]
+def _store(cfg: dict[str, Any]) -> ResultStore:
     from db.engine import make_engine
     from db.store import ResultStore
 
     return ResultStore(make_engine(db_url(cfg), echo=bool(cfg["db"]["echo"])))
 
 
-def _plan(cfg: dict[str, Any]):  # type: ignore[no-untyped-def]
+def _plan(cfg: dict[str, Any]) -> Plan:
     from campaign.plan import make_plan, resolve_architectures
 
     validate(cfg)

@@ -38,7 +38,7 @@ def decide(trials: Sequence[dict[str, Any]], now: dt.datetime, stale_after_s: fl
     cutoff = now - dt.timedelta(seconds=stale_after_s)
     for t in trials:
         state, key = t["state"], t["trial_key"]
-        tid = t.get("trial_id", t.get("id"))
+        tid = int(t["trial_id"] if "trial_id" in t else t["id"])
         if state == "done":
             out.done += 1
             continue

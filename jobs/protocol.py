@@ -57,7 +57,7 @@ def summarise(samples: Sequence[Sample]) -> dict[str, Any]:
 
     Returns ``{"phases": {phase: {...}}, "epochs": {epoch: energy_j}, "method": str}`` where
     ``method`` is "counter" when every segment's energy came from a device counter."""
-    phases: dict[str, dict[str, float]] = {}
+    phases: dict[str, dict[str, Any]] = {}
     epochs: dict[int, float] = defaultdict(float)
     methods = set()
     clock_device = min((s.device for s in samples), default=0)  # time is counted on one device

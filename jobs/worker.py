@@ -339,7 +339,7 @@ def run_trial(
     mark = _marker(meters, tracker)
     # Samples taken between trials (result writing, ingestion) belong to no trial; the worker's
     # warm-up, which precedes its first trial, is kept with that trial's trace.
-    mark("idle")
+    mark("idle", None)
     carried = [s for s in meter.drain() if s.phase in ("warmup", "idle")]
     rapl_carried = [] if rapl is None else [s for s in rapl.drain() if s.phase == "idle"]
     try:
@@ -352,7 +352,7 @@ def run_trial(
         result["error"] = f"{type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc()
         log.error("trial %s failed: %s", trial.trial_key, result["error"])
-    mark("cooldown")
+    mark("cooldown", None)
     if tracker is not None:
         record = tracker.stop()
         result["carbontracker"] = {**record.to_dict(), "log_dir": str(log_dir)}

@@ -57,4 +57,5 @@ if [ -z "${CAMPAIGN_TEST_RAY_ADDRESS:-}" ]; then
 fi
 
 .venv/bin/python -m ruff check campaign jobs db analysis tests benchmarks
+.venv/bin/python -m mypy
 .venv/bin/python -m pytest "$@"

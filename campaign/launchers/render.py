@@ -16,7 +16,7 @@ def sbatch_script(params: dict[str, Any], folder: Path) -> str:
 
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
     executor.update_parameters(**params)
-    inner = executor._executor  # submitit's SlurmExecutor: the one that renders sbatch files
+    inner: Any = executor._executor  # submitit's SlurmExecutor: the one that renders sbatch files
     return str(inner._make_submission_file_text("python -u -m submitit.core._submit " + str(folder), "%A_%a"))
 
 

@@ -12,6 +12,8 @@ if engine is None:  # the alembic command line: take the URL from -x url=... or 
     from db.engine import make_engine
 
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise SystemExit("alembic: give the database as -x url=URL (or sqlalchemy.url in the ini file)")
     engine = make_engine(url)
 
 with engine.connect() as connection:
