@@ -113,10 +113,11 @@ def test_carbontracker_records_are_stored_with_the_run(store: ResultStore, plann
         assert conn.execute(select(Run.cpu_energy_j)).scalar() == 10.0
 
 
-def test_ingest_leaves_sqlite_foreign_keys_on(store: ResultStore, planned) -> None:  # type: ignore[no-untyped-def]
-    if store.engine.dialect.name != "sqlite":
-        pytest.skip("a SQLite connection setting")
-    cid, _ = planned
+def test_ingest_leaves_sqlite_foreign_keys_on(tmp_path, smoke_cfg) -> None:  # type: ignore[no-untyped-def]
+    """Ingest switches SQLite's per-row foreign-key lookups off for its own transaction only."""
+    store = ResultStore(make_engine(f"sqlite:///{tmp_path / 'fk.db'}"))
+    plan = make_plan(smoke_cfg, resolve_architectures(smoke_cfg))
+    cid = store.create_campaign("c1", "smoke", "/tmp", "rev", smoke_cfg, plan.archs, plan.trials)
     store.ingest(_result(store.claim_next(cid, "cpu", "w", "h")))
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
