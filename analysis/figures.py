@@ -183,22 +183,26 @@ def epoch_energy_figure(
 def surrogate_scatter(
     measured_wh: np.ndarray,
     predicted_wh: np.ndarray,
-    budgets: np.ndarray,
+    budgets: np.ndarray | None,
     path: str | Path,
     metrics_text: str,
     title: str,
     label: str = "",
 ) -> Path:
     """Predicted against measured energy (Wh) of the surrogate's test runs, coloured by epoch
-    budget, with the identity line and the metrics."""
+    budget (one series when ``budgets`` is None), with the identity line and the metrics."""
     y = np.asarray(measured_wh, dtype=np.float64)
     p = np.asarray(predicted_wh, dtype=np.float64)
-    b = np.asarray(budgets)
     fig = _figure(5.8, 5.4)
     ax = fig.add_subplot()
-    for k, budget in enumerate(sorted(set(b.tolist()))):
-        m = b == budget
-        ax.scatter(y[m], p[m], s=16, alpha=0.75, color=f"C{k}", label=f"{epochs_text(budget)} (n={int(m.sum())})")
+    if budgets is None:
+        ax.scatter(y, p, s=16, alpha=0.75, color="C0", label=f"test architectures (n={y.size})")
+    else:
+        b = np.asarray(budgets)
+        for k, budget in enumerate(sorted(set(b.tolist()))):
+            m = b == budget
+            ax.scatter(y[m], p[m], s=16, alpha=0.75, color=f"C{k}",
+                       label=f"{epochs_text(budget)} (n={int(m.sum())})")
     if y.size:
         lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
         ax.plot([lo, hi], [lo, hi], color="black", linewidth=1, label="predicted = measured")
@@ -212,14 +216,16 @@ def surrogate_scatter(
     return _save(fig, path)
 
 
-def learning_curve_figure(curve: pd.DataFrame, path: str | Path, title: str, label: str = "") -> Path:
-    """Test MAE (Wh) against the number of training runs, mean and std over initialisations."""
+def learning_curve_figure(curve: pd.DataFrame, path: str | Path, title: str, label: str = "",
+                          size_unit: str = "runs") -> Path:
+    """Test MAE (Wh) against the training-set size (in ``size_unit``), mean and std over
+    initialisations."""
     fig = _figure(6.2, 4.6)
     ax = fig.add_subplot()
     n_inits = int(curve["n_inits"].iloc[0]) if len(curve) else 0
     ax.errorbar(curve["train_size"], curve["mae_mean_wh"], yerr=curve["mae_std_wh"].fillna(0.0), marker="o",
                 capsize=4, label=f"mean ± std over {n_inits} initialisations")
-    ax.set_xlabel("training-set size (runs)")
+    ax.set_xlabel(f"training-set size ({size_unit})")
     ax.set_ylabel("test MAE (Wh)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -228,7 +234,11 @@ def learning_curve_figure(curve: pd.DataFrame, path: str | Path, title: str, lab
 
 
 def pareto_figure(
-    panels: Sequence[tuple[str, pd.DataFrame, ParetoResult]], path: str | Path, label: str = ""
+    panels: Sequence[tuple[str, pd.DataFrame, ParetoResult]],
+    path: str | Path,
+    label: str = "",
+    error_col: str = "error",
+    energy_col: str = "energy_kwh_mean",
 ) -> Path:
     """One panel per (GPU type, budget): every architecture, the front as a step line (the edge
     of the region it dominates), its extrema and knee, and the hypervolume's reference point."""
@@ -240,22 +250,23 @@ def pareto_figure(
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     for ax, (title, archs, res) in zip(axes, panels, strict=False):
-        _pareto_panel(ax, title, archs, res)
+        _pareto_panel(ax, title, archs, res, error_col, energy_col)
     fig.suptitle(f"Pareto front of (1 - validation accuracy, energy) per epoch budget\n{label}", fontsize=10)
     return _save(fig, path)
 
 
-def _pareto_panel(ax: Axes, title: str, archs: pd.DataFrame, res: ParetoResult) -> None:
-    ax.scatter(archs["error"], archs["energy_kwh_mean"] * 1e3, s=12, color="0.6",
-               label=f"architectures (n={len(archs)})")
+def _pareto_panel(ax: Axes, title: str, archs: pd.DataFrame, res: ParetoResult, error_col: str = "error",
+                  energy_col: str = "energy_kwh_mean") -> None:
+    # energies are kWh per trial; drawn in Wh, where NAS-sized trials have readable numbers
+    ax.scatter(archs[error_col], archs[energy_col] * 1e3, s=12, color="0.6", label=f"architectures (n={len(archs)})")
     f = res.front
-    ax.step(f["error"], f["energy_kwh_mean"] * 1e3, where="post", color="C0", linewidth=1.2, label="Pareto front")
-    ax.scatter(f["error"], f["energy_kwh_mean"] * 1e3, s=18, color="C0")
+    ax.step(f[error_col], f[energy_col] * 1e3, where="post", color="C0", linewidth=1.2, label="Pareto front")
+    ax.scatter(f[error_col], f[energy_col] * 1e3, s=18, color="C0")
     marks = [("lowest error", res.min_error, "C2", "o"), ("lowest energy", res.min_energy, "C1", "s")]
     if res.knee is not None:
         marks.append(("knee", res.knee, "C3", "*"))
     for name, row, color, marker in marks:
-        ax.scatter([row["error"]], [row["energy_kwh_mean"] * 1e3], s=90, color=color, marker=marker, zorder=3,
+        ax.scatter([row[error_col]], [row[energy_col] * 1e3], s=90, color=color, marker=marker, zorder=3,
                    label=f"{name}: {level_name(row['arch_hash'])}")
     rx, ry = res.reference
     ax.scatter([rx], [ry * 1e3], marker="x", color="black", s=40, label="hypervolume reference")

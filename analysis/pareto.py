@@ -249,34 +249,7 @@ def plot_pareto_fronts(
 ) -> Path:
     """One panel per budget (two per row): all architectures, the front as a step line (the
     boundary of the region it dominates), extrema and knee; PNG."""
-    from matplotlib.figure import Figure
+    from analysis.figures import pareto_figure
 
-    n = max(1, len(results))
-    ncols = min(n, 2)
-    nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(5.5 * ncols, 4.5 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[len(results) :]:
-        ax.set_visible(False)
-    for ax, (level, res) in zip(axes, results.items(), strict=False):
-        sub = archs[archs[by] == level]
-        ax.scatter(sub[error_col], sub[energy_col], s=8, color="0.7", label=f"architectures (n={len(sub)})")
-        f = res.front
-        ax.step(f[error_col], f[energy_col], where="post", color="C0", linewidth=1.2, label="Pareto front")
-        ax.scatter(f[error_col], f[energy_col], s=14, color="C0")
-        marks = [("min_error", res.min_error, "C2", "o"), ("min_energy", res.min_energy, "C1", "s")]
-        if res.knee is not None:
-            marks.append(("knee", res.knee, "C3", "*"))
-        for label, row, color, marker in marks:
-            ax.scatter(
-                [row[error_col]], [row[energy_col]], s=90, color=color, marker=marker, zorder=3, label=label
-            )
-        ax.set_title(f"{level} epochs; hypervolume {res.hypervolume:.3g}")
-        ax.set_xlabel("1 - validation accuracy")
-        ax.set_ylabel("training energy (kWh)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    return path
+    panels = [(f"{level} epochs", archs[archs[by] == level], res) for level, res in results.items()]
+    return pareto_figure(panels, path, error_col=error_col, energy_col=energy_col)

@@ -753,62 +753,20 @@ def plot_predicted_vs_measured(
     title: str = "Energy surrogate: test split",
 ) -> Path:
     """Scatter of predicted against measured energy (Wh) with the identity line and the metrics; PNG."""
-    from matplotlib.figure import Figure
+    from analysis.figures import surrogate_scatter
 
-    y = np.asarray(measured_wh, dtype=np.float64)
-    p = np.asarray(predicted_wh, dtype=np.float64)
-    m = evaluate(y, p)
-    fig = Figure(figsize=(5.5, 5), layout="constrained")
-    ax = fig.add_subplot()
-    ax.scatter(y, p, s=10, alpha=0.6, edgecolors="none", label=f"test architectures (n={m.n})")
-    if y.size:
-        lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
-        ax.plot([lo, hi], [lo, hi], color="black", linewidth=1, label="predicted = measured")
-    ax.set_xlabel("measured energy (Wh)")
-    ax.set_ylabel("predicted energy (Wh)")
-    ax.set_title(title)
-    ax.text(
-        0.03,
-        0.97,
-        f"Pearson r = {m.pearson:.4f}\nKendall $\\tau$ = {m.kendall_tau:.4f}\nMAE = {m.mae_wh:.3g} Wh",
-        transform=ax.transAxes,
-        va="top",
-        bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8},
-    )
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    return path
+    m = evaluate(np.asarray(measured_wh, dtype=np.float64), np.asarray(predicted_wh, dtype=np.float64))
+    text = f"Pearson r = {m.pearson:.4f}\nKendall $\\tau$ = {m.kendall_tau:.4f}\nMAE = {m.mae_wh:.3g} Wh"
+    return surrogate_scatter(np.asarray(measured_wh), np.asarray(predicted_wh), None, path, text, title)
 
 
 def plot_learning_curve(
     curve: pd.DataFrame, path: str | Path, title: str = "Energy surrogate: learning curve"
 ) -> Path:
     """Test MAE (Wh) against training-set size with std error bars, from `learning_curve`; PNG."""
-    from matplotlib.figure import Figure
+    from analysis.figures import learning_curve_figure
 
-    fig = Figure(figsize=(6, 4.5), layout="constrained")
-    ax = fig.add_subplot()
-    n_inits = int(curve["n_inits"].iloc[0]) if len(curve) else 0
-    ax.errorbar(
-        curve["train_size"],
-        curve["mae_mean_wh"],
-        yerr=curve["mae_std_wh"].fillna(0.0),
-        marker="o",
-        capsize=4,
-        label=f"mean ± std over {n_inits} initialisations",
-    )
-    ax.set_xlabel("training-set size (architectures)")
-    ax.set_ylabel("test MAE (Wh)")
-    ax.set_title(title)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    return path
+    return learning_curve_figure(curve, path, title, size_unit="architectures")
 
 
 # --------------------------------------------------------------------------------------------
