@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from campaign.plan import Plan
     from db.store import ResultStore
 
-USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
-
-
 def _errors() -> tuple[type[BaseException], ...]:
     """Exceptions that carry a user-facing one-line message (imported lazily)."""
     from analysis.report import AnalysisError
@@ -149,6 +146,7 @@ def dispatch(cfg: dict[str, Any], store: Any, campaign_id: int, name: str, root:
     from campaign.launchers.local import follow, run_local
 
     launcher = cfg["launcher"]
+    gpus = gpu_types()
     max_failures = int(args.max_failures or cfg["max_failures"])
     total = sum(len(v) for v in submit.values())
     url = db_url(cfg)
@@ -159,13 +157,13 @@ def dispatch(cfg: dict[str, Any], store: Any, campaign_id: int, name: str, root:
                 console.print(f"[red]worker stopped: {s.stopped_reason}[/]")
         console.print(f"next: campaign status {name} root={cfg['root']}  |  campaign analyze {name} root={cfg['root']}")
         return 0 if all(s.failed == 0 for s in summaries) else 1
-    specs = worker_specs(cfg, gpu_types(), name, root, url, submit, epochs_of, max_failures)
+    specs = worker_specs(cfg, gpus, name, root, url, submit, epochs_of, max_failures)
     if launcher["name"] == "slurm":
         folder = Path(launcher["folder"] or Path(root) / name / "slurm").expanduser()
-        submitted = slurm_launcher.submit(specs, launcher, gpu_types(), name, folder)
+        submitted = slurm_launcher.submit(specs, launcher, gpus, name, folder)
         waiter = slurm_launcher.wait
     else:
-        submitted = ray_launcher.submit(specs, launcher, gpu_types())
+        submitted = ray_launcher.submit(specs, launcher, gpus)
         waiter = ray_launcher.wait
     for gpu_type, ids in submitted.jobs.items():
         console.print(f"{gpu_type}: {len(ids)} worker task(s) on {submitted.launcher}: {', '.join(map(str, ids))}")
@@ -361,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         print("campaign: interrupted; `campaign resume` continues where this stopped", file=sys.stderr)
         return 130
     except Exception as exc:
-        if isinstance(exc, (USAGE_ERRORS, _errors())):
+        if isinstance(exc, _errors()):
             print(f"campaign: error: {exc}", file=sys.stderr)
             return 2
         raise

@@ -22,25 +22,8 @@ DEFAULT_MAX_ROWS = 100
 FORMATS = ("parquet", "csv")  # db.export.FORMATS, repeated so that `campaign --help` imports no SQLAlchemy
 
 
-class _IntermixedParser(argparse.ArgumentParser):
-    """Options may come between the positionals and the Hydra overrides
-    (``export NAME --format csv root=DIR``), which plain ``parse_args`` rejects."""
-
-    _inner = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._inner:  # parse_known_intermixed_args calls back here for its two passes
-            return super().parse_known_args(args, namespace)
-        self._inner = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inner = False
-
-
 def _add(subparsers: Any, name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help=help_, description=help_)
-    p.__class__ = _IntermixedParser  # add_parser has no per-parser class argument
     p.add_argument("name", help="campaign name")
     p.set_defaults(fn=fn)
     return p

@@ -59,10 +59,9 @@ def run_local(
     console: Console,
 ) -> list[WorkerSummary]:
     """Run every pending trial of the campaign here, GPU type by GPU type."""
-    columns = _COLUMNS
     summaries = []
     start = time.monotonic()
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*_COLUMNS, console=console, transient=False) as progress:
         task = progress.add_task("warming up", total=total)
         events = _ProgressEvents(progress, task)
         for gpu in gpu_types:

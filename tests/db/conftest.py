@@ -11,7 +11,6 @@ smoke sweep, ``claim_next``, ``ingest`` of worker-shaped results), built once pe
 
 from __future__ import annotations
 
-import argparse
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,21 +41,10 @@ def pg_server():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """``campaign.cli.main`` with export and query registered (as the lead's one line in cli.py does)."""
+def cli():  # type: ignore[no-untyped-def]
+    """``campaign.cli.main`` (export and query included), called in this process."""
     import campaign.cli as cli_module
-    from campaign.cli_db import register
 
-    original = cli_module.build_parser
-
-    def build() -> argparse.ArgumentParser:
-        parser = original()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "query" not in sub.choices:
-            register(sub)
-        return parser
-
-    monkeypatch.setattr(cli_module, "build_parser", build)
     return cli_module.main
 
 
