@@ -19,6 +19,12 @@ class MeterError(RuntimeError):
     """A meter could not start or read its device; the message says what to do."""
 
 
+def check_phase(phase: str) -> None:
+    """Refuse a phase tag that is not one of ``PHASES`` (every meter's ``mark`` calls this)."""
+    if phase not in PHASES:
+        raise MeterError(f"phase {phase!r} is not one of {', '.join(PHASES)}")
+
+
 @dataclasses.dataclass
 class Sample:
     """One reading of one device.

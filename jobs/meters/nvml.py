@@ -52,7 +52,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from jobs.meters.base import PHASES, MeterError, Sample
+from jobs.meters.base import MeterError, Sample, check_phase
 from jobs.meters.host import MIB, HostReader
 
 log = logging.getLogger(__name__)
@@ -228,11 +228,7 @@ class NvmlMeter:
         """
         if self._running or self._stopped:
             raise MeterError("this NVML meter was already started; create a new NvmlMeter per worker")
-        lib = _import_nvml() if self._nvml is None else self._nvml
-        try:
-            lib.nvmlInit()
-        except lib.NVMLError as exc:
-            raise MeterError(_init_error_message(lib, exc)) from None
+        lib = self._init_library()
         try:
             self._devices = self._open_devices(lib)
             self._system = self._system_identity(lib)
@@ -277,8 +273,7 @@ class NvmlMeter:
         While running, a sample tagged with the old phase closes it and one tagged with the new
         phase opens it, both at the boundary, so phases partition the trace exactly.
         """
-        if phase not in PHASES:
-            raise MeterError(f"phase {phase!r} is not one of {', '.join(PHASES)}")
+        check_phase(phase)
         if self._running:
             self.sample_once()
         with self._lock:
@@ -577,12 +572,17 @@ class NvmlMeter:
                 out[key] = None
         return out
 
-    def _identify_once(self) -> tuple[list[_Device], dict[str, object]]:
+    def _init_library(self) -> Any:
+        """The NVML library (injected or pynvml), initialised; its init errors as MeterError."""
         lib = _import_nvml() if self._nvml is None else self._nvml
         try:
             lib.nvmlInit()
         except lib.NVMLError as exc:
             raise MeterError(_init_error_message(lib, exc)) from None
+        return lib
+
+    def _identify_once(self) -> tuple[list[_Device], dict[str, object]]:
+        lib = self._init_library()
         try:
             return self._open_devices(lib), self._system_identity(lib)
         except lib.NVMLError as exc:

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from jobs.meters.base import PHASES, MeterError, Sample
+from jobs.meters.base import MeterError, Sample, check_phase
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +246,7 @@ class RaplMeter:
 
     def mark(self, phase: str, epoch: int | None = None) -> None:
         """Tag what follows; while running, closing and opening samples are taken at the boundary."""
-        if phase not in PHASES:
-            raise MeterError(f"phase {phase!r} is not one of {', '.join(PHASES)}")
+        check_phase(phase)
         if self._running:
             self.sample_once()
         with self._lock:

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 
-from jobs.meters.base import PHASES, MeterError, Sample
+from jobs.meters.base import MeterError, Sample, check_phase
 
 
 class SimulatedMeter:
@@ -67,8 +67,7 @@ class SimulatedMeter:
 
     def mark(self, phase: str, epoch: int | None = None) -> None:
         """Tag the samples that follow with ``phase`` and ``epoch``; a sample is taken at the boundary."""
-        if phase not in PHASES:
-            raise MeterError(f"phase {phase!r} is not one of {', '.join(PHASES)}")
+        check_phase(phase)
         self.sample_once()  # close the previous phase at the boundary
         with self._lock:
             self._phase, self._epoch = phase, epoch
