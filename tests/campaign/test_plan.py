@@ -50,11 +50,11 @@ def test_order_is_a_seeded_shuffle() -> None:
 
 def test_duplicate_specs_collapse_by_hash() -> None:
     spec = "{matrix: [[0,1],[0,0]], ops: [input, output]}"
-    # the same cell listed twice, once with an extra dangling vertex that pruning removes
-    dangling = "{matrix: [[0,1,0],[0,0,0],[0,0,0]], ops: [input, output, conv3x3-bn-relu]}"
-    cfg, plan = _plan([f"architectures.specs=[{spec},{spec}]"])
+    # the same cell once more, with a vertex off every input-output path that pruning removes
+    dangling = "{matrix: [[0,1,1],[0,0,0],[0,0,0]], ops: [input, conv3x3-bn-relu, output]}"
+    _, plan = _plan([f"architectures.specs=[{spec},{spec},{dangling}]"])
     assert len(plan.archs) == 1
-    del cfg, dangling
+    assert plan.archs[0].ops == ["input", "output"]
 
 
 def test_cifar_cells_plans_every_budget_and_gpu() -> None:
