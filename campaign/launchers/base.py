@@ -6,7 +6,7 @@ import dataclasses
 import math
 import uuid
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from jobs.worker import WorkerSpec
 
@@ -20,12 +20,6 @@ class Submitted:
     launcher: str
     jobs: dict[str, list[str]]  # GPU type -> job ids (Slurm ids, Ray object refs, "local")
     handles: list[Any] = dataclasses.field(default_factory=list)  # submitit Jobs / Ray refs
-
-
-class Launcher(Protocol):
-    def submit(self, specs: dict[str, list[WorkerSpec]]) -> Submitted: ...
-
-    def wait(self, submitted: Submitted) -> None: ...
 
 
 def trial_seconds(epochs: int, gpu: dict[str, Any], protocol: dict[str, Any]) -> float:
