@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,11 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
+
+from db.checkpoint import BACKSTOP_PAGES, WalCheckpointer
+
+# The checkpointer of each SQLite file engine (weakly held: it goes with its engine).
+_CHECKPOINTERS: weakref.WeakKeyDictionary[Engine, WalCheckpointer] = weakref.WeakKeyDictionary()
 
 
 class DatabaseError(RuntimeError):
@@ -26,15 +33,18 @@ def redact(url: str) -> str:
 def make_engine(url: str, echo: bool = False) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys.
 
-    The parent folder of a SQLite file is created if missing.
+    The parent folder of a SQLite file is created if missing. A SQLite file's WAL is checkpointed
+    by a thread after commits (``db.checkpoint``) rather than inside them; ``engine.dispose()``
+    finishes the pending checkpoint and stops the thread.
     """
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise DatabaseError(f"db.url={url!r} is not a SQLAlchemy URL (e.g. sqlite:///campaigns/campaign.db)") from exc
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        is_file = bool(parsed.database) and parsed.database != ":memory:" and not parsed.query.get("uri")
+        if is_file:
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
         engine = create_engine(parsed, echo=echo, connect_args={"timeout": 60})
 
         @event.listens_for(engine, "connect")
@@ -44,13 +54,40 @@ def make_engine(url: str, echo: bool = False) -> Engine:
             cur.execute("PRAGMA busy_timeout=60000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
+            if is_file:  # the checkpointer thread does it; writers only past the backstop
+                cur.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             cur.close()
 
+        if is_file:
+            checkpointer = WalCheckpointer(str(Path(parsed.database).expanduser()))  # type: ignore[arg-type]
+            _CHECKPOINTERS[engine] = checkpointer
+            # The engine's "commit" event comes before the commit itself: it marks the pooled
+            # connection, and the checkpoint is asked for when the connection is given back.
+            event.listen(engine, "commit", _mark_commit)
+            event.listen(engine.pool, "checkin", functools.partial(_notify_after_commit, checkpointer))
+            event.listen(engine, "engine_disposed", lambda _engine: checkpointer.close())
         return engine
     try:
         return create_engine(parsed, echo=echo, pool_pre_ping=True)
     except ModuleNotFoundError as exc:
         raise DatabaseError(f"no driver for {redact(url)}: {exc}") from exc
+
+
+_COMMITTED = "campaign.committed"
+
+
+def _mark_commit(conn: Any) -> None:
+    conn.info[_COMMITTED] = True
+
+
+def _notify_after_commit(checkpointer: WalCheckpointer, _dbapi_conn: Any, record: Any) -> None:
+    if record is not None and record.info.pop(_COMMITTED, False):
+        checkpointer.notify()
+
+
+def wal_checkpointer(engine: Engine) -> WalCheckpointer | None:
+    """The WAL checkpointer of a SQLite file engine made by ``make_engine``; None for others."""
+    return _CHECKPOINTERS.get(engine)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -6,8 +6,12 @@ caller's transaction:
 - SQLite: multi-row ``INSERT ... VALUES (...), (...)`` statements of ``_SQLITE_ROWS`` rows run by
   the DB-API ``executemany``, with the run's constant columns (run id, source, and any column
   that holds one value for the whole batch, such as a single GPU's index or its power limit)
-  bound once per statement instead of once per row. Per-row statements spend more CPU time in the
-  driver's per-statement work than in SQLite itself (see ``benchmarks/ingest.py``).
+  bound once per statement instead of once per row, and the varying columns' parameters laid out
+  column by column (each statement's parameters are slices of the columns, copied, not values
+  interleaved one by one). Per-row statements spend more CPU time in the driver's per-statement
+  work than in SQLite itself (see ``benchmarks/ingest.py``). The WAL checkpoint that writes the
+  pages a second time runs on the engine's checkpoint thread (``db.checkpoint``), not in the
+  commit.
 - PostgreSQL (psycopg 3): ``COPY trace_sample (...) FROM STDIN`` in binary format, on the same
   connection and so in the same transaction.
 - Any other dialect: ``executemany`` on one tuple per sample.
@@ -47,8 +51,6 @@ _FLOAT_COLUMNS = frozenset(c for c, t in zip(SAMPLE_COLUMNS, _PG_TYPES[2:], stri
 # limit of SQLite builds before 3.32; larger statements gain nothing measurable.
 _SQLITE_ROWS = 64
 _SQLITE_MAX_PARAMS = 999
-# Samples converted to statement parameters at a time (bounds the memory of a huge trace).
-_SQLITE_BATCH = _SQLITE_ROWS * 1024
 # Page cache the SQLite connection may use while it writes a trace (KiB; the setting is given back
 # afterwards), so that fewer of the table's and index's pages are spilled to the WAL mid-transaction
 # and written again (a few per cent; no effect on durability).
@@ -137,7 +139,10 @@ def _constant(col: Sequence[Any]) -> bool:
 
 def _insert_sqlite(dbapi: Any, run_id: int, source: str, cols: list[Sequence[Any] | None], n: int) -> None:
     # Constant columns become numbered parameters bound once per statement (?1 .. ?k); the others
-    # are bound per row (?k+1 ...). SQLite stores a NaN as NULL by itself.
+    # follow column by column (?k+1 .. ?k+rows are the first varying column of the statement's
+    # rows, and so on), so that a statement's parameters are the constants and one slice of each
+    # column: list slicing copies, where interleaving the columns row by row costs a Python step
+    # per value. SQLite stores a NaN as NULL by itself.
     const_names = ["run_id", "source"]
     const_values: list[Any] = [run_id, source]
     var_names: list[str] = []
@@ -148,19 +153,25 @@ def _insert_sqlite(dbapi: Any, run_id: int, source: str, cols: list[Sequence[Any
             const_values.append(None if col is None else col[0])
         else:
             var_names.append(name)
-            var_cols.append(col)
+            var_cols.append(col if isinstance(col, list) else list(col))
     k, v = len(const_values), len(var_names)
     columns = ", ".join([*const_names, *var_names])
-    consts = [f"?{i}" for i in range(1, k + 1)]
+    consts = ", ".join(f"?{i}" for i in range(1, k + 1))
 
     def statement(rows: int) -> str:
         values = (
-            "(" + ", ".join([*consts, *(f"?{k + r * v + j}" for j in range(1, v + 1))]) + ")"
-            for r in range(rows)
+            "(" + ", ".join([consts, *(f"?{k + j * rows + r + 1}" for j in range(v))]) + ")" for r in range(rows)
         )
         return f"INSERT INTO {TraceSample.__tablename__} ({columns}) VALUES {', '.join(values)}"
 
+    def parameters(start: int, stop: int) -> list[Any]:
+        params = const_values.copy()
+        for col in var_cols:
+            params += col[start:stop]
+        return params
+
     per_statement = max(1, min(_SQLITE_ROWS, (_SQLITE_MAX_PARAMS - k) // max(v, 1)))
+    whole = n // per_statement * per_statement
     cur = dbapi.cursor()
     cache_size = int(cur.execute("PRAGMA cache_size").fetchone()[0])  # < 0: KiB, > 0: pages
     grow = -cache_size < _SQLITE_CACHE_KIB
@@ -170,18 +181,12 @@ def _insert_sqlite(dbapi: Any, run_id: int, source: str, cols: list[Sequence[Any
         if v == 0:  # every column constant: one row of parameters per sample
             cur.executemany(statement(1), itertools.repeat(const_values, n))
             return
-        full_sql = statement(per_statement)
-        width = per_statement * v
-        for start in range(0, n, _SQLITE_BATCH):
-            flat = list(
-                itertools.chain.from_iterable(
-                    zip(*(c[start : start + _SQLITE_BATCH] for c in var_cols), strict=True)
-                )
-            )
-            whole = len(flat) // width * width
-            cur.executemany(full_sql, (const_values + flat[i : i + width] for i in range(0, whole, width)))
-            if whole < len(flat):
-                cur.execute(statement((len(flat) - whole) // v), const_values + flat[whole:])
+        cur.executemany(
+            statement(per_statement),
+            (parameters(a, a + per_statement) for a in range(0, whole, per_statement)),
+        )
+        if whole < n:
+            cur.execute(statement(n - whole), parameters(whole, n))
     finally:
         if grow:  # the setting is the connection's: the pool gets the connection back as it was
             cur.execute(f"PRAGMA cache_size = {cache_size}")

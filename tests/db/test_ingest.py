@@ -26,7 +26,7 @@ from jobs.meters.base import SAMPLE_FIELDS
 from tests.db.conftest import plan_campaign, worker_result
 
 NAME = "ingest"
-N_LARGE = 200_003  # not a multiple of the rows per statement nor of the conversion batch
+N_LARGE = 200_003  # not a multiple of the rows per statement: the last statement is shorter
 # Finite doubles at the edges of the format: each must come back bit for bit.
 EDGE_FLOATS = [5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -1.7976931348623157e308,
                0.1 + 0.2, 1 / 3, -2.5e-300, 123456789.12345679, 1e16 + 2.0]  # fmt: skip
