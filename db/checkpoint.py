@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sqlite3
 import threading
 import weakref
@@ -39,6 +40,16 @@ def _close_all() -> None:
     connection to close can fold the log into the file and remove it, as SQLite does by itself."""
     for checkpointer in list(_OPEN):
         checkpointer.close()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of its parent's threads (and perhaps a lock its parent held): its
+    checkpointers start afresh, a new thread on the next ``notify()``."""
+    for checkpointer in list(_OPEN):
+        checkpointer._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class WalCheckpointer:
@@ -93,6 +104,12 @@ class WalCheckpointer:
             self._closing = False
             self._thread = None
             self._served = self._requested
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition()
+        self._thread = None
+        self._closing = False
+        self._served = self._requested
 
     def _alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

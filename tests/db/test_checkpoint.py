@@ -125,3 +125,32 @@ def test_databases_without_a_file_have_no_checkpointer(url: str) -> None:
     with engine.begin() as conn:
         conn.execute(text("SELECT 1"))
     engine.dispose()
+
+
+def test_a_forked_child_checkpoints_with_a_thread_of_its_own(tmp_path: Path) -> None:
+    """The parent's thread does not exist in a child: the child starts its own."""
+    import multiprocessing
+
+    db = tmp_path / "f.db"
+    engine = make_engine(f"sqlite:///{db}")
+    write_rows(engine, 10)
+    checkpointer = wal_checkpointer(engine)
+    assert checkpointer is not None and checkpointer.flush(timeout=60) is True
+    assert checkpointer._alive()  # the parent's thread is running when the child is forked
+    engine.pool.dispose()  # no pooled connection crosses the fork; the checkpointer object does
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_write_in_child, args=(engine, queue))
+    child.start()
+    flushed = queue.get(timeout=120)
+    child.join(timeout=120)
+    assert child.exitcode == 0 and flushed is True
+    assert rows_in_main_file(db, tmp_path) == 20
+    engine.dispose()
+
+
+def _write_in_child(engine, queue) -> None:  # type: ignore[no-untyped-def]
+    write_rows(engine, 10, start=10)
+    checkpointer = wal_checkpointer(engine)
+    queue.put(checkpointer is not None and checkpointer.flush(timeout=60))
