@@ -15,7 +15,7 @@ Then, on the warm file, best of ``--reps``:
   the span of the phase's timestamps and energy as mean power x that span: the cheapest direct
   form, and only exact for a phase that is one stretch of time), and as the exact computation
   (trapezoidal energy per stretch with window functions, the SQL twin of ``summarise``);
-- one run: a single run's summary both ways (the direct one served by ``ix_trace_run_phase``).
+- one run: a single run's summary both ways (the direct one served by ``ix_trace_run``).
 
     python -m benchmarks.summary_query [--runs 1000] [--samples-per-run 10000] [--db PATH]
 

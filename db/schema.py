@@ -202,10 +202,13 @@ class RunPhase(Base):
 
 
 class TraceSample(Base):
-    """One meter reading. Many: written through the bulk path in ``db.ingest``."""
+    """One meter reading. Many: written through the bulk path in ``db.ingest``.
+
+    Indexed by run: a run's samples are written together, so they lie together; a phase is a
+    filter within them, and per-phase figures are pre-aggregated in ``run_phase``."""
 
     __tablename__ = "trace_sample"
-    __table_args__ = (Index("ix_trace_run_phase", "run_id", "phase"),)
+    __table_args__ = (Index("ix_trace_run", "run_id"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, comment="sample id")
     run_id: Mapped[int] = mapped_column(
         ForeignKey("run.id", ondelete="CASCADE"), comment="run the sample belongs to"
