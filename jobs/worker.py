@@ -172,8 +172,13 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
     A worker restarted under the same id (requeue) first closes its interrupted attempt as
     failed. Results that could not be stored are kept as files and stored when the database
     answers again."""
+    if store is None:  # the worker's own engine, given back when it ends (a Ray process runs many)
+        engine = make_engine(spec.db_url)
+        try:
+            return run_worker(spec, events, ResultStore(engine))
+        finally:
+            engine.dispose()  # closes the connections and finishes the pending WAL checkpoint
     worker_id = spec.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    store = store or ResultStore(make_engine(spec.db_url))
     patience_s = spec.db_patience_s
     info = _retry("reading the campaign", lambda: store.campaign(spec.campaign), patience_s)
     recovered = _retry("recovering", lambda: store.recover_worker(

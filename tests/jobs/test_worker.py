@@ -40,6 +40,22 @@ def test_results_are_written_then_ingested(tmp_path: Path) -> None:
         assert stored[result["trial_key"]]["energy_j"] == pytest.approx(result["energy_j"])
 
 
+def test_a_worker_with_its_own_engine_gives_it_back(tmp_path: Path) -> None:
+    """Without a store passed in, the worker makes its engine and disposes of it: no checkpoint
+    thread outlives it (a Ray process runs many workers) and every result is in the main file."""
+    import threading
+
+    store, url, _ = _campaign(tmp_path)
+    store.engine.dispose()
+    summary = run_worker(WorkerSpec(db_url=url, campaign="w", gpu_type="cpu", root=str(tmp_path)))
+    assert (summary.done, summary.failed) == (2, 0)
+    db = tmp_path / "w.db"
+    assert not [t for t in threading.enumerate() if t.name == f"wal-checkpoint:{db}"]
+    assert not Path(f"{db}-wal").exists()  # the last connection folded the log into the file
+    assert len(store.runs(store.campaign("w").id)) == 2
+    store.engine.dispose()
+
+
 def test_a_failing_trial_is_recorded_and_the_worker_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store, url, _ = _campaign(tmp_path)
     real_train = train_module.train
