@@ -66,6 +66,7 @@ def make_engine(url: str, echo: bool = False) -> Engine:
             event.listen(engine, "commit", _mark_commit)
             event.listen(engine.pool, "checkin", functools.partial(_notify_after_commit, checkpointer))
             event.listen(engine, "engine_disposed", lambda _engine: checkpointer.close())
+            weakref.finalize(engine, checkpointer.close)  # an engine dropped without dispose()
         return engine
     try:
         return create_engine(parsed, echo=echo, pool_pre_ping=True)

@@ -154,3 +154,20 @@ def _write_in_child(engine, queue) -> None:  # type: ignore[no-untyped-def]
     write_rows(engine, 10, start=10)
     checkpointer = wal_checkpointer(engine)
     queue.put(checkpointer is not None and checkpointer.flush(timeout=60))
+
+
+def test_an_engine_dropped_without_dispose_takes_its_thread_along(tmp_path: Path) -> None:
+    import gc
+
+    db = tmp_path / "g.db"
+    engine = make_engine(f"sqlite:///{db}")
+    write_rows(engine, 10)
+    checkpointer = wal_checkpointer(engine)
+    assert checkpointer is not None and checkpointer.flush(timeout=60) is True
+    thread = checkpointer._thread
+    assert thread is not None and thread.is_alive()
+    del engine
+    gc.collect()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert rows_in_main_file(db, tmp_path) == 10
