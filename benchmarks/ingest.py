@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,32 @@ def _connect(path: str) -> tuple[sqlite3.Connection, Any]:
     return con, WalCheckpointer(path)
 
 
+def sample_rows(run_id: int, trace: dict[str, list[Any]]) -> Iterator[tuple[Any, ...]]:
+    """One tuple per sample: (run_id, source, *SAMPLE_COLUMNS), for per-row inserts."""
+    from db.ingest import SAMPLE_COLUMNS
+
+    n = len(trace["t_s"])
+    return zip([run_id] * n, [SOURCE] * n, *(trace[c] for c in SAMPLE_COLUMNS), strict=True)
+
+
+def _time_transactions(
+    con: sqlite3.Connection, checkpointer: Any, writes: Sequence[Callable[[], Any]]
+) -> tuple[float, float]:
+    """(wall, CPU) seconds to run each write in a transaction of its own, the WAL checkpointed by
+    ``checkpointer`` after each commit and its last checkpoint inside the clock; closes both."""
+    clock = Clock()
+    for write in writes:
+        con.execute("BEGIN")
+        write()
+        con.execute("COMMIT")
+        checkpointer.notify()
+    checkpointer.flush()
+    seconds = clock.stop()
+    checkpointer.close()
+    con.close()
+    return seconds
+
+
 def time_raw(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float, float]:
     """(wall, CPU) seconds for sqlite3 ``executemany`` of prepared tuples, a transaction per run,
     under the project's settings (``_connect``)."""
@@ -226,24 +253,13 @@ def time_raw(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float, f
 
     path, engine = fresh_db(folder, "raw", len(traces), runs=True)
     engine.dispose()
-    rows = [list(zip([i + 1] * len(t["t_s"]), [SOURCE] * len(t["t_s"]), *(t[c] for c in SAMPLE_COLUMNS), strict=True))
-            for i, t in enumerate(traces)]  # fmt: skip
+    rows = [list(sample_rows(i + 1, t)) for i, t in enumerate(traces)]
     names = ("run_id", "source", *SAMPLE_COLUMNS)
     sql = (
         f"INSERT INTO {TraceSample.__tablename__} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
     )
     con, checkpointer = _connect(path)
-    clock = Clock()
-    for run_rows in rows:
-        con.execute("BEGIN")
-        con.executemany(sql, run_rows)
-        con.execute("COMMIT")
-        checkpointer.notify()
-    checkpointer.flush()
-    seconds = clock.stop()
-    checkpointer.close()
-    con.close()
-    return seconds
+    return _time_transactions(con, checkpointer, [functools.partial(con.executemany, sql, r) for r in rows])
 
 
 def time_engine(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float, float]:
@@ -263,22 +279,12 @@ def time_engine(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float
     bounds = [0]
     con.execute("BEGIN")
     for i, t in enumerate(traces):
-        con.executemany(f"INSERT INTO src VALUES ({', '.join('?' * len(names))})",
-                        zip([i + 1] * len(t["t_s"]), [SOURCE] * len(t["t_s"]), *(t[c] for c in SAMPLE_COLUMNS), strict=True))  # fmt: skip
+        con.executemany(f"INSERT INTO src VALUES ({', '.join('?' * len(names))})", sample_rows(i + 1, t))
         bounds.append(bounds[-1] + len(t["t_s"]))
     con.execute("COMMIT")
     sql = f"INSERT INTO {TraceSample.__tablename__} ({', '.join(names)}) SELECT * FROM src WHERE rowid BETWEEN ? AND ?"
-    clock = Clock()
-    for a, b in zip(bounds, bounds[1:], strict=False):
-        con.execute("BEGIN")
-        con.execute(sql, (a + 1, b))
-        con.execute("COMMIT")
-        checkpointer.notify()
-    checkpointer.flush()
-    seconds = clock.stop()
-    checkpointer.close()
-    con.close()
-    return seconds
+    writes = [functools.partial(con.execute, sql, (a + 1, b)) for a, b in zip(bounds, bounds[1:], strict=False)]
+    return _time_transactions(con, checkpointer, writes)
 
 
 def time_orm(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float, float]:
@@ -345,15 +351,7 @@ def time_postgresql(url: str, traces: list[dict[str, list[Any]]]) -> dict[str, A
     sql = f"INSERT INTO {TraceSample.__tablename__} ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})"
 
     def executemany(conn: Any, run_id: int, t: dict[str, list[Any]]) -> None:
-        rows = list(
-            zip(
-                [run_id] * len(t["t_s"]),
-                [SOURCE] * len(t["t_s"]),
-                *(t[c] for c in SAMPLE_COLUMNS),
-                strict=True,
-            )
-        )
-        conn.connection.dbapi_connection.cursor().executemany(sql, rows)
+        conn.connection.dbapi_connection.cursor().executemany(sql, list(sample_rows(run_id, t)))
 
     copy_s = in_fresh_schema(copy)
     many_s = in_fresh_schema(executemany)
