@@ -101,12 +101,14 @@ class WalCheckpointer:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         with self._cond:
-            self._closing = False
-            self._thread = None
-            self._served = self._requested
+            self._forget_thread()
 
     def _reset(self) -> None:
+        """After fork: a new lock (the parent's may have been held), no thread."""
         self._cond = threading.Condition()
+        self._forget_thread()
+
+    def _forget_thread(self) -> None:
         self._thread = None
         self._closing = False
         self._served = self._requested

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from db.checkpoint import BACKSTOP_PAGES, WalCheckpointer
 from db.engine import make_engine, wal_checkpointer
@@ -30,6 +30,14 @@ def rows_in_main_file(db: Path, tmp_path: Path) -> int:
         con.close()
 
 
+def file_engine(db: Path) -> tuple[Engine, WalCheckpointer]:
+    """A ``make_engine`` engine on the SQLite file ``db`` and its checkpointer."""
+    engine = make_engine(f"sqlite:///{db}")
+    checkpointer = wal_checkpointer(engine)
+    assert checkpointer is not None
+    return engine, checkpointer
+
+
 def write_rows(engine, rows: int, start: int = 0) -> None:  # type: ignore[no-untyped-def]
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE IF NOT EXISTS t (i INTEGER PRIMARY KEY, pad BLOB)"))
@@ -41,9 +49,7 @@ def write_rows(engine, rows: int, start: int = 0) -> None:  # type: ignore[no-un
 
 def test_commits_are_checkpointed_by_the_thread_not_by_the_writer(tmp_path: Path) -> None:
     db = tmp_path / "c.db"
-    engine = make_engine(f"sqlite:///{db}")
-    checkpointer = wal_checkpointer(engine)
-    assert checkpointer is not None
+    engine, checkpointer = file_engine(db)
     with engine.connect() as conn:  # writers keep only the backstop of their own
         assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == BACKSTOP_PAGES
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
@@ -78,9 +84,7 @@ def test_a_writer_with_the_backstop_setting_leaves_the_log_to_the_thread(tmp_pat
 
 def test_dispose_finishes_the_checkpoint_and_the_engine_stays_usable(tmp_path: Path) -> None:
     db = tmp_path / "d.db"
-    engine = make_engine(f"sqlite:///{db}")
-    checkpointer = wal_checkpointer(engine)
-    assert checkpointer is not None
+    engine, checkpointer = file_engine(db)
     write_rows(engine, 500)
     engine.dispose()
     assert not any(t.name.startswith("wal-checkpoint:") and str(db) in t.name for t in threading.enumerate())
@@ -95,9 +99,7 @@ def test_dispose_finishes_the_checkpoint_and_the_engine_stays_usable(tmp_path: P
 
 def test_many_commits_are_served_by_fewer_checkpoints(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
-    engine = make_engine(f"sqlite:///{db}")
-    checkpointer = wal_checkpointer(engine)
-    assert checkpointer is not None
+    engine, checkpointer = file_engine(db)
     for i in range(40):
         write_rows(engine, 10, start=10 * i)
     assert checkpointer.flush(timeout=60) is True
@@ -132,10 +134,9 @@ def test_a_forked_child_checkpoints_with_a_thread_of_its_own(tmp_path: Path) -> 
     import multiprocessing
 
     db = tmp_path / "f.db"
-    engine = make_engine(f"sqlite:///{db}")
+    engine, checkpointer = file_engine(db)
     write_rows(engine, 10)
-    checkpointer = wal_checkpointer(engine)
-    assert checkpointer is not None and checkpointer.flush(timeout=60) is True
+    assert checkpointer.flush(timeout=60) is True
     assert checkpointer._alive()  # the parent's thread is running when the child is forked
     engine.pool.dispose()  # no pooled connection crosses the fork; the checkpointer object does
 
@@ -160,10 +161,9 @@ def test_an_engine_dropped_without_dispose_takes_its_thread_along(tmp_path: Path
     import gc
 
     db = tmp_path / "g.db"
-    engine = make_engine(f"sqlite:///{db}")
+    engine, checkpointer = file_engine(db)
     write_rows(engine, 10)
-    checkpointer = wal_checkpointer(engine)
-    assert checkpointer is not None and checkpointer.flush(timeout=60) is True
+    assert checkpointer.flush(timeout=60) is True
     thread = checkpointer._thread
     assert thread is not None and thread.is_alive()
     del engine
