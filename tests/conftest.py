@@ -1,4 +1,5 @@
-"""Shared fixtures: configs composed through Hydra, real SQLite files in tmp_path."""
+"""Shared fixtures: configs composed through Hydra, real SQLite files in tmp_path, and the real
+services (the Slurm test cluster and PostgreSQL), each started once per session."""
 
 from __future__ import annotations
 
@@ -41,3 +42,15 @@ def slurm_cluster():  # type: ignore[no-untyped-def]
         else:
             os.environ[k] = v
     stop_slurm(cluster)
+
+
+@pytest.fixture(scope="session")
+def pg_server():  # type: ignore[no-untyped-def]
+    """The session's PostgreSQL server (started here, or the one CAMPAIGN_TEST_PG_URL names)."""
+    from tests.services import start_postgres, stop_postgres
+
+    server = start_postgres()
+    if isinstance(server, str):
+        pytest.skip(server)
+    yield server
+    stop_postgres(server)

@@ -28,18 +28,6 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 SMOKE_NAME = "smoke"
 
 
-@pytest.fixture(scope="session")
-def pg_server():  # type: ignore[no-untyped-def]
-    """The session's PostgreSQL server (started here, or the one CAMPAIGN_TEST_PG_URL names)."""
-    from tests.services import start_postgres, stop_postgres
-
-    server = start_postgres()
-    if isinstance(server, str):
-        pytest.skip(server)
-    yield server
-    stop_postgres(server)
-
-
 @pytest.fixture
 def cli():  # type: ignore[no-untyped-def]
     """``campaign.cli.main`` (export and query included), called in this process."""
