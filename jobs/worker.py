@@ -196,13 +196,12 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
     meter = make_meter(cfg["meter"]["kind"], rate_hz=cfg["meter"]["rate_hz"])
     rapl = _rapl_meter(cfg["meter"])
     hardware = {**host_description(), **meter.hardware()}
-    if rapl is not None:
-        hardware["rapl_domains"] = rapl.hardware()["devices"]
     unstored: list[dict[str, Any]] = []
     scheduler = scheduler_identity()
     meter.start()
     if rapl is not None:
         rapl.start()
+        hardware["rapl_domains"] = rapl.hardware()["devices"]  # the readable ones: what samples number
     try:
         meter.mark("warmup")
         protocol.warm_up(cfg["protocol"]["warmup_s"], device)

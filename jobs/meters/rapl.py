@@ -276,8 +276,11 @@ class RaplMeter:
         return dict(self._errors)
 
     def hardware(self) -> dict[str, object]:
-        """The measured domains; ``devices[i]`` describes ``Sample.device == i``."""
-        domains = self.reader.domains or find_rapl_domains(self.reader.root)
+        """The measured domains; ``devices[i]`` describes ``Sample.device == i``. Known only once
+        ``start()`` has left out the zones it cannot read (MeterError before)."""
+        domains = self.reader.domains
+        if not domains:
+            raise MeterError("RaplMeter.hardware() describes the sampled domains: call start() first")
         return {
             "source": self.source,
             "rapl_root": str(self.reader.root),

@@ -120,3 +120,22 @@ def test_meter_power_energy_and_phases(tree: dict[str, Path]) -> None:
     assert pkg0[-1].energy_j == pytest.approx(500.0)
     assert [s.phase for s in pkg0] == ["idle"] * 5 + ["train"] * 5
     assert meter.hardware()["devices"][0]["key"] == "package-0"  # type: ignore[index]
+
+
+def test_hardware_numbers_the_domains_as_the_samples_do(tree: dict[str, Path]) -> None:
+    """A zone left out at start (unreadable) is not among the devices: device i is the i-th
+    sampled domain, so a DRAM zone never stands at a package's index."""
+    energy = tree["package-1"] / "energy_uj"
+    energy.unlink()
+    energy.mkdir()
+    clock = FakeClock()
+    meter = RaplMeter(root=tree["root"], clock=clock, run_thread=False)
+    with pytest.raises(MeterError, match="call start"):
+        meter.hardware()
+    meter.start()
+    devices = meter.hardware()["devices"]
+    assert [(d["index"], d["key"]) for d in devices] == [(0, "package-0"), (1, "dram-0"), (2, "dram-1")]  # type: ignore[index,union-attr]
+    clock.advance(1.0)
+    taken = meter.sample_once()
+    assert sorted({s.device for s in taken}) == [0, 1, 2]
+    meter.stop()
