@@ -4,6 +4,8 @@ The sampler reads this process's CPU time between samples and maps its utilisati
 available cores onto a GPU-like power curve (idle power + utilisation x dynamic range, with a
 little seeded noise). The numbers are not a measurement of any device: every run and sample
 that uses them is labelled ``simulated`` so analysis never mixes them with measured power.
+Given a ``HostReader``, the samples also carry the host's CPU utilization and the process's RSS,
+which are real readings (as the NVML meter records them).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 import time
 
 from jobs.meters.base import MeterError, Sample, check_phase
+from jobs.meters.host import HostReader
 
 
 class SimulatedMeter:
@@ -29,6 +32,7 @@ class SimulatedMeter:
         max_w: float = 250.0,
         seed: int = 0,
         clock=time.monotonic,
+        host: HostReader | None = None,
     ) -> None:
         if rate_hz <= 0:
             raise MeterError(f"meter.rate_hz={rate_hz} must be > 0")
@@ -37,6 +41,7 @@ class SimulatedMeter:
         self.max_w = max_w
         self._rng = random.Random(seed)
         self._clock = clock
+        self._host = host
         self._cores = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
         self._lock = threading.Lock()
         self._samples: list[Sample] = []
@@ -89,6 +94,7 @@ class SimulatedMeter:
             power = max(0.0, self.idle_w + util * (self.max_w - self.idle_w) + noise)
             self._energy_j += 0.5 * (power + self._last_power) * max(now - self._last_sample_t, 0.0)
             self._last_sample_t, self._last_power = now, power
+            host = None if self._host is None else self._host.read()
             sample = Sample(
                 t_s=now - self._t0,
                 phase=self._phase,
@@ -97,7 +103,8 @@ class SimulatedMeter:
                 energy_j=self._energy_j,
                 gpu_util=100.0 * util,
                 power_limit_w=self.max_w,
-                cpu_util=100.0 * util,
+                cpu_util=100.0 * util if host is None else host.cpu_util_pct,
+                rss_mb=None if host is None else host.rss_mb,
             )
             self._samples.append(sample)
         return sample

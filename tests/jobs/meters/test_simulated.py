@@ -91,3 +91,28 @@ def test_auto_selection_is_simulated_without_a_gpu() -> None:
     assert make_meter("auto").source == "simulated"
     with pytest.raises(MeterError, match="allowed: auto, nvml, simulated"):
         make_meter("rapl-only")
+
+
+def test_the_meters_make_meter_builds_record_host_cpu_and_rss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated samples carry real psutil readings: host CPU utilization (0-100, None for the
+    first reading, which has no interval behind it) and this process's RSS."""
+    clock = FakeClock()
+    meter = make_meter("simulated", rate_hz=0.01)  # the thread stays out of the way: two samples
+    assert isinstance(meter, SimulatedMeter)
+    meter._clock = clock  # deterministic sample times; the host readings stay real
+    meter.start()
+    _busy(0.05)
+    clock.t += 0.5
+    meter.sample_once()
+    meter.stop()
+    samples = meter.drain()
+    assert len(samples) == 2
+    assert all(s.rss_mb is not None and s.rss_mb > 1.0 for s in samples)
+    assert samples[0].cpu_util is None
+    assert samples[1].cpu_util is not None and 0.0 <= samples[1].cpu_util <= 100.0
+    # NVML gets the same host reader where a GPU is visible
+    import jobs.meters.nvml as nvml
+
+    monkeypatch.setattr(nvml, "nvml_available", lambda: True)
+    gpu_meter = make_meter("auto")
+    assert isinstance(gpu_meter, nvml.NvmlMeter) and gpu_meter._host is not None
