@@ -184,16 +184,12 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
     store = _store(cfg)
     info = store.campaign(args.name)
     recorded = info.config
-    if not any(o.lstrip("+~").split("=", 1)[0] == "launcher" for o in args.overrides):
-        # The same launcher as recorded unless another is named; `launcher.KEY=...` adjusts it.
-        changed = {o.lstrip("+~").split("=", 1)[0].split(".", 1)[1] for o in args.overrides
-                   if o.lstrip("+~").startswith("launcher.")}
-        cfg["launcher"] = {**recorded["launcher"],
-                           **{k: v for k, v in cfg["launcher"].items() if k.split(".")[0] in changed}}
+    cfg["launcher"] = resume_launcher(recorded["launcher"], cfg["launcher"], _override_keys(args))
     validate({**recorded, "launcher": cfg["launcher"]})
     preflight_launcher({**recorded, "launcher": cfg["launcher"]})
-    run_cfg = {**recorded, "launcher": cfg["launcher"], "root": cfg["root"] if _given(args, "root") else recorded["root"]}
-    stored = ingest_files(store, run_cfg["root"], info.name)
+    root = campaign_root(args, cfg, info)
+    run_cfg = {**recorded, "launcher": cfg["launcher"], "root": root}
+    stored = ingest_files(store, root, info.name)
     if stored:
         console.print(f"stored {stored} result file(s) that had not reached the database")
     stale_after_s = float(cfg["launcher"]["stale_after_s"] if args.stale_after is None else args.stale_after)
@@ -206,13 +202,32 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
     if actions.to_run == 0:
         return 0
     epochs_of = {r["trial_key"]: r["epochs"] for r in rows}
-    root = str(Path(run_cfg["root"]).expanduser().resolve())
     return dispatch({**run_cfg, "db": cfg["db"]}, store, info.id, info.name, root, actions.submit, epochs_of,
                     args, console)
 
 
+def resume_launcher(recorded: dict[str, Any], composed: dict[str, Any], keys: set[str]) -> dict[str, Any]:
+    """The launcher a resume runs with: the recorded one unless ``launcher=NAME`` names another;
+    ``launcher.KEY=...`` (``launcher.KEY.SUB=...`` too) overrides that key of the recorded one."""
+    if "launcher" in keys:
+        return composed
+    changed = {k.split(".")[1] for k in keys if k.startswith("launcher.")}
+    return {**recorded, **{k: v for k, v in composed.items() if k in changed}}
+
+
+def _override_keys(args: argparse.Namespace) -> set[str]:
+    """The keys the command line's Hydra overrides set (``+``, ``++`` and ``~`` prefixes off)."""
+    return {o.lstrip("+~").split("=", 1)[0] for o in args.overrides}
+
+
 def _given(args: argparse.Namespace, key: str) -> bool:
-    return any(o.split("=", 1)[0] == key for o in args.overrides)
+    return key in _override_keys(args)
+
+
+def campaign_root(args: argparse.Namespace, cfg: dict[str, Any], info: Any) -> str:
+    """The campaign's folder root: ``root=`` where the command line gives one, else the root
+    recorded (resolved) at launch, whatever folder the command runs from."""
+    return str(Path(cfg["root"]).expanduser().resolve()) if _given(args, "root") else str(info.root)
 
 
 def ingest_files(store: Any, root: str, campaign: str) -> int:
@@ -226,7 +241,7 @@ def cmd_ingest(args: argparse.Namespace, console: Console) -> int:
     cfg = compose(args.overrides)
     store = _store(cfg)
     info = store.campaign(args.name)
-    root = cfg["root"] if _given(args, "root") else info.root
+    root = campaign_root(args, cfg, info)
     console.print(f"stored {ingest_files(store, root, info.name)} new result file(s) of {info.name}")
     return 0
 
@@ -275,7 +290,7 @@ def cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     cfg = compose(args.overrides)
     store = _store(cfg)
     info = store.campaign(args.name)
-    out = Path(cfg["root"]).expanduser().resolve() / info.name / "report"
+    out = Path(campaign_root(args, cfg, info)) / info.name / "report"
     files = write_report(store, info, out, cfg["analysis"], gpu_types())
     for model in files.models:
         console.print(f"surrogate model: {model}")

@@ -50,3 +50,30 @@ def test_staleness_boundary() -> None:
 def test_unknown_state_is_an_error() -> None:
     with pytest.raises(ValueError, match="'exploded'"):
         decide([_t("x", "exploded")], NOW, 600)
+
+
+def test_resume_keeps_the_recorded_launcher_and_applies_launcher_overrides() -> None:
+    from campaign.cli import resume_launcher
+
+    recorded = {"name": "ray", "timeout_min": 240, "local_resources": {"gpu_a100": 1}, "wait": True}
+    composed = {"name": "local", "timeout_min": 60, "local_resources": {"gpu_a100": 2}, "wait": False}
+    assert resume_launcher(recorded, composed, {"seeds"}) == recorded
+    assert resume_launcher(recorded, composed, {"launcher.timeout_min"}) == {**recorded, "timeout_min": 60}
+    # a nested key overrides its top-level launcher key (it was dropped before)
+    assert resume_launcher(recorded, composed, {"launcher.local_resources.gpu_a100"}) == {
+        **recorded, "local_resources": {"gpu_a100": 2}}
+    assert resume_launcher(recorded, composed, {"launcher"}) == composed
+
+
+def test_the_campaign_root_is_the_recorded_one_unless_given(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import argparse
+    import types
+
+    from campaign.cli import campaign_root
+
+    info = types.SimpleNamespace(root=str(tmp_path / "recorded"))
+    monkeypatch.chdir(tmp_path)
+    cfg = {"root": "./campaigns"}
+    assert campaign_root(argparse.Namespace(overrides=["seeds=2"]), cfg, info) == str(tmp_path / "recorded")
+    given = argparse.Namespace(overrides=["++root=./campaigns"])
+    assert campaign_root(given, cfg, info) == str(tmp_path / "campaigns")
