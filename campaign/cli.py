@@ -168,8 +168,8 @@ def dispatch(cfg: dict[str, Any], store: Any, campaign_id: int, name: str, root:
     for gpu_type, ids in submitted.jobs.items():
         console.print(f"{gpu_type}: {len(ids)} worker task(s) on {submitted.launcher}: {', '.join(map(str, ids))}")
     if args.wait or launcher["wait"] or launcher["name"] == "ray":
-        follow(store, campaign_id, total, lambda: waiter(submitted), console)
-        done = sum(r["done"] for r in store.status_rows(campaign_id))
+        rows = follow(store, campaign_id, total, lambda: waiter(submitted), console)
+        done = sum(r["done"] for r in rows)
         console.print(f"{done} trials of the campaign done")
         return 0
     console.print(f"submitted; follow with: campaign status {name} root={cfg['root']}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobs.worker import WorkerSpec
@@ -20,6 +20,17 @@ class Submitted:
     launcher: str
     jobs: dict[str, list[str]]  # GPU type -> job ids (Slurm ids, Ray object refs, "local")
     handles: list[Any] = dataclasses.field(default_factory=list)  # submitit Jobs / Ray refs
+
+
+def wait_all(handles: Sequence[Any], get: Callable[[Any], object]) -> None:
+    """Block until every submitted task has ended (``get`` waits for one). A task that failed or
+    was cancelled raises in ``get``; that is not an error here: its trials stay unfinished, and
+    resume picks them up."""
+    for handle in handles:
+        try:
+            get(handle)
+        except Exception:  # the database, not the task's outcome, says what is done
+            continue
 
 
 def trial_seconds(epochs: int, gpu: dict[str, Any], protocol: dict[str, Any]) -> float:

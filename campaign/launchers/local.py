@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -74,16 +75,16 @@ def run_local(
 
 
 def follow(store: ResultStore, campaign_id: int, total: int, wait_all: Callable[[], object], console: Console,
-           poll_s: float = 2.0) -> None:
-    """Show progress of workers running elsewhere (Slurm, Ray) until ``wait_all`` returns."""
+           poll_s: float = 2.0) -> list[dict[str, Any]]:
+    """Show progress of workers running elsewhere (Slurm, Ray) until ``wait_all`` returns; the
+    status rows (``ResultStore.status_rows``) read after it did."""
     import threading
 
     finished = threading.Event()
-    outcome: list[object] = []
 
     def waiter() -> None:
         try:
-            outcome.append(wait_all())
+            wait_all()
         finally:
             finished.set()
 
@@ -91,11 +92,11 @@ def follow(store: ResultStore, campaign_id: int, total: int, wait_all: Callable[
     with Progress(*_COLUMNS, console=console) as progress:
         task = progress.add_task("following", total=total)
         while True:
+            ended = finished.is_set()  # before the read: the last read comes after the end
             rows = store.status_rows(campaign_id)
             running = sum(r["running"] for r in rows)
             done = sum(r["done"] + r["failed"] for r in rows)
-            progress.update(task, completed=min(done, total), description=f"{running} running")
-            if finished.wait(poll_s):  # a UI refresh interval, not synchronisation
-                break
-        rows = store.status_rows(campaign_id)
-        progress.update(task, completed=min(sum(r["done"] + r["failed"] for r in rows), total), description="ended")
+            progress.update(task, completed=min(done, total), description="ended" if ended else f"{running} running")
+            if ended:
+                return rows
+            finished.wait(poll_s)  # a UI refresh interval, not synchronisation

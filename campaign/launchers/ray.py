@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from campaign.config import ConfigError
-from campaign.launchers.base import Submitted
+from campaign.launchers.base import Submitted, wait_all
 from jobs.worker import WorkerSpec, WorkerSummary, WorkerTask
 
 
@@ -91,13 +91,8 @@ def submit(specs: dict[str, list[WorkerSpec]], launcher: dict[str, Any], gpus: d
     return out
 
 
-def wait(submitted: Submitted) -> list[Any]:
+def wait(submitted: Submitted) -> None:
+    """Block until every submitted task has ended."""
     import ray
 
-    outcomes = []
-    for ref in submitted.handles:
-        try:
-            outcomes.append(ray.get(ref))
-        except Exception as exc:  # a dead worker: its trials go stale and resume picks them up
-            outcomes.append(exc)
-    return outcomes
+    wait_all(submitted.handles, ray.get)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from campaign.config import ConfigError
-from campaign.launchers.base import MAX_TASKS, Submitted
+from campaign.launchers.base import MAX_TASKS, Submitted, wait_all
 from jobs.worker import WorkerSpec, WorkerTask
 
 
@@ -86,12 +86,6 @@ def submit(
     return out
 
 
-def wait(submitted: Submitted) -> list[Any]:
-    """Block until every submitted task has ended; returns their results or exceptions."""
-    outcomes = []
-    for job in submitted.handles:
-        try:
-            outcomes.append(job.result())
-        except Exception as exc:  # a cancelled or failed task: resume picks its trials up
-            outcomes.append(exc)
-    return outcomes
+def wait(submitted: Submitted) -> None:
+    """Block until every submitted task has ended."""
+    wait_all(submitted.handles, lambda job: job.result())
