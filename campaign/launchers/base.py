@@ -71,6 +71,12 @@ def chunk(
     return chunks
 
 
+def time_limit_min(launcher: dict[str, Any], gpu: dict[str, Any]) -> float:
+    """A task's time limit in minutes: the GPU type's ``slurm.timeout_min``, else the launcher's
+    (the limit Slurm is asked for, and the budget chunks are sized to)."""
+    return (gpu.get("slurm") or {}).get("timeout_min") or launcher["timeout_min"]
+
+
 def worker_specs(
     cfg: dict[str, Any],
     gpus: dict[str, dict[str, Any]],
@@ -87,9 +93,8 @@ def worker_specs(
     tag = uuid.uuid4().hex[:6]
     for gpu_type, keys in submit.items():
         gpu = gpus[gpu_type]
-        limit_min = (gpu.get("slurm") or {}).get("timeout_min") or launcher["timeout_min"]
         est = [(k, trial_seconds(epochs_of[k], gpu, cfg["protocol"])) for k in keys]
-        chunks = chunk(est, 60.0 * limit_min, cfg["protocol"]["warmup_s"], launcher["chunk_size"])
+        chunks = chunk(est, 60.0 * time_limit_min(launcher, gpu), cfg["protocol"]["warmup_s"], launcher["chunk_size"])
         out[gpu_type] = [
             WorkerSpec(db_url=db_url, campaign=campaign, gpu_type=gpu_type, root=root, keys=c,
                        worker_id=f"{campaign}/{gpu_type}/{tag}-{i}", max_failures=max_failures)

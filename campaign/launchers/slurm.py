@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from campaign.config import ConfigError
-from campaign.launchers.base import MAX_TASKS, Submitted, wait_all
+from campaign.launchers.base import MAX_TASKS, Submitted, time_limit_min, wait_all
 from jobs.worker import WorkerSpec, WorkerTask
 
 
@@ -20,7 +20,7 @@ def slurm_parameters(launcher: dict[str, Any], gpu: dict[str, Any], campaign: st
     site = gpu.get("slurm") or {}
     params: dict[str, Any] = {
         "name": f"campaign-{campaign}-{gpu['name']}",
-        "timeout_min": int(site.get("timeout_min") or launcher["timeout_min"]),
+        "timeout_min": int(time_limit_min(launcher, gpu)),
         "mem_gb": float(launcher["mem_gb"]),
         "cpus_per_task": int(launcher["cpus_per_task"]),
         "slurm_array_parallelism": min(n_tasks, launcher["max_parallel"] or MAX_TASKS),
