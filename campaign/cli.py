@@ -159,8 +159,7 @@ def dispatch(cfg: dict[str, Any], store: Any, campaign_id: int, name: str, root:
         return 0 if all(s.failed == 0 for s in summaries) else 1
     specs = worker_specs(cfg, gpus, name, root, url, submit, epochs_of, max_failures)
     if launcher["name"] == "slurm":
-        folder = Path(launcher["folder"] or Path(root) / name / "slurm").expanduser()
-        submitted = slurm_launcher.submit(specs, launcher, gpus, name, folder)
+        submitted = slurm_launcher.submit(specs, launcher, gpus, name, slurm_launcher.job_folder(launcher, root, name))
         waiter = slurm_launcher.wait
     else:
         submitted = ray_launcher.submit(specs, launcher, gpus)

@@ -1,13 +1,13 @@
 """Render what ``launcher=slurm`` would submit, without submitting: the submitit parameters and
-the sbatch script, per GPU type. Used by ``campaign plan ... launcher=slurm --show-sbatch`` and by
-the golden-file test that shows any change to what HPC users submit."""
+the sbatch script, per GPU type, in the job folder a real submit uses. Used by the golden-file
+test that shows any change to what HPC users submit."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from campaign.launchers.slurm import slurm_parameters
+from campaign.launchers.slurm import job_folder, slurm_parameters
 
 
 def sbatch_script(params: dict[str, Any], folder: Path) -> str:
@@ -26,5 +26,6 @@ def render(launcher: dict[str, Any], gpus: dict[str, dict[str, Any]], campaign: 
     out = {}
     for gpu_type, n in n_tasks.items():
         params = slurm_parameters(launcher, gpus[gpu_type], campaign, n)
-        out[gpu_type] = {"parameters": params, "sbatch": sbatch_script(params, root / campaign / "slurm" / gpu_type / "%j")}
+        folder = job_folder(launcher, root, campaign) / gpu_type / "%j"
+        out[gpu_type] = {"parameters": params, "sbatch": sbatch_script(params, folder)}
     return out

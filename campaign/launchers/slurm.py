@@ -12,6 +12,12 @@ from campaign.launchers.base import MAX_TASKS, Submitted, time_limit_min, wait_a
 from jobs.worker import WorkerSpec, WorkerTask
 
 
+def job_folder(launcher: dict[str, Any], root: str | Path, campaign: str) -> Path:
+    """Where submitit keeps a campaign's job files and logs (``GPU_TYPE/JOB_ID`` below it):
+    ``launcher.folder``, else ``ROOT/CAMPAIGN/slurm``."""
+    return Path(launcher["folder"] or Path(root) / campaign / "slurm").expanduser()
+
+
 def slurm_parameters(launcher: dict[str, Any], gpu: dict[str, Any], campaign: str, n_tasks: int) -> dict[str, Any]:
     """submitit ``update_parameters`` for one GPU type's array (pure; golden-tested).
 
