@@ -69,9 +69,13 @@ def trials_query(campaign_id: int) -> Select[Any]:
             .order_by(t.epochs, t.arch_hash, t.gpu_type, t.power_source))
 
 
+def _own_columns(table: Any) -> list[Any]:
+    return [c for c in table.__table__.columns if c.name not in ("id", "run_id")]
+
+
 def _per_run_query(table: Any, campaign_id: int, order: Sequence[Any]) -> Select[Any]:
     keys = [run_summary.c[k] for k in RUN_KEYS]
-    own = [c for c in table.__table__.columns if c.name not in ("id", "run_id")]
+    own = _own_columns(table)
     return (select(*keys, *own).join_from(table, run_summary, run_summary.c.run_id == table.run_id)
             .where(run_summary.c.campaign_id == campaign_id).order_by(*order))
 
@@ -103,16 +107,20 @@ def trace_batches(engine: Engine, campaign_id: int, batch_rows: int = TRACE_BATC
     """The trace samples of the campaign's finished runs, run by run, in tables of about
     ``batch_rows`` rows (at least one run's samples each)."""
     schema = arrow_schema(_trace_query(campaign_id, 0))
+    # The run keys once (run_summary aggregates every run), then each run's samples by themselves:
+    # the same rows as _trace_query's, without evaluating the view once per run.
+    own = _own_columns(TraceSample)
     with engine.connect() as conn:
-        run_ids = list(conn.execute(select(run_summary.c.run_id).where(run_summary.c.campaign_id == campaign_id)
-                                    .order_by(run_summary.c.run_id)).scalars())
+        runs = conn.execute(select(*(run_summary.c[k] for k in RUN_KEYS))
+                            .where(run_summary.c.campaign_id == campaign_id).order_by(run_summary.c.run_id)).all()
         pending: list[Any] = []
-        for run_id in run_ids:
-            pending.extend(conn.execute(_trace_query(campaign_id, run_id)).all())
+        for keys in runs:
+            samples = select(*own).where(TraceSample.run_id == keys.run_id).order_by(TraceSample.device, TraceSample.t_s)
+            pending.extend((*keys, *row) for row in conn.execute(samples))
             if len(pending) >= batch_rows:
                 yield _to_arrow(schema, pending)
                 pending = []
-        if pending or not run_ids:
+        if pending or not runs:
             yield _to_arrow(schema, pending)
 
 

@@ -122,3 +122,25 @@ def test_the_cli_offers_the_formats_export_writes_without_importing_sqlalchemy()
             "register(argparse.ArgumentParser().add_subparsers()); print('sqlalchemy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"  # `campaign --help` stays fast
+
+
+def test_trace_batches_hold_each_runs_samples_with_its_keys(smoke_db) -> None:  # type: ignore[no-untyped-def]
+    """The exported trace rows are exactly the per-run join of trace_sample with run_summary's keys,
+    run by run and in (device, t_s) order."""
+    from db.export import _trace_query, trace_batches
+
+    url, _ = smoke_db
+    engine, info = open_campaign(url, "smoke")
+    got = [row for batch in trace_batches(engine, info.id, batch_rows=7) for row in batch.to_pylist()]
+    schema = trace_schema()
+    want: list[dict[str, object]] = []
+    with engine.connect() as conn:
+        run_ids = conn.execute(text("SELECT run_id FROM run_summary WHERE campaign_id = :c ORDER BY run_id"),
+                               {"c": info.id}).scalars().all()
+        assert run_ids
+        for run_id in run_ids:
+            rows = conn.execute(_trace_query(info.id, run_id)).all()
+            want.extend(pa.Table.from_pylist([dict(zip(schema.names, r, strict=True)) for r in rows],
+                                             schema=schema).to_pylist())
+    engine.dispose()
+    assert got == want and len(got) > 0
