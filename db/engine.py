@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,6 +30,14 @@ def redact(url: str) -> str:
         return "<unparseable database URL>"
 
 
+def parse_url(url: str) -> URL:
+    """``url`` parsed; DatabaseError naming it where it is not a SQLAlchemy URL."""
+    try:
+        return make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseError(f"db.url={url!r} is not a SQLAlchemy URL (e.g. sqlite:///campaigns/campaign.db)") from exc
+
+
 def make_engine(url: str, echo: bool = False) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys.
 
@@ -37,10 +45,7 @@ def make_engine(url: str, echo: bool = False) -> Engine:
     by a thread after commits (``db.checkpoint``) rather than inside them; ``engine.dispose()``
     finishes the pending checkpoint and stops the thread.
     """
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise DatabaseError(f"db.url={url!r} is not a SQLAlchemy URL (e.g. sqlite:///campaigns/campaign.db)") from exc
+    parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         is_file = bool(parsed.database) and parsed.database != ":memory:" and not parsed.query.get("uri")
         if is_file:

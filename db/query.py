@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from db.engine import DatabaseError, redact
+from db.engine import DatabaseError, parse_url, redact
 from db.views import VIEW_NAMES
 
 SQLITE_READONLY = 8  # sqlite3's result code for a write refused by a read-only connection
@@ -62,6 +62,11 @@ def _is_read_only_refusal(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) == PG_READ_ONLY_SQL_TRANSACTION
 
 
+def _is_db_error(exc: BaseException) -> bool:
+    """An error of SQLAlchemy or of a driver (sqlite3; psycopg's own, on the raw-connection path)."""
+    return isinstance(exc, (SQLAlchemyError, sqlite3.Error)) or type(exc).__module__.split(".")[0] == "psycopg"
+
+
 @contextlib.contextmanager
 def database_errors(url: str, doing: str) -> Iterator[None]:
     """Turn driver and SQLAlchemy errors raised inside into one-line ``DatabaseError``s."""
@@ -69,10 +74,8 @@ def database_errors(url: str, doing: str) -> Iterator[None]:
         yield
     except DatabaseError:
         raise
-    except (SQLAlchemyError, sqlite3.Error) as exc:
-        raise DatabaseError(f"{doing} failed on {redact(url)}: {one_line(exc, url)}") from exc
-    except Exception as exc:  # psycopg's own errors, on the raw-connection path
-        if type(exc).__module__.split(".")[0] != "psycopg":
+    except Exception as exc:
+        if not _is_db_error(exc):
             raise
         raise DatabaseError(f"{doing} failed on {redact(url)}: {one_line(exc, url)}") from exc
 
@@ -86,10 +89,7 @@ def _sqlite_path(url: str) -> Path:
 
 def read_only_engine(url: str) -> Engine:
     """An engine whose every connection is read-only (SQLite ``mode=ro``, PostgreSQL READ ONLY)."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise DatabaseError(f"db.url={url!r} is not a SQLAlchemy URL (e.g. sqlite:///campaigns/campaign.db)") from exc
+    parsed = parse_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         path = _sqlite_path(url)
@@ -175,7 +175,7 @@ def run_query(engine: Engine, url: str, sql: str, params: Mapping[str, Any] | No
     except Exception as exc:
         if isinstance(exc, DatabaseError):
             raise
-        if not isinstance(exc, (SQLAlchemyError, sqlite3.Error)) and type(exc).__module__.split(".")[0] != "psycopg":
+        if not _is_db_error(exc):
             raise
         if _is_read_only_refusal(exc):
             raise QueryError(f"refused: queries run on a read-only connection ({one_line(exc, url)})") from exc
