@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert
+from sqlalchemy import Connection, insert
 
 from db.schema import CarbontrackerEpoch, CarbontrackerRun
 
 
 def insert_carbontracker(conn: Connection, run_id: int, record: dict[str, Any] | None) -> None:
-    """Replace the run's Carbontracker rows with ``record`` (``CarbonRecord.to_dict()`` plus
-    ``log_dir``); nothing when the run had no Carbontracker."""
-    conn.execute(delete(CarbontrackerEpoch).where(CarbontrackerEpoch.run_id == run_id))
-    conn.execute(delete(CarbontrackerRun).where(CarbontrackerRun.run_id == run_id))
+    """Write the run's Carbontracker rows from ``record`` (``CarbonRecord.to_dict()`` plus
+    ``log_dir``); nothing when the run had no Carbontracker. The run has none yet: ingestion
+    deletes a rewritten run's child rows first."""
     if not record:
         return
     actual = record.get("actual") or {}

@@ -35,7 +35,17 @@ from sqlalchemy import Connection, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from db.carbon import insert_carbontracker
-from db.schema import Campaign, Epoch, Hardware, Run, RunPhase, TraceSample, Trial
+from db.schema import (
+    Campaign,
+    CarbontrackerEpoch,
+    CarbontrackerRun,
+    Epoch,
+    Hardware,
+    Run,
+    RunPhase,
+    TraceSample,
+    Trial,
+)
 
 log = logging.getLogger(__name__)
 
@@ -332,15 +342,15 @@ def ingest_result(conn: Connection, result: dict[str, Any]) -> bool:
     else:
         run_id = int(existing.id)
         conn.execute(update(Run).where(Run.id == run_id).values(**values))
-        # A rewritten run loses its old child rows first (Carbontracker's are replaced below).
-        for table in (Epoch, RunPhase, TraceSample):
+        # A rewritten run loses its old child rows first.
+        for table in (Epoch, RunPhase, TraceSample, CarbontrackerEpoch, CarbontrackerRun):
             conn.execute(delete(table).where(table.run_id == run_id))
     _insert_many(conn, Epoch, run_id, result.get("epochs", ()))
     # run_phase: the worker's per-phase summary (jobs.protocol.summarise), pre-aggregated here so
     # that per-run questions never scan trace_sample.
     _insert_many(conn, RunPhase, run_id, result.get("phases", ()))
     insert_samples(conn, run_id, result.get("power_source") or "unknown", result.get("trace") or {})
-    insert_carbontracker(conn, run_id, result.get("carbontracker"))  # replaces any earlier rows
+    insert_carbontracker(conn, run_id, result.get("carbontracker"))
     if status == "superseded":
         return True
     state = {"done": "done", "failed": "failed", "cancelled": "cancelled"}.get(status, "failed")
