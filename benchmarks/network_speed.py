@@ -417,10 +417,6 @@ def tune_malloc(limit: int = 1 << 30) -> None:
         raise RuntimeError("mallopt failed")
 
 
-def _geomean(values: list[float]) -> float:
-    return math.exp(sum(math.log(v) for v in values) / len(values))
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stem", type=int, default=32, help="stem channels of the reduced network")
@@ -492,11 +488,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             flush=True,
         )
     ratios = [r["ratio"] for r in per_spec.values()]
+    ratio = statistics.geometric_mean(ratios)  # over the reduced-network specs
     result = {
-        "ratio": round(_geomean(ratios), 4),  # geometric mean over the reduced-network specs
+        "ratio": round(ratio, 4),  # geometric mean over the reduced-network specs
         "min_ratio": min(ratios),
-        "cpu_ratio": round(_geomean([r["cpu_ratio"] for r in per_spec.values()]), 4),
-        "not_slower": _geomean(ratios) >= 1.0,
+        "cpu_ratio": round(statistics.geometric_mean([r["cpu_ratio"] for r in per_spec.values()]), 4),
+        "not_slower": ratio >= 1.0,
         "per_spec": per_spec,
         "full_network_inception": full,
         "settings": {

@@ -3,7 +3,7 @@
 A fresh SQLite file gets ``--runs`` finished runs of ``--samples-per-run`` samples each (10
 million in all by default), written the way the project writes them: each run's result, with
 its NVML-like trace (``benchmarks.ingest.nvml_trace``) and the worker's per-phase summary of that
-trace (``jobs.protocol.summarise``), goes through ``db.ingest.ingest_result``, which stores the
+trace (``jobs.protocol.summarise``), goes through ``ResultStore.ingest`` as a worker's does, which stores the
 samples in ``trace_sample`` and the summary in ``run_phase``. To keep the fill fast, the runs
 cycle through ``--templates`` distinct traces (different seeds), each summarised once.
 
@@ -93,20 +93,20 @@ FROM trace_sample WHERE run_id = ? GROUP BY phase"""
 
 
 def fill(path: Path, runs: int, per_run: int, templates: int) -> float:
-    """Write the runs through ``ingest_result``; returns the seconds it took."""
+    """Write the runs through ``ResultStore.ingest``, as workers do; returns the seconds it took."""
     from benchmarks.ingest import fresh_db, nvml_trace, phase_summary, result_for
-    from db.ingest import ingest_result
+    from db.store import ResultStore
 
     made = []
     for i in range(templates):
         trace = nvml_trace(per_run, seed=i)
         made.append((trace, phase_summary(trace)))
     _, engine = fresh_db(path.parent, path.stem, runs, runs=False)
+    store = ResultStore(engine, upgrade=False)
     began = time.perf_counter()
     for i in range(runs):
         trace, phases = made[i % templates]
-        with engine.begin() as conn:
-            ingest_result(conn, result_for(f"t{i}", trace, phases))
+        store.ingest(result_for(f"t{i}", trace, phases))
         if (i + 1) % max(1, runs // 10) == 0:
             print(f"filled {i + 1}/{runs} runs ({(i + 1) * per_run:,} samples)", flush=True)
     seconds = time.perf_counter() - began
