@@ -31,14 +31,22 @@ DPI = 130
 
 def source_label(sources: Iterable[str]) -> str:
     """The power-source tag every figure carries: loud for simulated power, plain for measured."""
+    from analysis.stats import power_kind
+
     names = sorted({str(s) for s in sources})
     if not names:
         return "no power source"
-    if names == ["simulated"]:
+    kinds = {n: power_kind(n) for n in names}
+    if all(k == "simulated" for k in kinds.values()):
         return SIMULATED
-    if "simulated" in names:
+    if "simulated" in kinds.values():
         return f"MIXED power sources {', '.join(names)} (simulated runs are not measurements)"
-    return f"measured power ({', '.join(names)})"
+    measured = [n for n in names if kinds[n] == "measured"]
+    unknown = [n for n in names if kinds[n] == "unknown"]
+    parts = [f"measured power ({', '.join(measured)})"] if measured else []
+    if unknown:
+        parts.append(f"power of unknown source ({', '.join(unknown)})")
+    return "; ".join(parts)
 
 
 def level_name(level: Any) -> str:

@@ -273,7 +273,9 @@ class Report:
 
     @property
     def simulated(self) -> bool:
-        return "simulated" in self.power_sources
+        from analysis.stats import power_kind
+
+        return any(power_kind(s) == "simulated" for s in self.power_sources)
 
     @property
     def source_label(self) -> str:

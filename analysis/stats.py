@@ -26,6 +26,17 @@ import pandas as pd
 MIN_GROUP_SIZE = 3
 #: Values of ``power_source`` that are not measurements.
 SIMULATED_SOURCES = frozenset({"simulated"})
+
+
+def power_kind(source: object) -> str:
+    """``measured`` (a hardware meter, ``db.views.MEASURED_SOURCES``), ``simulated`` or ``unknown``:
+    the ``power_kind`` of ``run_summary``, for a run's ``power_source``."""
+    from db.views import MEASURED_SOURCES
+
+    name = str(source)
+    if name in SIMULATED_SOURCES:
+        return "simulated"
+    return "measured" if name in MEASURED_SOURCES else "unknown"
 P_ADJUST_METHODS = ("holm", "bonferroni", "fdr_bh", "none")
 #: (x, y) column pairs of the default Spearman table, as 003: energy and power against GPU
 #: utilization, energy against parameters and FLOPs (energy normalized per training image).
@@ -70,8 +81,8 @@ def power_source_counts(runs: pd.DataFrame, allow_mixed: bool = False) -> dict[s
     if "power_source" not in runs.columns:
         raise ValueError("runs lack a power_source column; cannot tell measured from simulated power")
     counts = {str(k): int(v) for k, v in runs["power_source"].fillna("unknown").value_counts().items()}
-    simulated = SIMULATED_SOURCES & counts.keys()
-    measured = counts.keys() - SIMULATED_SOURCES
+    simulated = {k for k in counts if power_kind(k) == "simulated"}
+    measured = counts.keys() - simulated  # unknown sources included: nothing is pooled with simulated power
     if simulated and measured and not allow_mixed:
         raise ValueError(
             f"runs mix simulated ({sorted(simulated)}) and measured ({sorted(measured)}) power: {counts}; "

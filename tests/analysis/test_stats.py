@@ -221,3 +221,16 @@ def test_power_sources_refuse_mixing_unless_told() -> None:
         power_source_counts(runs)
     assert power_source_counts(runs, allow_mixed=True) == {"nvml": 2, "simulated": 1}
     assert power_source_counts(runs.iloc[:2]) == {"nvml": 2}
+
+
+def test_power_kinds_agree_with_the_database_and_label_figures_honestly() -> None:
+    from analysis.figures import SIMULATED, source_label
+    from analysis.stats import power_kind
+
+    assert [power_kind(s) for s in ("nvml", "rapl", "simulated", "unknown", "codecarbon")] == [
+        "measured", "measured", "simulated", "unknown", "unknown"]
+    assert source_label(["simulated"]) == SIMULATED
+    assert source_label(["nvml"]) == "measured power (nvml)"
+    # a run without a known meter is not called measured
+    assert source_label(["nvml", "unknown"]) == "measured power (nvml); power of unknown source (unknown)"
+    assert source_label(["simulated", "unknown"]).startswith("MIXED power sources")
