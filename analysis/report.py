@@ -671,9 +671,9 @@ def _estimators(report: Report, gpu_specs: Mapping[str, Mapping[str, Any] | GpuS
     if missing:
         raise AnalysisError(f"runs lack {missing}, needed by the offline estimator")
     online = OnlineConfig(stable_epoch=s.stable_epoch, window=s.window, cv_threshold=s.cv_threshold)
+    group_by = s.split_by if s.split_by in df.columns else None  # the split made, and the one described
     comp = compare_estimators(df, report.epochs, specs, online=online, green=s.green_algorithms,
-                              test_fraction=s.test_fraction, seed=s.seed,
-                              group_by=s.split_by if s.split_by in df.columns else None)
+                              test_fraction=s.test_fraction, seed=s.seed, group_by=group_by)
     table = comp.table.copy()
     table.insert(1, "method", table["estimator"].map(ESTIMATOR_NAMES))
     window_note = (f"stable window from epoch {s.stable_epoch}" if s.stable_epoch else
@@ -689,7 +689,7 @@ def _estimators(report: Report, gpu_specs: Mapping[str, Mapping[str, Any] | GpuS
     report.tables["estimator_predictions"] = comp.predictions
     report.note("estimators", f"held-out runs: {len(comp.test_run_ids)} of {len(comp.train_run_ids) + len(comp.test_run_ids)}"
                               f" (test fraction {s.test_fraction:g}, seed {s.seed}"
-                              + (f", whole {s.split_by} groups on one side" if s.split_by else "") + ")")
+                              + (f", whole {group_by} groups on one side" if group_by else "") + ")")
 
 
 def _pareto(report: Report) -> None:

@@ -252,6 +252,14 @@ def test_analyze_from_plain_frames_without_cells_or_specs() -> None:
     assert report.factor_text["gpu_type"] == "not testable: one level (v100)"
     assert report.factor_text["arch_hash"].startswith("Kruskal-Wallis H = ")
     assert "SIMULATED" not in report.markdown() and not report.simulated
+    runs["flops"] = 1e9
+    with_specs = analyze(runs, gpu_specs=SPECS, settings={"factors": ["epochs"]})
+    held_out = [n for n in with_specs.notes["estimators"] if n.startswith("held-out runs")]
+    assert held_out and "whole arch_hash groups on one side" in held_out[0]
+    # a split_by column the runs lack: the split is by run, and the note says no more than that
+    by_run = analyze(runs, gpu_specs=SPECS, settings={"factors": ["epochs"], "split_by": "nosuchcol"})
+    notes = [n for n in by_run.notes["estimators"] if n.startswith("held-out runs")]
+    assert notes and "nosuchcol" not in notes[0]
 
 
 def test_a_campaign_without_finished_runs_is_refused(tmp_path: Path) -> None:
