@@ -536,7 +536,7 @@ def _kruskal_text(kw: Any, lev: Any, dunn: Any, alpha: float) -> str:
 
 def _surrogate(report: Report) -> None:
     from analysis.figures import learning_curve_figure, surrogate_scatter
-    from analysis.surrogate import SurrogateConfig, fit_surrogate_from_runs, learning_curve, predict
+    from analysis.surrogate import SurrogateConfig, fit_surrogate, learning_curve, predict
 
     df, s = report.runs, report.settings.surrogate
     metric_cols = ["gpu_type", "n_architectures", "n_runs", "n_train", "n_val", "n_test", "pearson", "kendall_tau",
@@ -557,8 +557,12 @@ def _surrogate(report: Report) -> None:
         split = tuple(s.split) if enough else (1.0, 0.0, 0.0)
         config = SurrogateConfig(learning_rate=s.learning_rate, batch_size=s.batch_size, epochs=s.epochs,
                                  split=split, seed=s.seed)  # type: ignore[arg-type]
-        fit = fit_surrogate_from_runs(sub, config, gpu_type=str(gpu))
-        fit.model.metadata.update({"power_sources": sorted(sub["power_source"].unique()),
+        # the surrogate's inputs, once: the fit, its learning curve and fit.test_index all index sub
+        inputs = (list(sub["matrix"]), list(sub["ops"]), sub["params"].to_numpy(dtype=np.float64),
+                  sub["epochs"].to_numpy(dtype=np.float64), sub["energy_j"].to_numpy(dtype=np.float64) / J_PER_WH)
+        groups = sub["arch_hash"].astype(str).to_numpy()
+        fit = fit_surrogate(*inputs, config, groups=groups)
+        fit.model.metadata.update({"gpu_type": str(gpu), "power_sources": sorted(sub["power_source"].unique()),
                                    "held_out_test": enough, "campaign": report.title})
         report.surrogates[str(gpu)] = fit
         m = fit.metrics
@@ -582,7 +586,8 @@ def _surrogate(report: Report) -> None:
                 partial(surrogate_scatter, fit.test_measured_wh, fit.test_predicted_wh, budgets, metrics_text=text,
                         title=f"Energy surrogate on {gpu}: test split", label=label),
                 "surrogate"))
-            curve = _learning_curve(sub, config, s, len(fit.train_index), learning_curve)
+            sizes = sorted({max(2, round(f * len(fit.train_index))) for f in s.learning_curve_sizes})
+            curve = learning_curve(*inputs, sizes, s.learning_curve_inits, config, groups=groups)
             curve.insert(0, "gpu_type", gpu)
             report.tables[f"surrogate_learning_curve_{_slug(gpu)}"] = curve
             report.figures.append(FigureSpec(
@@ -594,9 +599,10 @@ def _surrogate(report: Report) -> None:
         archs = sub.drop_duplicates("arch_hash")
         measured = sub.groupby(["arch_hash", "epochs"])["energy_j"].mean() / J_PER_WH
         seen = sorted(int(b) for b in sub["epochs"].unique())
+        # the model predicts energy per epoch: encode the cells once, scale to each budget
+        per_epoch = predict(fit.model, list(archs["matrix"]), list(archs["ops"]), archs["params"].to_numpy(), 1)
         for budget in s.predict_budgets:
-            pred = predict(fit.model, list(archs["matrix"]), list(archs["ops"]), archs["params"].to_numpy(), budget)
-            for arch, wh in zip(archs["arch_hash"], pred, strict=True):
+            for arch, wh in zip(archs["arch_hash"], per_epoch * budget, strict=True):
                 predictions.append({
                     "gpu_type": gpu, "arch_hash": arch, "epochs": budget, "predicted_energy_wh": float(wh),
                     "measured_mean_wh": float(measured.get((arch, budget), math.nan)),
@@ -604,14 +610,6 @@ def _surrogate(report: Report) -> None:
     report.tables["surrogate_metrics"] = pd.DataFrame(rows, columns=metric_cols)
     if predictions:
         report.tables["surrogate_predictions"] = pd.DataFrame(predictions)
-
-
-def _learning_curve(sub: pd.DataFrame, config: Any, s: SurrogateSettings, n_train: int,
-                    fn: Callable[..., pd.DataFrame]) -> pd.DataFrame:
-    sizes = sorted({max(2, round(f * n_train)) for f in s.learning_curve_sizes})
-    return fn(list(sub["matrix"]), list(sub["ops"]), sub["params"].to_numpy(dtype=np.float64),
-              sub["epochs"].to_numpy(dtype=np.float64), sub["energy_j"].to_numpy(dtype=np.float64) / J_PER_WH,
-              sizes, s.learning_curve_inits, config, groups=sub["arch_hash"].astype(str).to_numpy())
 
 
 def gpu_specs_for(
