@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 J_PER_KWH = 3.6e6
+J_PER_WH = 3600.0
 WH_PER_KWH = 1e3
 #: 004's estimate of the backpropagation overhead's share of total training emissions.
 TRAINING_OVERHEAD_SHARE = 0.8

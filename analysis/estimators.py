@@ -33,7 +33,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-J_PER_WH = 3600.0
+from analysis.carbon import J_PER_WH
+
 S_PER_H = 3600.0
 #: Green Algorithms' memory power draw (W per GB).
 MEMORY_POWER_W_PER_GB = 0.3725

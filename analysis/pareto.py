@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-J_PER_KWH = 3.6e6
+from analysis.carbon import J_PER_KWH
+
 ROLES = ("min_error", "knee", "min_energy")
 
 

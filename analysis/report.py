@@ -37,12 +37,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.carbon import J_PER_KWH, J_PER_WH, co2eq_g
 from analysis.estimators import GpuSpec, GreenAlgorithmsConfig
 
 log = logging.getLogger(__name__)
 
-J_PER_KWH = 3.6e6
-J_PER_WH = 3600.0
 #: Columns a runs table must have for any section.
 REQUIRED_RUN_COLUMNS = ("run_id", "arch_hash", "epochs", "gpu_type", "power_source", "energy_j", "duration_s")
 FACTOR_NAMES = {"arch_hash": "architecture", "gpu_type": "GPU type", "epochs": "epoch budget"}
@@ -437,7 +436,7 @@ def _summary(report: Report, phases: pd.DataFrame | None) -> None:
     report.meta["device-hours (training + evaluation)"] = f"{df['duration_s'].sum() / 3600:.4g}"
     report.meta["energy (kWh)"] = f"{energy_kwh:.4g}"
     report.meta[f"CO2eq (g at {_intensity(s):g} g/kWh, PUE {s.carbon.pue:g})"] = (
-        f"{energy_kwh * s.carbon.pue * _intensity(s):.4g}")
+        f"{co2eq_g(energy_kwh, _intensity(s), s.carbon.pue):.4g}")
     report.meta["power sources (runs)"] = ", ".join(f"{k}: {v}" for k, v in report.power_sources.items()) or "none"
     report.tables["runs"] = df
     if df.empty:

@@ -55,6 +55,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from analysis.carbon import J_PER_WH
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -72,7 +74,6 @@ OP_CODES: dict[str, int] = {PAD_OP: 0, INPUT: 1, CONV1X1: 2, CONV3X3: 3, MAXPOOL
 N_ADJACENCY_FEATURES = N_VERTICES * (N_VERTICES + 1) // 2  # 28, diagonal included
 N_FEATURES = N_ADJACENCY_FEATURES + N_VERTICES + 1  # 36
 FORMAT = "campaign.surrogate/1"
-J_PER_WH = 3600.0
 
 
 # --------------------------------------------------------------------------------------------
