@@ -497,7 +497,7 @@ def _statistics(report: Report) -> None:
                 report.dunn[factor] = fa.dunn.pvalues
             report.factor_text[factor] = _kruskal_text(kw, lev, fa.dunn, s.alpha)
         report.figures.append(FigureSpec(
-            f"energy_by_{'architecture' if factor == 'arch_hash' else _slug(name)}.png",
+            _factor_figure(name),
             f"Energy per training image by {name}. {report.factor_text[factor]}",
             partial(factor_boxplot, report.runs, factor, test_text=report.factor_text[factor],
                     label=report.source_label),
@@ -913,8 +913,7 @@ def _page(report: Report, model_files: Sequence[Path]) -> list[Block]:
     for factor in s.factors:
         name = FACTOR_NAMES.get(factor, factor)
         b.append(("h3", f"By {name}"))
-        b += [("fig", f.name, f.caption) for f in figs.get("statistics", []) if f.caption.startswith(
-            f"Energy per training image by {name}.")]
+        b += [("fig", f.name, f.caption) for f in figs.get("statistics", []) if f.name == _factor_figure(name)]
         b.append(("p", report.factor_text.get(factor, "not analysed")))
         if factor in report.dunn:
             m = report.dunn[factor]
@@ -1008,6 +1007,11 @@ RUN_VIEW = ("run_id", "arch_hash", "epochs", "gpu_type", "seed", "power_source",
 
 def _runs_view(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[[c for c in RUN_VIEW if c in runs.columns]]
+
+
+def _factor_figure(name: str) -> str:
+    """The file name of a factor's box plot (``name`` as in FACTOR_NAMES)."""
+    return f"energy_by_{_slug(name)}.png"
 
 
 def _slug(text: Any) -> str:
