@@ -927,9 +927,12 @@ def _page(report: Report, model_files: Sequence[Path]) -> list[Block]:
             b += [("h3", title), ("table", t[name], 40)]
     b += _notes(report, "statistics")
     # Surrogate
+    from analysis.surrogate import N_FEATURES, SurrogateConfig
+
     ss = s.surrogate
+    shape = "-".join(map(str, (N_FEATURES, *SurrogateConfig().hidden, 1)))
     b += [("h2", "Energy surrogate (EC-NAS)"),
-          ("p", f"MLP 36-{'-'.join(map(str, (128, 64, 32, 32)))}-1 with GELU, L1 loss on energy in Wh, Adam at lr "
+          ("p", f"MLP {shape} with GELU, L1 loss on energy in Wh, Adam at lr "
                 f"{ss.learning_rate:g}, batch {ss.batch_size}, {ss.epochs} epochs, split {list(ss.split)} by "
                 "architecture (seed "
                 f"{ss.seed}); one model per GPU type, predicting energy per epoch (budget x per-epoch energy). "
