@@ -177,9 +177,7 @@ class CellSpec:
                 f"no path from the input (vertex 0) to the output (vertex {len(m) - 1}); "
                 "the cell would compute nothing"
             )
-        pm, pops = pruned
-        _check_edges(pm)
-        return cls(pm, pops)
+        return cls(*pruned)  # the constructor checks the edge limit of the pruned cell
 
     @property
     def num_vertices(self) -> int:
