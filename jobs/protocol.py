@@ -52,6 +52,14 @@ def _segments(samples: Sequence[Sample]) -> list[list[Sample]]:
     return out
 
 
+TRAINING_PHASES = ("train", "eval")  # a run's energy, duration and per-epoch energy are theirs
+
+
+def training_energy_j(phases: dict[str, dict[str, Any]]) -> float:
+    """Energy of the training phases in ``summarise(...)["phases"]``: a run's ``energy_j``."""
+    return sum(phases[p]["energy_j"] for p in TRAINING_PHASES if p in phases)
+
+
 def summarise(samples: Sequence[Sample]) -> dict[str, Any]:
     """Per-phase and per-epoch energy from a tagged trace (all devices summed).
 
@@ -70,7 +78,7 @@ def summarise(samples: Sequence[Sample]) -> dict[str, Any]:
             p["duration_s"] += span
         p["energy_j"] += joules
         p["samples"] += len(seg)
-        if seg[0].epoch is not None and seg[0].phase in ("train", "eval"):
+        if seg[0].epoch is not None and seg[0].phase in TRAINING_PHASES:
             epochs[seg[0].epoch] += joules
     for p in phases.values():
         p["mean_power_w"] = p["energy_j"] / p["duration_s"] if p["duration_s"] > 0 else None

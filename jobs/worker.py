@@ -96,11 +96,11 @@ def _carbontracker(meter_cfg: dict[str, Any], epochs: int, log_dir: Path | None)
     """Carbontracker for one trial, started, or None when switched off."""
     if not meter_cfg.get("carbontracker") or log_dir is None:
         return None
-    from jobs.meters.carbon import CarbonTrackerRun
+    from jobs.meters.carbon import WORLD_AVERAGE_G_PER_KWH, CarbonTrackerRun
 
     tracker = CarbonTrackerRun(
         epochs, log_dir,
-        intensity_g_per_kwh=float(meter_cfg.get("carbon_intensity_g_per_kwh", 445.0)),
+        intensity_g_per_kwh=float(meter_cfg.get("carbon_intensity_g_per_kwh", WORLD_AVERAGE_G_PER_KWH)),
         intensity_source=str(meter_cfg.get("carbon_intensity_source", "configured")),
     )
     tracker.start()
@@ -260,8 +260,7 @@ def rapl_energy_j(samples: Sequence[Sample], domains: Sequence[dict[str, Any]]) 
     for kind in out:
         mine = [s for s in samples if kinds.get(s.device) == kind]
         if mine:
-            phases = protocol.summarise(mine)["phases"]
-            out[kind] = sum(phases[p]["energy_j"] for p in ("train", "eval") if p in phases)
+            out[kind] = protocol.training_energy_j(protocol.summarise(mine)["phases"])
     return out
 
 
@@ -374,8 +373,7 @@ def run_trial(
     idle = summary["phases"].get("idle")
     result["idle_power_w"] = idle["mean_power_w"] if idle else None
     if outcome is not None:
-        phases = summary["phases"]
-        result["energy_j"] = sum(phases[p]["energy_j"] for p in ("train", "eval") if p in phases)
+        result["energy_j"] = protocol.training_energy_j(summary["phases"])
         result["duration_s"] = sum(e.duration_s for e in outcome.epochs)
         result["valid_accuracy"] = outcome.valid_accuracy
         result["test_accuracy"] = outcome.test_accuracy
