@@ -221,7 +221,6 @@ def _classes() -> dict[str, Any]:
             self.proj_split = proj_out
             self.proj = conv_bn_relu(in_channels, sum(proj_out), 1, cfg) if proj_out else None
             self.ops = nn.ModuleList()
-            self.op_kind: list[str] = []
             for t in range(1, n - 1):
                 op = spec.ops[t]
                 k = _KERNEL[op]
@@ -229,7 +228,6 @@ def _classes() -> dict[str, Any]:
                     self.ops.append(conv_bn_relu(self.vc[t], self.vc[t], k, cfg))
                 else:
                     self.ops.append(nn.MaxPool2d(3, stride=1, padding=1))
-                self.op_kind.append(op)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             projected: dict[int, torch.Tensor] = {}
