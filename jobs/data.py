@@ -268,8 +268,12 @@ def make_synthetic(n_train: int, n_valid: int, n_test: int, seed: int) -> DataSp
     for n, stream in zip((n_train, n_valid, n_test), streams, strict=True):
         x, y = _synthetic_images(n, np.random.default_rng(stream), protos)
         out.append((torch.from_numpy(x), torch.from_numpy(y)))
-    mean = out[0][0].double().mean(dim=(0, 2, 3)).tolist() if n_train else [0.0, 0.0, 0.0]
-    std = out[0][0].double().std(dim=(0, 2, 3)).tolist() if n_train > 1 else [1.0, 1.0, 1.0]
+    mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    if n_train:
+        pixels = out[0][0].double()  # once: a float64 copy of the training images
+        mean = pixels.mean(dim=(0, 2, 3)).tolist()
+        if n_train > 1:
+            std = pixels.std(dim=(0, 2, 3)).tolist()
     return DataSplits(
         name="synthetic",
         x_train=out[0][0],

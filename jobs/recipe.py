@@ -257,7 +257,8 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: boo
     offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator)
     flips = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
     dev = x.device
-    oy, ox, flips = to_device(offsets[0], dev), to_device(offsets[1], dev), to_device(flips, dev)
+    drawn = to_device(torch.cat([offsets, flips[None].long()]), dev)  # one copy for the three
+    oy, ox, flips = drawn[0], drawn[1], drawn[2].bool()
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad)) if pad else x
     rows = oy[:, None] + torch.arange(h, device=dev)[None, :]  # (n, h)
     cols = torch.arange(w, device=dev)[None, :].expand(n, w)
