@@ -245,7 +245,9 @@ class RaplMeter:
                 log.warning("RAPL tick failed: %s", exc)
 
     def mark(self, phase: str, epoch: int | None = None) -> None:
-        """Tag what follows; while running, closing and opening samples are taken at the boundary."""
+        """Tag what follows; while running, a closing sample is taken at the boundary. There is no
+        opening one: RAPL power is a difference of counters, and a second reading at the same
+        instant has no interval to divide by (the next tick opens the phase)."""
         check_phase(phase)
         if self._running:
             self.sample_once()
