@@ -246,8 +246,9 @@ class RaplMeter:
 
     def mark(self, phase: str, epoch: int | None = None) -> None:
         """Tag what follows; while running, a closing sample is taken at the boundary. There is no
-        opening one: RAPL power is a difference of counters, and a second reading at the same
-        instant has no interval to divide by (the next tick opens the phase)."""
+        opening one: RAPL power is a counter difference over the interval since the last reading,
+        and a reading right after the closing one spans almost no time (the next tick opens the
+        phase)."""
         check_phase(phase)
         if self._running:
             self.sample_once()
