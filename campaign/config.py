@@ -4,7 +4,9 @@ refuse bad values with one line naming the value and what is allowed, before any
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -151,7 +153,13 @@ def _one_line(exc: BaseException) -> str:
 
 
 def gpu_types(conf_dir: Path = CONF_DIR) -> dict[str, dict[str, Any]]:
-    """Every GPU type described in ``conf/gpu/*.yaml``, by name."""
+    """Every GPU type described in ``conf/gpu/*.yaml``, by name (the files are read once per
+    process: validation, preflight and dispatch of one command all ask; each gets its own copy)."""
+    return copy.deepcopy(_read_gpu_types(conf_dir))
+
+
+@functools.cache
+def _read_gpu_types(conf_dir: Path) -> dict[str, dict[str, Any]]:
     from omegaconf import OmegaConf
 
     out: dict[str, dict[str, Any]] = {}

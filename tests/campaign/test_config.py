@@ -73,3 +73,15 @@ def test_recipe_defaults_equal_the_code_defaults() -> None:
     assert {k: code[k] for k in cfg["recipe"]} == cfg["recipe"]
     net = dataclasses.asdict(NetworkConfig())
     assert {k: net[k] for k in cfg["network"]} == cfg["network"]
+
+
+def test_gpu_types_are_read_once_and_each_caller_gets_its_own_copy() -> None:
+    from campaign.config import _read_gpu_types, gpu_types
+
+    first = gpu_types()
+    assert {"cpu", "a100", "v100"} <= set(first)
+    reads = _read_gpu_types.cache_info().misses
+    first["a100"]["name"] = "changed by a caller"
+    again = gpu_types()
+    assert again["a100"]["name"] == "a100"
+    assert _read_gpu_types.cache_info().misses == reads  # no second read of conf/gpu
