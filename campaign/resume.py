@@ -30,7 +30,7 @@ class Actions:
 def decide(trials: Sequence[dict[str, Any]], now: dt.datetime, stale_after_s: float) -> Actions:
     """Every trial that is not done and not alive gets submitted again; a finished one never.
 
-    ``trials`` are rows of ``ResultStore.trial_states``: trial_id/id, trial_key, gpu_type, state,
+    ``trials`` are rows of ``ResultStore.trial_states``: trial_id, trial_key, gpu_type, state,
     run_id, run_status, heartbeat_at. A running trial is alive while its latest run is running
     and its heartbeat is younger than ``stale_after_s`` by the database's clock ``now``.
     """
@@ -38,7 +38,7 @@ def decide(trials: Sequence[dict[str, Any]], now: dt.datetime, stale_after_s: fl
     cutoff = now - dt.timedelta(seconds=stale_after_s)
     for t in trials:
         state, key = t["state"], t["trial_key"]
-        tid = int(t["trial_id"] if "trial_id" in t else t["id"])
+        tid = int(t["trial_id"])
         if state == "done":
             out.done += 1
             continue

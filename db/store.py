@@ -227,7 +227,7 @@ class ResultStore:
         """Each trial with its state and its latest run (status, heartbeat) for resume decisions."""
         latest = (select(Run.trial_id, func.max(Run.attempt).label("attempt")).group_by(Run.trial_id)
                   .subquery())
-        q = (select(Trial.id, Trial.trial_key, Trial.gpu_type, Trial.epochs, Trial.state, Trial.worker_id,
+        q = (select(Trial.id.label("trial_id"), Trial.trial_key, Trial.gpu_type, Trial.epochs, Trial.state, Trial.worker_id,
                     Run.id.label("run_id"),
                     Run.status.label("run_status"), Run.heartbeat_at)
              .outerjoin(latest, latest.c.trial_id == Trial.id)
