@@ -50,6 +50,7 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from campaign.cli import campaign_root
     from db.engine import make_engine, redact
     from db.export import export_campaign, open_campaign
     from db.migrate import ensure_schema
@@ -61,7 +62,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
         if missing_views(read_only_engine(url)):  # an older schema: upgrade it, as every command does
             ensure_schema(make_engine(url))
     engine, info = open_campaign(url, args.name)
-    out = args.out or Path(cfg["root"]).expanduser().resolve() / info.name / "export"
+    out = args.out or Path(campaign_root(args, cfg, info)) / info.name / "export"
     with database_errors(url, f"exporting campaign {info.name!r}"):
         files = export_campaign(engine, info, Path(out), args.format, traces=args.traces)
     console.print(f"campaign {info.name} from {redact(url)} exported to {out}")
