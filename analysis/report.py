@@ -698,7 +698,7 @@ def _pareto(report: Report) -> None:
         report.note("pareto", "n/a: the runs record no validation accuracy")
         return
     ref = tuple(s.pareto.reference) if s.pareto.reference is not None else None
-    panels, table2, hv = [], [], []
+    panels, table2, hv, front_rows = [], [], [], []
     aggregated = []
     for gpu, sub in df.groupby("gpu_type", sort=True):
         archs = aggregate_architectures(sub, by=("arch_hash", "epochs"))
@@ -716,6 +716,8 @@ def _pareto(report: Report) -> None:
         hv.append(h)
         for budget, res in results.items():
             panels.append((f"{gpu}, {epochs_text(budget)}", finite[finite["epochs"] == budget], res))
+            front_rows.append(res.front.assign(gpu_type=gpu)[
+                ["gpu_type", "epochs", "arch_hash", "error", "energy_kwh_mean", "turn_deg", "role"]])
             if res.knee is None:
                 report.note("pareto", f"{gpu}, {epochs_text(budget)}: front of {len(res.front)} point(s), no knee "
                                       "(a knee needs 3 front points)")
@@ -728,11 +730,6 @@ def _pareto(report: Report) -> None:
     report.tables["pareto"] = t.reindex(columns=[c for c in keep if c in t.columns])
     report.tables["hypervolume"] = pd.concat(hv, ignore_index=True)
     allarch = pd.concat(aggregated, ignore_index=True)
-    front_rows = []
-    for gpu, results in report.pareto.items():
-        for res in results.values():
-            f = res.front.assign(gpu_type=gpu)
-            front_rows.append(f[["gpu_type", "epochs", "arch_hash", "error", "energy_kwh_mean", "turn_deg", "role"]])
     report.tables["pareto_front"] = pd.concat(front_rows, ignore_index=True)
     report.tables["architectures"] = allarch.drop(columns=[c for c in ("matrix", "ops") if c in allarch.columns])
     report.figures.append(FigureSpec("pareto_front.png", "Pareto front of (1 - validation accuracy, energy) per budget",
