@@ -186,3 +186,10 @@ def test_upgrade_from_0001_with_rows_keeps_every_row_and_adds_the_views(db_url: 
     after = _counts(engine, set(before))
     assert after["run"] == before["run"] + 1 and after["trace_sample"] > before["trace_sample"]
     engine.dispose()
+
+
+def test_the_views_know_the_phases_the_meters_tag() -> None:
+    from db.views import PHASES
+    from jobs.meters.base import PHASES as METER_PHASES
+
+    assert tuple(PHASES) == tuple(METER_PHASES)
