@@ -141,37 +141,43 @@ def result_for(trial_key: str, trace: dict[str, list[Any]], phases: list[dict[st
     }  # fmt: skip
 
 
-def fresh_db(folder: Path, name: str, trials: int, runs: bool) -> tuple[str, Any]:
-    """A new SQLite file with the project's schema, one campaign with ``trials`` pending trials
-    (keys ``t0``, ``t1``, ...) and, with ``runs``, one running run per trial (ids 1 ..)."""
+def seed_campaign(conn: Any, trials: int, runs: bool, root: str = "/") -> None:
+    """One campaign with ``trials`` trials (keys ``t0``, ``t1``, ...): pending, or with ``runs``
+    running with one running run each (ids 1 ..)."""
     from sqlalchemy import insert
 
+    from db.schema import Architecture, Campaign, Run, Trial
+
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    conn.execute(insert(Campaign).values(id=1, name=CAMPAIGN, sweep="bench", created_at=now, root=root,
+                                         code_revision="bench", config_json="{}"))  # fmt: skip
+    conn.execute(insert(Architecture).values(arch_hash="a" * 32, matrix_json="[[0, 1], [0, 0]]",
+                                             ops_json='["input", "output"]', num_vertices=2, num_edges=1))  # fmt: skip
+    conn.execute(insert(Trial), [
+        dict(id=i + 1, campaign_id=1, trial_key=f"t{i}", arch_hash="a" * 32, epochs=10, gpu_type="a100", seed=i,
+             order_index=i, params=1, flops=1, state="running" if runs else "pending", attempts=1 if runs else 0)
+        for i in range(trials)
+    ])  # fmt: skip
+    if runs:
+        conn.execute(insert(Run), [
+            dict(id=i + 1, trial_id=i + 1, attempt=1, status="running", started_at=now, host="node1",
+                 worker_id="node1-1", power_source=SOURCE)
+            for i in range(trials)
+        ])  # fmt: skip
+
+
+def fresh_db(folder: Path, name: str, trials: int, runs: bool) -> tuple[str, Any]:
+    """A new SQLite file with the project's schema and ``seed_campaign``'s rows."""
     from db.engine import make_engine
     from db.migrate import upgrade
-    from db.schema import Architecture, Campaign, Run, Trial
 
     path = folder / f"{name}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     engine = make_engine(f"sqlite:///{path}")
     upgrade(engine)
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     with engine.begin() as conn:
-        conn.execute(insert(Campaign).values(id=1, name=CAMPAIGN, sweep="bench", created_at=now, root=str(folder),
-                                             code_revision="bench", config_json="{}"))  # fmt: skip
-        conn.execute(insert(Architecture).values(arch_hash="a" * 32, matrix_json="[[0, 1], [0, 0]]",
-                                                 ops_json='["input", "output"]', num_vertices=2, num_edges=1))  # fmt: skip
-        conn.execute(insert(Trial), [
-            dict(id=i + 1, campaign_id=1, trial_key=f"t{i}", arch_hash="a" * 32, epochs=10, gpu_type="a100", seed=i,
-                 order_index=i, params=1, flops=1, state="running" if runs else "pending", attempts=1 if runs else 0)
-            for i in range(trials)
-        ])  # fmt: skip
-        if runs:
-            conn.execute(insert(Run), [
-                dict(id=i + 1, trial_id=i + 1, attempt=1, status="running", started_at=now, host="node1",
-                     worker_id="node1-1", power_source=SOURCE)
-                for i in range(trials)
-            ])  # fmt: skip
+        seed_campaign(conn, trials, runs, root=str(folder))
     return str(path), engine
 
 
@@ -333,7 +339,7 @@ def time_postgresql(url: str, traces: list[dict[str, list[Any]]]) -> dict[str, A
         try:
             upgrade(engine)
             with engine.begin() as conn:  # the runs the samples belong to
-                _seed_runs(conn, len(traces))
+                seed_campaign(conn, len(traces), runs=True)
             began = time.perf_counter()
             for i, t in enumerate(traces):
                 with engine.begin() as conn:
@@ -359,23 +365,6 @@ def time_postgresql(url: str, traces: list[dict[str, list[Any]]]) -> dict[str, A
     figures.update(copy_samples_per_s=round(n / copy_s), executemany_samples_per_s=round(n / many_s),
                    copy_to_executemany_ratio=round(many_s / copy_s, 2))  # fmt: skip
     return figures
-
-
-def _seed_runs(conn: Any, runs: int) -> None:
-    from sqlalchemy import insert
-
-    from db.schema import Architecture, Campaign, Run, Trial
-
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    conn.execute(insert(Campaign).values(id=1, name=CAMPAIGN, sweep="bench", created_at=now, root="/",
-                                         code_revision="bench", config_json="{}"))  # fmt: skip
-    conn.execute(insert(Architecture).values(arch_hash="a" * 32, matrix_json="[]", ops_json="[]", num_vertices=2,
-                                             num_edges=1))  # fmt: skip
-    conn.execute(insert(Trial), [dict(id=i + 1, campaign_id=1, trial_key=f"t{i}", arch_hash="a" * 32, epochs=10,
-                                      gpu_type="a100", seed=i, order_index=i, params=1, flops=1, state="running",
-                                      attempts=1) for i in range(runs)])  # fmt: skip
-    conn.execute(insert(Run), [dict(id=i + 1, trial_id=i + 1, attempt=1, status="running", started_at=now,
-                                    host="node1", worker_id="node1-1", power_source=SOURCE) for i in range(runs)])  # fmt: skip
 
 
 def _timed(label: str, rep: int, measure: Callable[[], tuple[float, float]], n: int) -> tuple[float, float]:
