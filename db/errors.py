@@ -1,0 +1,14 @@
+"""The project's one exception base. Every error whose message is meant for a user (a bad value,
+a missing campaign, an unreachable database, a device that cannot be read) derives from it, so
+the CLI catches exactly these and prints their one line; anything else is a bug and keeps its
+traceback.
+
+It lives on the ground floor (``db/`` imports nothing of ours) so that every layer can raise it.
+"""
+
+from __future__ import annotations
+
+
+class CampaignError(Exception):
+    """A failure the user or their environment caused; ``str(exc)`` is one line naming the bad
+    value, what is allowed and what to do."""
