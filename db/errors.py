@@ -12,3 +12,8 @@ from __future__ import annotations
 class CampaignError(Exception):
     """A failure the user or their environment caused; ``str(exc)`` is one line naming the bad
     value, what is allowed and what to do."""
+
+
+class ConfigError(CampaignError, ValueError):
+    """A bad configuration value (a key, a range, an unknown name); the message is one line naming
+    it and what is allowed. Raised by the schema's own checks in every layer."""
