@@ -65,6 +65,11 @@ SAMPLE_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+# The grid's carbon intensity where none is configured: the world average that Carbontracker 2.4
+# falls back to (IEA, 2024). One definition for the meters' default and the analysis' fallback.
+WORLD_AVERAGE_G_PER_KWH = 445.0
+
+
 class ResultFormatError(CampaignError):
     """A result file that is not a run result this code can read (its message names the file's
     problem: an unknown format version, a missing or mistyped field)."""
