@@ -61,19 +61,21 @@ def train_img_s(steps: int, batch: int, parts: tuple[Any, ...]) -> float:
     return steps * batch / (time.perf_counter() - began)
 
 
-def make_meter(rate_hz: float) -> Any:
+def make_meter(rate_hz: float, run_thread: bool = True) -> Any:
+    """The NVML meter (the shared sampling meter around the NVML reader) over one fake GPU."""
     from jobs.meters.fake_nvml import FakeGpu, FakeNvml
     from jobs.meters.host import HostReader
     from jobs.meters.nvml import NvmlMeter
 
     gpu = FakeGpu(power_w=lambda t: 250.0 + 50.0 * math.sin(t), gpu_util_pct=95.0)
-    return NvmlMeter(rate_hz=rate_hz, nvml=FakeNvml([gpu]), host=HostReader(), environ={})
+    return NvmlMeter(
+        rate_hz=rate_hz, nvml=FakeNvml([gpu]), host=HostReader(), environ={}, run_thread=run_thread
+    )
 
 
 def tick_cost_us(rate_hz: float, n: int = 300) -> float:
     """Median wall time of one sampler tick (all devices, host reading included), in us."""
-    meter = make_meter(rate_hz)
-    meter._run_thread = False  # ticks driven here, one at a time
+    meter = make_meter(rate_hz, run_thread=False)  # ticks driven here, one at a time
     meter.start()
     costs = []
     for _ in range(n):

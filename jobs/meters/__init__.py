@@ -1,4 +1,9 @@
-"""Power meters behind one port (``jobs.meters.base.PowerMeter``)."""
+"""Power meters behind one port (``jobs.meters.base.PowerMeter``).
+
+Every meter is one ``jobs.meters.sampler.SamplingMeter`` (the thread, the fixed schedule, phase
+marks and drain) around a device reader: ``nvml.NvmlReader``, ``rapl.RaplReader`` or
+``simulated.SimulatedReader``; ``host.HostReader`` adds host CPU utilization and RSS to every sample.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,9 @@ A meter samples in a background thread from ``start()`` to ``stop()``. The train
 tags what follows with ``mark(phase, epoch)``; ``drain()`` hands over (and forgets) the
 samples taken since the previous drain, so a worker that runs many trials with one meter
 stores each trial's trace with its run.
+
+The phases and the sample's columns are the ground floor's (``db.records.PHASES``,
+``db.records.SAMPLE_COLUMNS``); ``Sample`` is checked against those columns on import.
 """
 
 from __future__ import annotations
@@ -12,17 +15,21 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
-PHASES = ("warmup", "idle", "train", "eval", "cooldown")
+from db.errors import CampaignError
+from db.records import PHASES, SAMPLE_COLUMNS, Phase
+
+# The boundary between the tag a sample carries and what its reader measured (see check_fields).
+_TAG_FIELDS = ("t_s", "phase", "epoch", "power_w", "device")
 
 
-class MeterError(RuntimeError):
+class MeterError(CampaignError, RuntimeError):
     """A meter could not start or read its device; the message says what to do."""
 
 
 def check_phase(phase: str) -> None:
     """Refuse a phase tag that is not one of ``PHASES`` (every meter's ``mark`` calls this)."""
     if phase not in PHASES:
-        raise MeterError(f"phase {phase!r} is not one of {', '.join(PHASES)}")
+        raise MeterError(f"phase {str(phase)!r} is not one of {', '.join(PHASES)}")
 
 
 @dataclasses.dataclass
@@ -51,7 +58,25 @@ class Sample:
     rss_mb: float | None = None
 
 
-SAMPLE_FIELDS = tuple(f.name for f in dataclasses.fields(Sample))
+def check_fields(fields: Sequence[str], columns: Sequence[str] = SAMPLE_COLUMNS) -> None:
+    """Refuse a ``Sample`` that is out of step with the ``trace_sample`` columns: the same names,
+    and after the tag fields (``t_s``, ``phase``, ``epoch``, ``power_w``, ``device``, which the
+    table orders differently) the same order."""
+    head = len(_TAG_FIELDS)
+    if (
+        set(fields) != set(columns)
+        or tuple(fields[:head]) != _TAG_FIELDS
+        or ([c for c in columns if c not in _TAG_FIELDS] != list(fields[head:]))
+    ):
+        raise TypeError(
+            f"jobs.meters.base.Sample fields {tuple(fields)} are out of step with db.records.SAMPLE_COLUMNS "
+            f"{tuple(columns)}: change both together"
+        )
+
+
+check_fields([f.name for f in dataclasses.fields(Sample)])
+# The trace's columns, as the trace_sample table has them (one definition: db.records).
+SAMPLE_FIELDS: tuple[str, ...] = SAMPLE_COLUMNS
 
 
 @runtime_checkable
@@ -92,3 +117,17 @@ def energy_j(samples: Iterable[Sample]) -> tuple[float, str]:
     if all(s.energy_j is not None for s in rows):
         return float(rows[-1].energy_j - rows[0].energy_j), "counter"  # type: ignore[operator]
     return integrate_power_j([s.t_s for s in rows], [s.power_w for s in rows]), "integrated"
+
+
+__all__ = [
+    "PHASES",
+    "SAMPLE_FIELDS",
+    "MeterError",
+    "Phase",
+    "PowerMeter",
+    "Sample",
+    "check_fields",
+    "check_phase",
+    "energy_j",
+    "integrate_power_j",
+]

@@ -1,4 +1,7 @@
-"""NVML power meter: a sampler thread reading the job's GPUs through nvidia-ml-py.
+"""NVML power meter: the job's GPUs read through nvidia-ml-py.
+
+``NvmlReader`` reads the GPUs once per tick and describes them; ``NvmlMeter`` is the shared
+``SamplingMeter`` around it (thread, fixed schedule, phase marks, drain: ``jobs.meters.sampler``).
 
 What one sample holds (per device, per tick): power (NVML mW -> W), the total-energy counter
 (mJ -> J, relative to the meter's start), GPU and memory utilization (%), memory used (MiB),
@@ -46,33 +49,16 @@ import contextlib
 import dataclasses
 import logging
 import os
-import threading
-import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
-from jobs.meters.base import MeterError, Sample, check_phase
-from jobs.meters.host import MIB, HostReader
+from jobs.meters.base import MeterError, Sample
+from jobs.meters.host import MIB
+from jobs.meters.sampler import MeterOptions, ReadError, SamplingMeter, Tick, describe
 
 log = logging.getLogger(__name__)
 
 NO_GPU = "no NVIDIA GPU visible"
-
-
-@dataclasses.dataclass(frozen=True)
-class ReadError:
-    """A failed read (or a distrusted counter value) during sampling.
-
-    ``field`` names what was read: ``power``, ``energy``, ``utilization``, ``memory``,
-    ``temperature``, ``sm_clock``, ``mem_clock``, ``power_limit``, ``energy_reset`` (the counter
-    went backwards), ``host`` or ``sampler`` (an unexpected exception in a whole tick).
-    """
-
-    t_s: float
-    device: int | None
-    field: str
-    error: str
 
 
 @dataclasses.dataclass
@@ -86,10 +72,6 @@ class _Device:
     last_t_s: float | None = None
     last_power_w: float | None = None
     integrated_j: float = 0.0
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _text(value: object) -> str:
@@ -135,7 +117,7 @@ def _init_error_message(nvml: Any, exc: BaseException) -> str:
     elif isinstance(exc, nvml.NVMLError_NoPermission):
         why = "this user may not open the NVIDIA devices"
     else:
-        why = f"NVML could not start ({_describe(exc)})"
+        why = f"NVML could not start ({describe(exc)})"
     return f"{NO_GPU}: {why}; run on a GPU node or use meter.kind=simulated"
 
 
@@ -163,71 +145,34 @@ def nvml_available(nvml: Any = None, environ: Mapping[str, str] | None = None) -
             lib.nvmlShutdown()
 
 
-class NvmlMeter:
-    """PowerMeter over NVML (see the module docstring for fields, energy, errors and devices).
+class NvmlReader:
+    """The NVML device reader of ``NvmlMeter`` (see the module docstring for fields, energy,
+    errors and devices).
 
     ``nvml`` is the pynvml module or a stand-in (``FakeNvml``); by default pynvml is imported in
-    ``start()``. ``clock`` gives the sample times (monotonic seconds); the thread itself always
-    paces itself on real time. ``run_thread=False`` takes samples only at ``start``, ``mark``,
-    ``drain``, ``stop`` and ``sample_once()``, which is how tests drive it deterministically.
+    ``open()``.
     """
 
     source = "nvml"
+    opens_phases = True
+    samples_at_stop = True
 
     def __init__(
         self,
-        rate_hz: float = 10.0,
         devices: Sequence[int] | None = None,
         nvml: Any = None,
-        *,
-        host: HostReader | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
         environ: Mapping[str, str] | None = None,
-        run_thread: bool = True,
-        max_errors_kept: int = 1000,
-        join_timeout_s: float = 10.0,
     ) -> None:
-        if not rate_hz > 0:
-            raise MeterError(f"meter.rate_hz={rate_hz} must be > 0")
-        self.rate_hz = float(rate_hz)
         self._requested = None if devices is None else [int(d) for d in devices]
         self._nvml = nvml
-        self._host = host
-        self._clock = clock
-        self._wall_clock = wall_clock
         self._environ = environ
-        self._run_thread = run_thread
-        self._max_errors_kept = max_errors_kept
-        self._join_timeout_s = join_timeout_s
-
-        self.anchor_unix_s = 0.0
-        self._t0 = 0.0
         self._lib: Any = None
         self._devices: list[_Device] = []
         self._system: dict[str, object] = {}
-        self._phase = "idle"
-        self._epoch: int | None = None
-        self._samples: list[Sample] = []
-        self._errors: list[ReadError] = []
-        self._error_counts: Counter[str] = Counter()
-        self._lock = threading.Lock()  # guards samples, errors, phase
-        self._read_lock = threading.Lock()  # one tick at a time (thread, mark, drain, tests)
-        self._new_sample = threading.Condition(self._lock)
-        self._stop_event = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._running = False
-        self._stopped = False
 
-    # -- lifecycle -----------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Open NVML, resolve the job's GPUs, take the first sample and start the thread.
-
-        Raises MeterError (with a one-line reason) where no usable NVIDIA GPU is visible.
-        """
-        if self._running or self._stopped:
-            raise MeterError("this NVML meter was already started; create a new NvmlMeter per worker")
+    def open(self) -> None:
+        """Open NVML and resolve the job's GPUs; MeterError (one line) where no usable NVIDIA
+        GPU is visible (NVML is shut down again then)."""
         lib = self._init_library()
         try:
             self._devices = self._open_devices(lib)
@@ -237,58 +182,13 @@ class NvmlMeter:
             raise
         except lib.NVMLError as exc:
             self._shutdown(lib)
-            raise MeterError(f"{NO_GPU}: NVML failed while listing GPUs ({_describe(exc)})") from None
+            raise MeterError(f"{NO_GPU}: NVML failed while listing GPUs ({describe(exc)})") from None
         self._lib = lib
-        self.anchor_unix_s = self._wall_clock()
-        self._t0 = self._clock()
-        self._running = True
-        self.sample_once()
-        if self._run_thread:
-            self._thread = threading.Thread(target=self._run, name="nvml-meter", daemon=True)
-            self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the thread, take a closing sample and shut NVML down (idempotent, never raises
-        for NVML's sake; samples stay available to ``drain()``)."""
-        if not self._running:
-            return
-        self._stop_event.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout=self._join_timeout_s)
-            if thread.is_alive():
-                # An NVML call hung: leave the daemon thread and the library alone rather than
-                # shutting NVML down under it.
-                log.error("NVML sampler did not stop within %.0f s; abandoning it", self._join_timeout_s)
-                self._record(None, "sampler", f"thread did not stop within {self._join_timeout_s} s")
-                self._running, self._stopped = False, True
-                return
-        self.sample_once()
-        self._running, self._stopped = False, True
-        self._shutdown(self._lib)
-
-    def mark(self, phase: str, epoch: int | None = None) -> None:
-        """Tag the samples that follow with ``phase`` and ``epoch``.
-
-        While running, a sample tagged with the old phase closes it and one tagged with the new
-        phase opens it, both at the boundary, so phases partition the trace exactly.
-        """
-        check_phase(phase)
-        if self._running:
-            self.sample_once()
-        with self._lock:
-            self._phase, self._epoch = phase, epoch
-        if self._running:
-            self.sample_once()
-
-    def drain(self) -> list[Sample]:
-        """Samples since the previous drain, oldest first (a closing sample is taken first while
-        running); they are forgotten here."""
-        if self._running:
-            self.sample_once()
-        with self._lock:
-            out, self._samples = self._samples, []
-        return out
+    def close(self) -> None:
+        """Shut NVML down (never raises for NVML's sake); the devices stay described."""
+        lib, self._lib = self._lib, None
+        self._shutdown(lib)
 
     def hardware(self) -> dict[str, object]:
         """Identity of the measured GPUs for the hardware table.
@@ -296,7 +196,7 @@ class NvmlMeter:
         Flat keys describe the first device (``gpu_name``, ``gpu_uuid``, ``vbios_version``,
         ``pci_bus_id``, ``power_limit_w``, ``memory_total_mb``, ``energy_method``); ``devices``
         lists every one; ``driver_version`` and ``nvml_version`` are the node's. Before
-        ``start()`` NVML is opened briefly to find out (MeterError without a GPU).
+        ``open()`` NVML is opened briefly to find out (MeterError without a GPU).
         """
         if self._devices:
             devices, system = self._devices, self._system
@@ -322,42 +222,28 @@ class NvmlMeter:
 
     # -- sampling ------------------------------------------------------------------------------
 
-    def sample_once(self) -> list[Sample]:
-        """Read every device now and keep the samples (also returned). Used by the thread, by
-        ``mark``/``drain``/``stop`` and by tests; never raises for NVML's sake."""
-        with self._read_lock:
-            lib = self._lib
-            if lib is None:
-                return []
-            host = None
-            if self._host is not None:
-                try:
-                    host = self._host.read()
-                except Exception as exc:  # psutil trouble must not cost the GPU samples
-                    self._record(None, "host", _describe(exc))
-            with self._lock:
-                phase, epoch = self._phase, self._epoch
-            taken = [s for d in self._devices if (s := self._read_device(lib, d, phase, epoch, host))]
-            with self._lock:
-                self._samples.extend(taken)
-                self._new_sample.notify_all()
-            return taken
+    def read_samples(self, tick: Tick) -> list[Sample]:
+        """Read every device once; never raises for NVML's sake."""
+        lib = self._lib
+        if lib is None:
+            return []
+        return [s for d in self._devices if (s := self._read_device(lib, d, tick))]
 
-    def _read_device(self, lib: Any, dev: _Device, phase: str, epoch: int | None, host: Any) -> Sample | None:
-        t_s = self._clock() - self._t0
+    def _read_device(self, lib: Any, dev: _Device, tick: Tick) -> Sample | None:
+        t_s = tick.now()
 
         def read(field: str, fn: str, *args: Any) -> Any:
             try:
                 return getattr(lib, fn)(dev.handle, *args)
             except lib.NVMLError as exc:
-                self._record(dev.index, field, _describe(exc), t_s)
+                tick.error(dev.index, field, describe(exc), t_s)
                 return None
 
         power_mw = read("power", "nvmlDeviceGetPowerUsage")
         power_w = None if power_mw is None else power_mw / 1000.0
         interval_j = self._interval_j(dev, t_s, power_w)
         dev.integrated_j += interval_j
-        energy_j = self._follow_counter(dev, t_s, interval_j, read) if dev.has_counter else None
+        energy_j = self._follow_counter(dev, t_s, interval_j, read, tick) if dev.has_counter else None
         if power_w is not None:
             dev.last_power_w = power_w
         dev.last_t_s = t_s
@@ -369,11 +255,9 @@ class NvmlMeter:
         sm = read("sm_clock", "nvmlDeviceGetClockInfo", lib.NVML_CLOCK_SM)
         memclk = read("mem_clock", "nvmlDeviceGetClockInfo", lib.NVML_CLOCK_MEM)
         limit_mw = read("power_limit", "nvmlDeviceGetEnforcedPowerLimit")
-        return Sample(
-            t_s=t_s,
-            phase=phase,
-            epoch=epoch,
-            power_w=power_w,
+        return tick.sample(
+            t_s,
+            power_w,
             device=dev.index,
             energy_j=energy_j,
             gpu_util=None if util is None else float(util.gpu),
@@ -383,12 +267,10 @@ class NvmlMeter:
             sm_clock_mhz=None if sm is None else float(sm),
             mem_clock_mhz=None if memclk is None else float(memclk),
             power_limit_w=None if limit_mw is None else limit_mw / 1000.0,
-            cpu_util=None if host is None else host.cpu_util_pct,
-            rss_mb=None if host is None else host.rss_mb,
         )
 
     def _follow_counter(
-        self, dev: _Device, t_s: float, interval_j: float, read: Callable[..., Any]
+        self, dev: _Device, t_s: float, interval_j: float, read: Callable[..., Any], tick: Tick
     ) -> float | None:
         """Advance the device's energy (J since start) from its raw counter; None if unread."""
         raw = read("energy", "nvmlDeviceGetTotalEnergyConsumption")
@@ -404,7 +286,7 @@ class NvmlMeter:
             dev.energy_mj += raw - last
         else:
             dev.energy_mj += 1000.0 * interval_j
-            self._record(
+            tick.error(
                 dev.index,
                 "energy_reset",
                 f"counter went back from {last} to {raw} mJ; {interval_j:.3f} J integrated from power instead",
@@ -423,47 +305,6 @@ class NvmlMeter:
         if p0 is None or p1 is None:
             return 0.0
         return 0.5 * (p0 + p1) * max(0.0, t_s - dev.last_t_s)
-
-    def _run(self) -> None:
-        period = 1.0 / self.rate_hz
-        due = time.monotonic() + period
-        while not self._stop_event.wait(max(0.0, due - time.monotonic())):
-            try:
-                self.sample_once()
-            except Exception as exc:  # a bug in one tick must not end the trace
-                self._record(None, "sampler", _describe(exc))
-            due += period
-            now = time.monotonic()
-            if due < now:  # fell behind (a stalled call): skip the missed ticks, do not burst
-                due = now + period
-
-    def wait_for_samples(self, count: int, timeout_s: float) -> bool:
-        """Block until at least ``count`` samples are waiting to be drained, or ``timeout_s``."""
-        with self._new_sample:
-            return self._new_sample.wait_for(lambda: len(self._samples) >= count, timeout=timeout_s)
-
-    # -- errors --------------------------------------------------------------------------------
-
-    def _record(self, device: int | None, field: str, error: str, t_s: float | None = None) -> None:
-        if t_s is None:
-            t_s = self._clock() - self._t0 if self._running else 0.0
-        key = f"{'-' if device is None else device}:{field}"
-        with self._lock:
-            self._error_counts[key] += 1
-            if len(self._errors) < self._max_errors_kept:
-                self._errors.append(ReadError(t_s, device, field, error))
-        if self._error_counts[key] == 1:
-            log.warning("NVML read failed (device %s, %s): %s; sampling goes on", device, field, error)
-
-    def read_errors(self) -> list[ReadError]:
-        """The first ``max_errors_kept`` read errors and counter resets, oldest first."""
-        with self._lock:
-            return list(self._errors)
-
-    def error_counts(self) -> dict[str, int]:
-        """How many errors of each kind, keyed ``"<device>:<field>"`` (``-`` for no device)."""
-        with self._lock:
-            return dict(self._error_counts)
 
     # -- devices -------------------------------------------------------------------------------
 
@@ -493,7 +334,7 @@ class NvmlMeter:
             try:
                 openable.append((i, lib.nvmlDeviceGetHandleByIndex(i)))
             except (lib.NVMLError_NoPermission, lib.NVMLError_GpuIsLost) as exc:
-                log.info("GPU %d cannot be opened (%s); not this job's", i, _describe(exc))
+                log.info("GPU %d cannot be opened (%s); not this job's", i, describe(exc))
         if selectors is None:
             return openable
         if len(openable) > 1 and env.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
@@ -534,7 +375,7 @@ class NvmlMeter:
             try:
                 return convert(getattr(lib, fn)(handle))
             except lib.NVMLError as exc:
-                log.info("GPU %d: %s failed (%s)", index, fn, _describe(exc))
+                log.info("GPU %d: %s failed (%s)", index, fn, describe(exc))
                 return None
 
         has_counter = True
@@ -545,7 +386,7 @@ class NvmlMeter:
         except lib.NVMLError as exc:
             has_counter = False
             log.warning(
-                "GPU %d: energy counter unreadable at start (%s); integrating power", index, _describe(exc)
+                "GPU %d: energy counter unreadable at start (%s); integrating power", index, describe(exc)
             )
         identity: dict[str, object] = {
             "index": index,
@@ -586,7 +427,7 @@ class NvmlMeter:
         try:
             return self._open_devices(lib), self._system_identity(lib)
         except lib.NVMLError as exc:
-            raise MeterError(f"{NO_GPU}: NVML failed while listing GPUs ({_describe(exc)})") from None
+            raise MeterError(f"{NO_GPU}: NVML failed while listing GPUs ({describe(exc)})") from None
         finally:
             self._shutdown(lib)
 
@@ -597,7 +438,32 @@ class NvmlMeter:
         try:
             lib.nvmlShutdown()
         except lib.NVMLError as exc:
-            log.warning("nvmlShutdown failed: %s", _describe(exc))
+            log.warning("nvmlShutdown failed: %s", describe(exc))
 
 
-__all__ = ["NvmlMeter", "ReadError", "nvml_available", "visible_device_selectors"]
+class NvmlMeter(SamplingMeter[NvmlReader]):
+    """PowerMeter over NVML (``NvmlReader``; see the module docstring for fields, energy, errors
+    and devices).
+
+    ``nvml`` is the pynvml module or a stand-in (``FakeNvml``); by default pynvml is imported in
+    ``start()``. ``options`` are the ``SamplingMeter``'s: ``host`` (a ``HostReader``), ``clock``,
+    ``wall_clock``, ``run_thread``, ``max_errors_kept``, ``join_timeout_s``. ``clock`` gives the sample times (monotonic seconds); the thread itself always
+    paces itself on real time. ``run_thread=False`` takes samples only at ``start``, ``mark``,
+    ``drain``, ``stop`` and ``sample_once()``, which is how tests drive it deterministically.
+    A sampler thread that does not stop within ``join_timeout_s`` (a hung NVML call) is left
+    alone, and NVML with it.
+    """
+
+    def __init__(
+        self,
+        rate_hz: float = 10.0,
+        devices: Sequence[int] | None = None,
+        nvml: Any = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **options: Unpack[MeterOptions],
+    ) -> None:
+        super().__init__(NvmlReader(devices, nvml, environ), rate_hz, **options)
+
+
+__all__ = ["NvmlMeter", "NvmlReader", "ReadError", "nvml_available", "visible_device_selectors"]

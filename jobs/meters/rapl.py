@@ -14,7 +14,7 @@ The counters wrap to 0 after ``max_energy_range_uj``: a reading below the previo
 once per wrap (minutes at full load), which the meter's thread guarantees.
 
 Since Linux 5.10, ``energy_uj`` is readable by root only: ``rapl_available`` is then False and
-``RaplReader.start`` raises MeterError saying so.
+``RaplReader.start`` (``RaplMeter.start``) raises MeterError saying so.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import logging
 import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Unpack
 
-from jobs.meters.base import MeterError, Sample, check_phase
+from jobs.meters.base import MeterError, Sample
+from jobs.meters.sampler import MeterOptions, SamplingMeter, Tick
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,20 @@ class RaplReading:
 
 
 class RaplReader:
-    """Follows the RAPL counters of the package and DRAM zones, unwrapping them."""
+    """Follows the RAPL counters of the package and DRAM zones, unwrapping them; the device
+    reader of ``RaplMeter`` (one sample per readable domain and tick).
+
+    A sample's ``energy_j`` is the domain's energy since start; ``power_w`` is the mean power
+    since the previous reading of that domain (the reading taken at the meter's start defines
+    none, so samples begin at the first tick). A domain whose counter cannot be read is reported
+    (keyed by its domain key) and its sample is skipped for the tick.
+    """
+
+    source = "rapl"
+    # Power is a counter difference since the last reading: a reading right after a boundary's
+    # closing one spans almost no time, so the next tick opens the phase.
+    opens_phases = False
+    samples_at_stop = True
 
     def __init__(self, root: str | Path = DEFAULT_ROOT, clock: Callable[[], float] = time.monotonic) -> None:
         self.root = Path(root)
@@ -112,6 +126,7 @@ class RaplReader:
         self.domains: list[RaplDomain] = []
         self._last_uj: dict[str, int] = {}
         self._total_uj: dict[str, int] = {}
+        self._last: dict[str, tuple[float, float]] = {}  # key -> (t_s, energy_j) of the last sample
         self._t0 = 0.0
         self._lock = threading.Lock()
 
@@ -139,6 +154,7 @@ class RaplReader:
         if refused:
             log.warning("RAPL zones not readable, left out: %s", ", ".join(refused))
         self.domains = readable
+        self._last = {}
         self._t0 = self._clock()
 
     def read(self) -> RaplReading:
@@ -158,135 +174,44 @@ class RaplReader:
             energy = {k: v / 1e6 for k, v in self._total_uj.items() if k not in errors}
             return RaplReading(t_s=t_s, energy_j=energy, errors=errors)
 
+    # -- the meter's device reader ---------------------------------------------------------------
 
-class RaplMeter:
-    """PowerMeter over RAPL: one ``device`` per domain (``hardware()['devices']`` maps them).
+    def open(self) -> None:
+        """``start()``: find the zones and take the baseline."""
+        self.start()
 
-    A sample's ``energy_j`` is the domain's energy since start; ``power_w`` is the mean power
-    since the previous reading of that domain (the first reading after start defines none, so
-    samples begin at the first tick). Read errors are counted in ``error_counts()`` and that
-    domain's sample is skipped for the tick.
-    """
+    def read_samples(self, tick: Tick) -> list[Sample]:
+        """One sample per domain read with time passed since its last one (none at the first
+        reading, which sets where power is measured from)."""
+        reading = self.read()
+        t_s = tick.now()
+        taken: list[Sample] = []
+        for device, d in enumerate(self.domains):
+            if d.key in reading.errors:
+                tick.error(device, "energy", reading.errors[d.key], t_s, key=d.key)
+                continue
+            energy = reading.energy_j[d.key]
+            last = self._last.get(d.key)
+            if last is not None and t_s - last[0] <= 0:
+                continue
+            self._last[d.key] = (t_s, energy)
+            if last is not None:
+                power_w = (energy - last[1]) / (t_s - last[0])
+                taken.append(tick.sample(t_s, power_w, device=device, energy_j=energy))
+        return taken
 
-    source = "rapl"
-
-    def __init__(
-        self,
-        rate_hz: float = 10.0,
-        root: str | Path = DEFAULT_ROOT,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        run_thread: bool = True,
-    ) -> None:
-        if not rate_hz > 0:
-            raise MeterError(f"meter.rate_hz={rate_hz} must be > 0")
-        self.rate_hz = float(rate_hz)
-        self.reader = RaplReader(root, clock=clock)
-        self._wall_clock = wall_clock
-        self._run_thread = run_thread
-        self.anchor_unix_s = 0.0
-        self._phase = "idle"
-        self._epoch: int | None = None
-        self._samples: list[Sample] = []
-        self._last: dict[str, tuple[float, float]] = {}  # key -> (t_s, energy_j)
-        self._errors: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        self._read_lock = threading.Lock()
-        self._stop_event = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._running = False
-
-    def start(self) -> None:
-        """Take the baseline and start the thread (MeterError where RAPL is unreadable)."""
-        if self._running:
-            raise MeterError("this RAPL meter is already running")
-        self.reader.start()
-        self.anchor_unix_s = self._wall_clock()
-        self._last = {d.key: (0.0, 0.0) for d in self.reader.domains}
-        self._running = True
-        if self._run_thread:
-            self._thread = threading.Thread(target=self._run, name="rapl-meter", daemon=True)
-            self._thread.start()
-
-    def sample_once(self) -> list[Sample]:
-        """Read every domain now and keep the samples (also returned)."""
-        with self._read_lock:
-            reading = self.reader.read()
-            with self._lock:
-                phase, epoch = self._phase, self._epoch
-            taken: list[Sample] = []
-            for device, d in enumerate(self.reader.domains):
-                if d.key in reading.errors:
-                    self._errors[d.key] += 1
-                    if self._errors[d.key] == 1:
-                        log.warning("RAPL %s unreadable: %s; sampling goes on", d.key, reading.errors[d.key])
-                    continue
-                energy = reading.energy_j[d.key]
-                t_prev, e_prev = self._last[d.key]
-                dt = reading.t_s - t_prev
-                if dt <= 0:
-                    continue
-                self._last[d.key] = (reading.t_s, energy)
-                taken.append(
-                    Sample(reading.t_s, phase, epoch, (energy - e_prev) / dt, device=device, energy_j=energy)
-                )
-            with self._lock:
-                self._samples.extend(taken)
-            return taken
-
-    def _run(self) -> None:
-        period = 1.0 / self.rate_hz
-        while not self._stop_event.wait(period):
-            try:
-                self.sample_once()
-            except Exception as exc:  # never let one bad tick end the trace
-                self._errors["sampler"] += 1
-                log.warning("RAPL tick failed: %s", exc)
-
-    def mark(self, phase: str, epoch: int | None = None) -> None:
-        """Tag what follows; while running, a closing sample is taken at the boundary. There is no
-        opening one: RAPL power is a counter difference over the interval since the last reading,
-        and a reading right after the closing one spans almost no time (the next tick opens the
-        phase)."""
-        check_phase(phase)
-        if self._running:
-            self.sample_once()
-        with self._lock:
-            self._phase, self._epoch = phase, epoch
-
-    def drain(self) -> list[Sample]:
-        """Samples since the previous drain, oldest first (a closing sample first while running)."""
-        if self._running:
-            self.sample_once()
-        with self._lock:
-            out, self._samples = self._samples, []
-        return out
-
-    def stop(self) -> None:
-        """Stop the thread after a closing sample (idempotent)."""
-        if not self._running:
-            return
-        self._stop_event.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        self.sample_once()
-        self._running = False
-
-    def error_counts(self) -> dict[str, int]:
-        """Read failures per domain key."""
-        return dict(self._errors)
+    def close(self) -> None:
+        """Nothing to release (the counters are files read on each tick)."""
 
     def hardware(self) -> dict[str, object]:
         """The measured domains; ``devices[i]`` describes ``Sample.device == i``. Known only once
         ``start()`` has left out the zones it cannot read (MeterError before)."""
-        domains = self.reader.domains
+        domains = self.domains
         if not domains:
             raise MeterError("RaplMeter.hardware() describes the sampled domains: call start() first")
         return {
             "source": self.source,
-            "rapl_root": str(self.reader.root),
+            "rapl_root": str(self.root),
             "devices": [
                 {
                     "index": i,
@@ -298,6 +223,22 @@ class RaplMeter:
                 for i, d in enumerate(domains)
             ],
         }
+
+
+class RaplMeter(SamplingMeter[RaplReader]):
+    """PowerMeter over RAPL (``RaplReader``): one ``device`` per domain (``hardware()['devices']``
+    maps them); read errors are counted in ``error_counts()`` per domain key. ``options`` are the
+    ``SamplingMeter``'s (``clock``, ``wall_clock``, ``run_thread``, ...).
+
+    ``mark`` takes a closing sample at the boundary while running, and no opening one: RAPL power
+    is a counter difference over the interval since the last reading, and a reading right after
+    the closing one spans almost no time (the next tick opens the phase).
+    """
+
+    def __init__(
+        self, rate_hz: float = 10.0, root: str | Path = DEFAULT_ROOT, **options: Unpack[MeterOptions]
+    ) -> None:
+        super().__init__(RaplReader(root), rate_hz, **options)
 
 
 __all__ = [

@@ -33,11 +33,11 @@ def test_power_follows_the_load_and_samples_carry_phase_and_epoch() -> None:
     try:
         meter.mark("idle")
         clock.t += 1.0
-        idle = meter.sample_once()
+        [idle] = meter.sample_once()  # one device: one sample
         meter.mark("train", 1)
         _busy(0.3)
         clock.t += 0.3  # 0.3 s of CPU in 0.3 s of (fake) wall time: full load of one core
-        busy = meter.sample_once()
+        [busy] = meter.sample_once()
     finally:
         meter.stop()
     assert idle.phase == "idle" and idle.epoch is None
