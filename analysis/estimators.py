@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.carbon import J_PER_WH
+from analysis.settings import GreenAlgorithmsConfig
 
 S_PER_H = 3600.0
 #: Green Algorithms' memory power draw (W per GB).
@@ -200,27 +201,6 @@ def _online_for_run(
 
 # --------------------------------------------------------------------------------------------
 # Baselines
-
-
-@dataclass(frozen=True)
-class GreenAlgorithmsConfig:
-    """Inputs of the Green Algorithms formula other than the run's duration and GPU.
-
-    The defaults count only what the campaign measures, the GPU board's energy (PUE 1, no CPU
-    cores, no memory); set ``pue`` (Green Algorithms' world average is 1.67), ``n_cpu_cores``,
-    ``cpu_power_per_core_w`` and ``memory_gb`` to reproduce the calculator's full estimate.
-    ``gpu_usage=None`` takes the run's measured mean utilization (``gpu_util_mean``, percent),
-    or 1.0 where it is missing.
-    """
-
-    pue: float = 1.0
-    n_cpu_cores: int = 0
-    cpu_power_per_core_w: float = 12.0
-    cpu_usage: float = 1.0
-    n_gpus: int = 1
-    gpu_usage: float | None = None
-    memory_gb: float = 0.0
-    psf: float = 1.0  # pragmatic scaling factor: identical runs counted
 
 
 def green_algorithms_energy_wh(

@@ -283,3 +283,17 @@ def _pareto_panel(ax: Axes, title: str, archs: pd.DataFrame, res: ParetoResult, 
     ax.set_ylabel("training energy, mean over seeds (Wh)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+
+
+def plot_pareto_fronts(
+    archs: pd.DataFrame,
+    results: Mapping[Any, ParetoResult],
+    path: str | Path,
+    by: str = "epochs",
+    error_col: str = "error",
+    energy_col: str = "energy_kwh_mean",
+) -> Path:
+    """`pareto_figure` of ``analysis.pareto.pareto_by_budget``'s results: one panel per budget
+    (two per row) with all architectures, the front as a step line, extrema and knee; PNG."""
+    panels = [(f"{level} epochs", archs[archs[by] == level], res) for level, res in results.items()]
+    return pareto_figure(panels, path, error_col=error_col, energy_col=energy_col)

@@ -6,7 +6,9 @@
 
 The columns are those of the ``run_summary`` and ``trial_summary`` views and of the ``epoch``,
 ``run_phase`` and ``trace_sample`` tables, documented in ``docs/schema.md``. The database is
-opened read-only. Simulated power is labelled (``power_kind``); never pool it with measured.
+opened read-only (``db.read.CampaignReader.open``) and the campaign looked up as the report
+does (``analysis.read.find_campaign``). Simulated power is labelled (``power_kind``); never
+pool it with measured.
 """
 
 from __future__ import annotations
@@ -33,23 +35,27 @@ class CampaignData:
 def load_runs(url: str, campaign: str, traces: bool = False) -> CampaignData:
     """Read campaign ``campaign`` from the database at ``url`` (a SQLAlchemy URL).
 
-    Raises ``db.store.CampaignNotFound`` (naming the campaigns that exist) or
+    Raises ``db.read.CampaignNotFound`` (naming the campaigns that exist) or
     ``db.engine.DatabaseError`` (unreachable database, schema without the views).
     """
     import pyarrow as pa
 
-    from db.export import open_campaign, read_tables, trace_batches, trace_schema
-    from db.query import database_errors
+    from analysis.read import find_campaign
+    from db.export import read_tables, trace_batches, trace_schema
+    from db.query import database_errors, require_views
+    from db.read import CampaignReader
 
-    engine, info = open_campaign(url, campaign)
+    reader = CampaignReader.open(url)
     try:
         with database_errors(url, f"reading campaign {campaign!r}"):
-            tables = read_tables(engine, info.id)
+            info = find_campaign(reader, campaign)
+            require_views(reader.engine, url)
+            tables = read_tables(reader.engine, info.id)
             trace_frame = None
             if traces:
-                batches = list(trace_batches(engine, info.id))
+                batches = list(trace_batches(reader.engine, info.id))
                 trace_frame = (pa.concat_tables(batches) if batches else trace_schema().empty_table()).to_pandas()
     finally:
-        engine.dispose()
+        reader.engine.dispose()
     frames = {name: table.to_pandas() for name, table in tables.items()}
     return CampaignData(campaign=info.name, traces=trace_frame, **frames)

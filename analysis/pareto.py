@@ -17,6 +17,9 @@ Both objectives are minimized. Per epoch budget:
 
 Architectures are first aggregated over their seeds (`aggregate_architectures`), so every point
 is one (architecture, budget) with mean and std of its metrics, as EC-NAS's Table 2 reports.
+
+Pure computation: the figures of fronts are drawn by ``analysis.figures`` (`pareto_figure`,
+`plot_pareto_fronts`), which reads these results; this module imports no plotting.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -238,19 +240,3 @@ def hypervolume_table(results: dict[Any, ParetoResult]) -> pd.DataFrame:
             for level, res in results.items()
         ]
     )
-
-
-def plot_pareto_fronts(
-    archs: pd.DataFrame,
-    results: dict[Any, ParetoResult],
-    path: str | Path,
-    by: str = "epochs",
-    error_col: str = "error",
-    energy_col: str = "energy_kwh_mean",
-) -> Path:
-    """One panel per budget (two per row): all architectures, the front as a step line (the
-    boundary of the region it dominates), extrema and knee; PNG."""
-    from analysis.figures import pareto_figure
-
-    panels = [(f"{level} epochs", archs[archs[by] == level], res) for level, res in results.items()]
-    return pareto_figure(panels, path, error_col=error_col, energy_col=energy_col)

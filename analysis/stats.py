@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-#: Smallest group a test uses by default (Shapiro-Wilk's own minimum).
-MIN_GROUP_SIZE = 3
+from analysis.settings import MIN_GROUP_SIZE, PAdjust
+
 #: Values of ``power_source`` that are not measurements.
 SIMULATED_SOURCES = frozenset({"simulated"})
 
@@ -37,7 +37,11 @@ def power_kind(source: object) -> str:
     if name in SIMULATED_SOURCES:
         return "simulated"
     return "measured" if name in MEASURED_SOURCES else "unknown"
-P_ADJUST_METHODS = ("holm", "bonferroni", "fdr_bh", "none")
+
+
+#: `PAdjust`'s values, as `adjust_pvalues` accepts them.
+P_ADJUST_METHODS = tuple(m.value for m in PAdjust)
+
 #: (x, y) column pairs of the default Spearman table, as 003: energy and power against GPU
 #: utilization, energy against parameters and FLOPs (energy normalized per training image).
 DEFAULT_SPEARMAN_PAIRS: tuple[tuple[str, str], ...] = (
@@ -450,6 +454,7 @@ __all__ = [
     "MIN_GROUP_SIZE",
     "P_ADJUST_METHODS",
     "DunnResult",
+    "PAdjust",
     "FactorAnalysis",
     "KruskalResult",
     "GroupTestResult",

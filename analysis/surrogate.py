@@ -5,7 +5,8 @@ Features (36 for the 7-vertex space, as EC-NAS):
 - the upper triangle of the padded 7x7 adjacency matrix, diagonal included (28 values; the
   diagonal of a DAG is always zero, EC-NAS keeps it, so do we, to keep the 36-feature layout);
 - the 7 op codes as integers (``OP_CODES``: EC-NAS's mapping input=1, conv1x1-bn-relu=2,
-  conv3x3-bn-relu=3, maxpool3x3=4, output=5, plus 0 for a padding vertex);
+  conv3x3-bn-relu=3, maxpool3x3=4, output=5, plus 0 for a padding vertex); the op names, the
+  vertex and edge limits and the pruning are NAS-Bench-101's as ``jobs.cell`` defines them;
 - the parameter count in millions.
 
 Cells with fewer than 7 vertices are padded as NAS-Bench-101 tools do: zero rows and columns are
@@ -23,7 +24,8 @@ EC-NAS does. The price: energy that does not scale with epochs (start-up, a fina
 spread over the epochs of the budgets trained on, so predictions for far larger budgets carry it
 in proportion.
 
-Training follows EC-NAS: MLP 36-128-64-32-32-1 with GELU after each hidden layer, L1 loss, Adam at
+Training follows EC-NAS (the numbers are `SurrogateConfig`'s defaults, the report's
+``analysis.surrogate`` settings): MLP 36-128-64-32-32-1 with GELU after each hidden layer, L1 loss, Adam at
 lr 5e-3, batch 32, 200 epochs, split 0.7/0.1/0.2 with a seed (grouped by architecture when
 groups are given, so one cell's seeds never straddle train and test). Features are standardized
 with the training split's mean and standard deviation. Model selection: after every epoch the
@@ -56,18 +58,16 @@ import numpy as np
 import pandas as pd
 
 from analysis.carbon import J_PER_WH
+from analysis.settings import SurrogateConfig
+from jobs.cell import INPUT, MAX_EDGES, MAX_VERTICES, OPS, OUTPUT, CellSpec, CellSpecError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 log = logging.getLogger(__name__)
 
-N_VERTICES = 7
-INPUT = "input"
-OUTPUT = "output"
-CONV1X1 = "conv1x1-bn-relu"
-CONV3X3 = "conv3x3-bn-relu"
-MAXPOOL3X3 = "maxpool3x3"
+N_VERTICES = MAX_VERTICES
+CONV3X3, CONV1X1, MAXPOOL3X3 = OPS  # NAS-Bench-101's interior ops (jobs.cell)
 PAD_OP = "none"
 #: EC-NAS's op codes (input=1 ... output=5) with 0 for vertices added by padding.
 OP_CODES: dict[str, int] = {PAD_OP: 0, INPUT: 1, CONV1X1: 2, CONV3X3: 3, MAXPOOL3X3: 4, OUTPUT: 5}
@@ -137,21 +137,6 @@ def encode_architectures(
 
 
 @dataclass(frozen=True)
-class SurrogateConfig:
-    """EC-NAS's recipe; every number of the surrogate lives here."""
-
-    hidden: tuple[int, ...] = (128, 64, 32, 32)
-    learning_rate: float = 5e-3
-    batch_size: int = 32
-    epochs: int = 200
-    split: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    seed: int = 0
-    #: torch intra-op threads while training; None leaves torch's setting alone. One thread is
-    #: fastest for this tiny MLP (thread hand-off costs more than the matmuls).
-    num_threads: int | None = 1
-
-
-@dataclass(frozen=True)
 class SurrogateMetrics:
     """Agreement of predicted and measured energy on one split."""
 
@@ -197,15 +182,18 @@ class SurrogateFit:
 
 def split_indices(
     n: int,
-    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    fractions: Sequence[float] | None = None,
     seed: int = 0,
     groups: Sequence[Any] | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded train/validation/test indices of ``n`` samples.
+    """Seeded train/validation/test indices of ``n`` samples (``fractions``: default
+    `SurrogateConfig`'s split).
 
     Validation and test sizes are ``round(fraction x count)``, train takes the rest. With
     ``groups`` (e.g. architecture hashes) whole groups are assigned, so no group straddles splits.
     """
+    if fractions is None:
+        fractions = SurrogateConfig().split
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0):
         raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
     rng = np.random.default_rng(seed)
@@ -277,10 +265,13 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def build_mlp(n_features: int = N_FEATURES, hidden: Sequence[int] = (128, 64, 32, 32)) -> torch.nn.Sequential:
-    """The EC-NAS MLP: Linear layers of widths ``hidden`` with GELU after each, then Linear to 1."""
+def build_mlp(n_features: int = N_FEATURES, hidden: Sequence[int] | None = None) -> torch.nn.Sequential:
+    """The EC-NAS MLP: Linear layers of widths ``hidden`` (default `SurrogateConfig`'s) with GELU
+    after each, then Linear to 1."""
     from torch import nn
 
+    if hidden is None:
+        hidden = SurrogateConfig().hidden
     layers: list[nn.Module] = []
     width = n_features
     for h in hidden:
@@ -781,28 +772,19 @@ SYNTHETIC_OP_WH: dict[str, float] = {CONV3X3: 4.0, CONV1X1: 1.5, MAXPOOL3X3: 0.8
 #: Vertex counts of synthetic cells and their probabilities; most NAS-Bench-101 cells have 7.
 SYNTHETIC_VERTEX_P: dict[int, float] = {3: 0.01, 4: 0.02, 5: 0.05, 6: 0.15, 7: 0.77}
 _SYNTHETIC_CHANNELS = 128
-_MAX_EDGES = 9
 Matrix = list[list[int]]
 
 
 def prune_cell(
     matrix: Sequence[Sequence[int]] | np.ndarray, ops: Sequence[str]
 ) -> tuple[Matrix, list[str]] | None:
-    """Drop vertices not on an input-to-output path (as NAS-Bench-101); None if output is unreachable."""
-    m = [[int(v) for v in row] for row in matrix]
-    n = len(m)
-    fwd = [False] * n
-    fwd[0] = True
-    for j in range(1, n):
-        fwd[j] = any(fwd[i] and m[i][j] for i in range(j))
-    bwd = [False] * n
-    bwd[n - 1] = True
-    for i in range(n - 2, -1, -1):
-        bwd[i] = any(bwd[j] and m[i][j] for j in range(i + 1, n))
-    keep = [i for i in range(n) if fwd[i] and bwd[i]]
-    if not (fwd[n - 1] and bwd[0]):
+    """Drop vertices not on an input-to-output path (NAS-Bench-101's pruning, ``jobs.cell.CellSpec``),
+    as plain lists; None if the output is unreachable or the cell breaks another of its rules."""
+    try:
+        spec = CellSpec.create(matrix, ops)
+    except CellSpecError:
         return None
-    return [[m[i][j] for j in keep] for i in keep], [ops[i] for i in keep]
+    return [list(row) for row in spec.matrix], list(spec.ops)
 
 
 def synthetic_params(matrix: Sequence[Sequence[int]], ops: Sequence[str]) -> int:
@@ -846,7 +828,7 @@ def random_cell(rng: random.Random, extra_edge_p: float = 0.2) -> tuple[Matrix, 
     The vertex count is drawn from ``SYNTHETIC_VERTEX_P``; each vertex gets one random earlier
     parent, each interior vertex without a child one random later child (so nothing needs
     pruning), then every other forward edge is added with probability ``extra_edge_p``; a graph
-    with more than 9 edges is rejected and drawn again.
+    with more than ``jobs.cell.MAX_EDGES`` (9) edges is rejected and drawn again.
     """
     ops_choice = [CONV1X1, CONV3X3, MAXPOOL3X3]
     counts = list(SYNTHETIC_VERTEX_P)
@@ -863,7 +845,7 @@ def random_cell(rng: random.Random, extra_edge_p: float = 0.2) -> tuple[Matrix, 
             for j in range(i + 1, n):
                 if rng.random() < extra_edge_p:
                     m[i][j] = 1
-        if sum(map(sum, m)) <= _MAX_EDGES:
+        if sum(map(sum, m)) <= MAX_EDGES:
             return m, [INPUT] + [rng.choice(ops_choice) for _ in range(n - 2)] + [OUTPUT]
 
 

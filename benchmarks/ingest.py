@@ -43,7 +43,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from db.records import PhaseRecord, RunResult
 
 GOAL_SAMPLES_PER_S = 500_000
 GOAL_RAW_RATIO = 0.6
@@ -115,30 +118,32 @@ def split(trace: dict[str, list[Any]], parts: int) -> list[dict[str, list[Any]]]
     return [{k: v[a:b] for k, v in trace.items()} for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-def phase_summary(trace: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Per-phase rows for ``run_phase``, as ``jobs.protocol.summarise`` computes them from the
+def phase_summary(trace: dict[str, list[Any]]) -> list[PhaseRecord]:
+    """Per-phase records for ``run_phase``, as ``jobs.protocol.summarise`` computes them from the
     worker's samples (energy from the device counter, which every sample has here)."""
+    from db.records import PhaseRecord
     from jobs.meters.base import Sample
     from jobs.protocol import summarise
 
     names = list(trace)
     samples = [Sample(**dict(zip(names, row, strict=True))) for row in zip(*trace.values(), strict=True)]
-    return [{"phase": k, **v} for k, v in summarise(samples)["phases"].items()]
+    return [PhaseRecord(phase=k, **v) for k, v in summarise(samples)["phases"].items()]
 
 
-def result_for(trial_key: str, trace: dict[str, list[Any]], phases: list[dict[str, Any]]) -> dict[str, Any]:
-    """A worker-shaped result (``jobs.worker.run_trial``) of a finished run with this trace."""
-    energy = sum(p["energy_j"] for p in phases if p["phase"] in ("train", "eval"))
-    return {
-        "format": 1, "campaign": CAMPAIGN, "trial_key": trial_key, "attempt": 1, "status": "done", "error": None,
-        "started_at": "2026-01-01T00:00:00+00:00", "ended_at": "2026-01-01T02:00:00+00:00", "host": "node1",
-        "worker_id": "node1-1", "power_source": SOURCE, "dataset": "cifar10", "device": "cuda:0",
-        "energy_method": "counter", "hardware": {"host": "node1", "gpu_name": "NVIDIA A100-SXM4-40GB", "gpu_count": 1},
-        "trace_anchor_unix_s": 1767225600.0, "epochs": [], "phases": phases, "trace": trace,
-        "energy_j": energy, "duration_s": trace["t_s"][-1] - trace["t_s"][0] if trace["t_s"] else 0.0,
-        "idle_power_w": None, "valid_accuracy": 0.9, "test_accuracy": 0.9, "train_images_per_s": 1000.0,
-        "train_images": 40000, "result_path": None,
-    }  # fmt: skip
+def result_for(trial_key: str, trace: dict[str, list[Any]], phases: list[PhaseRecord]) -> RunResult:
+    """The result a worker (``jobs.worker.run_trial``) reports for a finished run with this trace."""
+    from db.records import TRAINING_PHASES, RunResult, RunStatus
+
+    energy = sum(p.energy_j for p in phases if p.phase in TRAINING_PHASES)
+    return RunResult(
+        campaign=CAMPAIGN, trial_key=trial_key, attempt=1, status=RunStatus.DONE,
+        started_at="2026-01-01T00:00:00+00:00", ended_at="2026-01-01T02:00:00+00:00", host="node1",
+        worker_id="node1-1", power_source=SOURCE, dataset="cifar10", device="cuda:0",
+        energy_method="counter", hardware={"host": "node1", "gpu_name": "NVIDIA A100-SXM4-40GB", "gpu_count": 1},
+        trace_anchor_unix_s=1767225600.0, phases=tuple(phases), trace=trace,
+        energy_j=energy, duration_s=trace["t_s"][-1] - trace["t_s"][0] if trace["t_s"] else 0.0,
+        valid_accuracy=0.9, test_accuracy=0.9, train_images_per_s=1000.0, train_images=40000,
+    )  # fmt: skip
 
 
 def seed_campaign(conn: Any, trials: int, runs: bool, root: str = "/") -> None:
@@ -191,7 +196,7 @@ class Clock:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def time_project(folder: Path, results: list[dict[str, Any]]) -> tuple[float, float]:
+def time_project(folder: Path, results: list[RunResult]) -> tuple[float, float]:
     """(wall, CPU) seconds to ingest every result as workers do (``ResultStore.ingest``: one
     transaction per run)."""
     from db.engine import wal_checkpointer
@@ -227,7 +232,7 @@ def _connect(path: str) -> tuple[sqlite3.Connection, Any]:
 
 def sample_rows(run_id: int, trace: dict[str, list[Any]]) -> Iterator[tuple[Any, ...]]:
     """One tuple per sample: (run_id, source, *SAMPLE_COLUMNS), for per-row inserts."""
-    from db.ingest import SAMPLE_COLUMNS
+    from db.records import SAMPLE_COLUMNS
 
     n = len(trace["t_s"])
     return zip([run_id] * n, [SOURCE] * n, *(trace[c] for c in SAMPLE_COLUMNS), strict=True)
@@ -254,7 +259,7 @@ def _time_transactions(
 def time_raw(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float, float]:
     """(wall, CPU) seconds for sqlite3 ``executemany`` of prepared tuples, a transaction per run,
     under the project's settings (``_connect``)."""
-    from db.ingest import SAMPLE_COLUMNS
+    from db.records import SAMPLE_COLUMNS
     from db.schema import TraceSample
 
     path, engine = fresh_db(folder, "raw", len(traces), runs=True)
@@ -273,7 +278,7 @@ def time_engine(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float
     temporary table already holding the samples, a transaction per run, under the project's
     settings (``_connect``). No Python, no binding: what this schema (table and index) costs SQLite
     on this machine."""
-    from db.ingest import SAMPLE_COLUMNS
+    from db.records import SAMPLE_COLUMNS
     from db.schema import TraceSample
 
     path, engine = fresh_db(folder, "engine", len(traces), runs=True)
@@ -318,8 +323,9 @@ def time_postgresql(url: str, traces: list[dict[str, list[Any]]]) -> dict[str, A
     from sqlalchemy.engine import make_url
 
     from db.engine import make_engine
-    from db.ingest import SAMPLE_COLUMNS, insert_samples
+    from db.ingest import insert_samples
     from db.migrate import upgrade
+    from db.records import SAMPLE_COLUMNS
     from db.schema import TraceSample
 
     admin = create_engine(url, isolation_level="AUTOCOMMIT")

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from campaign.config import compose, db_url
+from campaign.session import campaign_paths
 
 DEFAULT_MAX_ROWS = 100
 FORMATS = ("parquet", "csv")  # db.export.FORMATS, repeated so that `campaign --help` imports no SQLAlchemy
@@ -50,7 +51,6 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
-    from campaign.cli import campaign_root
     from db.engine import make_engine, redact
     from db.export import export_campaign, open_campaign
     from db.migrate import ensure_schema
@@ -59,10 +59,10 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     cfg = compose(args.overrides)
     url = db_url(cfg)
     with database_errors(url, "opening the database"):
-        if missing_views(read_only_engine(url)):  # an older schema: upgrade it, as every command does
+        if missing_views(read_only_engine(url)):  # an older schema: export upgrades it (it records nothing else)
             ensure_schema(make_engine(url))
     engine, info = open_campaign(url, args.name)
-    out = args.out or Path(campaign_root(args, cfg, info)) / info.name / "export"
+    out = args.out or campaign_paths(args.overrides, cfg, info).export
     with database_errors(url, f"exporting campaign {info.name!r}"):
         files = export_campaign(engine, info, Path(out), args.format, traces=args.traces)
     console.print(f"campaign {info.name} from {redact(url)} exported to {out}")
@@ -84,14 +84,14 @@ def _cell(value: Any) -> str:
 
 
 def cmd_query(args: argparse.Namespace, console: Console) -> int:
-    from db.query import database_errors, read_only_engine, run_query
-    from db.store import ResultStore
+    from db.query import run_query
+    from db.read import CampaignReader
 
     cfg = compose(args.overrides)
     url = db_url(cfg)
-    engine = read_only_engine(url)
-    with database_errors(url, "opening the database"):
-        ResultStore(engine, upgrade=False).campaign(args.name)  # CampaignNotFound names the known ones
+    reader = CampaignReader.open(url)
+    reader.campaign(args.name)  # CampaignNotFound names the known ones
+    engine = reader.engine
     max_rows = args.max_rows if args.max_rows > 0 else None
     result = run_query(engine, url, args.sql, {"campaign": args.name}, max_rows=max_rows)
     if not result.columns:

@@ -1,11 +1,16 @@
-"""Configuration: Hydra composes ``conf/`` against these structured schemas; the checks here
-refuse bad values with one line naming the value and what is allowed, before anything runs.
+"""One typed configuration end to end: Hydra composes ``conf/`` against these dataclasses and
+``compose`` returns them as objects (``OmegaConf.to_object``). Each default is written once (in
+the schema below, or in the schema of the part that uses it: ``jobs.settings``, ``jobs.recipe``,
+``jobs.network``, ``jobs.data``, ``analysis.report.settings``); each check stands beside the
+field it checks, so a bad value is refused at composition with one line naming it and what is
+allowed, before anything runs or is recorded.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import enum
 import functools
 import os
 import re
@@ -13,21 +18,54 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CONF_DIR = Path(os.environ.get("CAMPAIGN_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
-LAUNCHERS = ("local", "slurm", "ray")
-DEVICES = ("auto", "cpu", "cuda")
-ARCH_SOURCES = ("list", "sample", "file")
+from analysis.report import AnalysisSettings
+from db.errors import ConfigError
+from jobs.data import DatasetConfig
+from jobs.heartbeat import check_heartbeat
+from jobs.network import NetworkConfig
+from jobs.recipe import RecipeConfig
+from jobs.settings import Device, MeterConfig, ProtocolConfig, at_least, enum_value
+
+__all__ = ["CampaignConfig", "ConfigError", "GpuType", "LauncherConfig", "compose", "db_url", "gpu_types"]
 
 
-class ConfigError(ValueError):
-    """A bad configuration value; the message is one line naming it and what is allowed."""
+def _conf_dir() -> Path:
+    """``conf/``: ``CAMPAIGN_CONF_DIR`` if set; else the checkout's ``conf/`` beside the packages;
+    else the copy an installed wheel carries inside the ``campaign`` package."""
+    if os.environ.get("CAMPAIGN_CONF_DIR"):
+        return Path(os.environ["CAMPAIGN_CONF_DIR"])
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "conf", here / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise ConfigError(f"no configuration folder found (looked for conf/config.yaml in {here.parent} and {here}); "
+                      "set CAMPAIGN_CONF_DIR to the folder holding config.yaml")
+
+
+CONF_DIR = _conf_dir()
+
+
+class LauncherName(enum.StrEnum):
+    """Where workers run (one file each in campaign/launchers/)."""
+
+    local = "local"
+    slurm = "slurm"
+    ray = "ray"
+
+
+class ArchSource(enum.StrEnum):
+    """Where a campaign's cells come from."""
+
+    list = "list"  # architectures.specs
+    sample = "sample"  # architectures.n cells drawn uniformly (architectures.seed)
+    file = "file"  # architectures.file: a JSON or YAML list of {matrix, ops}
 
 
 @dataclass
 class LauncherConfig:
     """One schema for every launcher; each uses the fields that concern it (see conf/launcher/)."""
 
-    name: str = "local"
+    name: LauncherName = LauncherName.local
     wait: bool = True  # follow the campaign with a live progress display until it is done
     chunk_size: int = 0  # trials per worker task; 0: derived from the trial count and time limit
     max_parallel: int = 0  # Slurm array parallelism / concurrent Ray tasks; 0: one per chunk (<= 64)
@@ -40,65 +78,147 @@ class LauncherConfig:
     setup: list[str] = field(default_factory=list)  # shell lines run before the worker (module load ...)
     folder: str | None = None  # submitit's job folder; default ROOT/NAME/slurm
     address: str | None = None  # Ray cluster address; null: start a local Ray
-    local_resources: Any = None  # custom resources of a local Ray, e.g. {gpu_a100: 2}
+    local_resources: dict[str, float] | None = None  # custom resources of a local Ray, e.g. {gpu_a100: 2}
     local_num_cpus: int = 0  # CPUs of a local Ray; 0: Ray's default
     stale_after_s: float = 600.0  # a running attempt without heartbeat this long is stale
+
+    def __post_init__(self) -> None:
+        self.name = enum_value(LauncherName, "launcher.name", self.name)
+        for key in ("chunk_size", "max_parallel", "local_num_cpus", "gpus_per_task"):
+            at_least(f"launcher.{key}", getattr(self, key), 0)
+        for key in ("timeout_min", "mem_gb", "cpus_per_task", "stale_after_s"):
+            at_least(f"launcher.{key}", getattr(self, key), 0, strict=True)
 
 
 @dataclass
 class DbConfig:
-    url: str | None = None
-    echo: bool = False
-
-
-@dataclass
-class ProtocolConfig:
-    warmup_s: float = 600.0
-    idle_s: float = 30.0
-    cooldown_s: float = 300.0
-    heartbeat_s: float = 30.0
-
-
-@dataclass
-class MeterConfig:
-    kind: str = "auto"
-    rate_hz: float = 10.0
-    rapl: bool = True  # CPU package / DRAM energy from RAPL where /sys/class/powercap is readable
-    carbontracker: bool = True  # run Carbontracker alongside each trial (never hangs or kills it)
-    carbon_intensity_g_per_kwh: float = 445.0  # used by Carbontracker offline (no API lookups)
-    carbon_intensity_source: str = "configured: world average 2024 (IEA, as in Carbontracker 2.4)"
+    url: str | None = None  # any SQLAlchemy URL; null: sqlite:///<root>/campaign.db
+    echo: bool = False  # log every SQL statement
 
 
 @dataclass
 class ArchitecturesConfig:
-    source: str = "list"
-    specs: list[Any] = field(default_factory=list)
-    n: int = 0
-    seed: int = 0
-    file: str | None = None
+    source: ArchSource = ArchSource.list
+    specs: list[Any] = field(default_factory=list)  # source=list: [{matrix: [[...]], ops: [...]}, ...]
+    n: int = 0  # source=sample: how many distinct cells to draw
+    seed: int = 0  # source=sample
+    file: str | None = None  # source=file: a JSON or YAML list of {matrix, ops}
+
+    def __post_init__(self) -> None:
+        self.source = enum_value(ArchSource, "architectures.source", self.source)
+
+    def check(self) -> None:
+        """What the chosen source needs (the schema's own default, an empty list, needs a sweep)."""
+        if self.source == ArchSource.sample and self.n < 1:
+            raise ConfigError(f"architectures.n={self.n} is not allowed with source=sample (must be >= 1)")
+        if self.source == ArchSource.list and not self.specs:
+            raise ConfigError("architectures.specs is empty (list cells as {matrix: [[...]], ops: [...]} "
+                              "or use source=sample)")
+        if self.source == ArchSource.file and not self.file:
+            raise ConfigError("architectures.file is not set (a JSON or YAML list of {matrix, ops}) for source=file")
 
 
 @dataclass
 class CampaignConfig:
-    root: str = "./campaigns"
-    name: str | None = None
-    sweep: str = "none"
-    seeds: int = 3
-    epochs: list[int] = field(default_factory=lambda: [4, 12, 36, 108])
-    gpus: list[str] = field(default_factory=lambda: ["cpu"])
-    order_seed: int = 0
-    device: str = "auto"
-    max_failures: int = 3
+    """The whole configuration of a campaign (conf/config.yaml and its groups)."""
+
+    root: str = "./campaigns"  # one folder per campaign: ROOT/NAME/{runs,slurm,report,export}
+    name: str | None = None  # campaign name; default: <sweep>-<UTC timestamp>
+    sweep: str = "none"  # set by the sweep config
+    seeds: int = 3  # repetitions per (architecture, epochs, GPU type): seeds 0..seeds-1
+    epochs: list[int] = field(default_factory=lambda: [4, 12, 36, 108])  # epoch budgets
+    gpus: list[str] = field(default_factory=lambda: ["cpu"])  # GPU types, each a file in conf/gpu/
+    order_seed: int = 0  # seed of the randomized run order
+    device: Device = Device.auto  # torch device: auto (cuda if visible), cpu, cuda
+    max_failures: int = 3  # a worker stops after this many failed trials in a row
     architectures: ArchitecturesConfig = field(default_factory=ArchitecturesConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     db: DbConfig = field(default_factory=DbConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     meter: MeterConfig = field(default_factory=MeterConfig)
-    # Schemas of these three live with the code that uses them (jobs/); checked in validate().
-    recipe: dict[str, Any] = field(default_factory=dict)
-    network: dict[str, Any] = field(default_factory=dict)
-    dataset: dict[str, Any] = field(default_factory=dict)
-    analysis: dict[str, Any] = field(default_factory=dict)  # checked by analysis.report
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
+
+    def __post_init__(self) -> None:
+        self.device = enum_value(Device, "device", self.device)
+        known = gpu_types()
+        if not self.gpus:
+            raise ConfigError(f"gpus is empty (allowed GPU types: {', '.join(known)})")
+        for g in self.gpus:
+            if g not in known:
+                raise ConfigError(f"unknown GPU type {g!r} in gpus (allowed: {', '.join(known)}; add conf/gpu/{g}.yaml)")
+        if not self.epochs:
+            raise ConfigError("epochs is empty (give at least one epoch budget >= 1, e.g. epochs=[4,12])")
+        for e in self.epochs:
+            if not isinstance(e, int) or isinstance(e, bool) or e < 1:
+                raise ConfigError(f"epoch budget {e!r} in epochs is not allowed (must be an integer >= 1)")
+        if self.seeds < 1:
+            raise ConfigError(f"seeds={self.seeds} is not allowed (must be >= 1 repetition)")
+        at_least("max_failures", self.max_failures, 1)
+        self.architectures.check()
+        check_heartbeat(self.protocol.heartbeat_s, self.launcher.stale_after_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (enums as their values): what a campaign records as its configuration."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CampaignConfig:
+        """A configuration from plain data (a recorded one), checked as at composition."""
+        from omegaconf import OmegaConf
+
+        return _objects(lambda: OmegaConf.merge(OmegaConf.structured(cls), values))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass
+class GpuSlurm:
+    """Where a GPU type runs on Slurm (any key may be null)."""
+
+    partition: str | None = None
+    constraint: str | None = None
+    gres: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    timeout_min: int | None = None  # null: launcher.timeout_min
+
+
+@dataclass
+class GpuRay:
+    """How Ray finds a node with this GPU type."""
+
+    resources: dict[str, float] | None = None
+    accelerator_type: str | None = None
+
+
+@dataclass
+class GpuType:
+    """One file of conf/gpu/: a GPU type's specifications and where it runs."""
+
+    name: str
+    description: str = ""
+    tdp_w: float | None = None
+    memory_gb: float | None = None
+    fp32_tflops: float | None = None
+    cuda_cores: int | None = None
+    boost_clock_mhz: float | None = None
+    epoch_s_estimate: float | None = None  # rough seconds per NAS-Bench-101 epoch, only to size worker chunks
+    slurm: GpuSlurm = field(default_factory=GpuSlurm)
+    ray: GpuRay = field(default_factory=GpuRay)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def _register() -> None:
@@ -107,21 +227,14 @@ def _register() -> None:
     ConfigStore.instance().store(name="campaign_schema", node=CampaignConfig)
 
 
-def compose(overrides: list[str]) -> dict[str, Any]:
-    """Compose ``conf/config.yaml`` with Hydra overrides and return the resolved config as
-    plain data. Hydra's own errors (unknown key, wrong type) become one-line ConfigErrors."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+def _objects(build: Any) -> Any:
+    """``OmegaConf.to_object`` of what ``build()`` composes; Hydra's and OmegaConf's errors become
+    one-line ConfigErrors (the schema's own checks raise ConfigError themselves)."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    _register()
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = hydra_compose(config_name="config", overrides=list(overrides))
-        resolved = OmegaConf.to_container(cfg, resolve=True)
+        return OmegaConf.to_object(build())
     except Exception as exc:  # Hydra raises several unrelated types; all are config errors here
         if not isinstance(exc, OmegaConfBaseException) and type(exc).__module__.split(".")[0] not in (
             "hydra",
@@ -129,10 +242,27 @@ def compose(overrides: list[str]) -> dict[str, Any]:
         ):
             raise
         raise ConfigError(_one_line(exc)) from exc
-    finally:
+
+
+def compose(overrides: list[str]) -> CampaignConfig:
+    """Compose ``conf/config.yaml`` with Hydra overrides into a checked CampaignConfig."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    _register()
+
+    def build() -> Any:
         GlobalHydra.instance().clear()
-    assert isinstance(resolved, dict)
-    return resolved  # type: ignore[return-value]
+        try:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                return hydra_compose(config_name="config", overrides=list(overrides))
+        finally:
+            GlobalHydra.instance().clear()
+
+    cfg = _objects(build)
+    assert isinstance(cfg, CampaignConfig)
+    return cfg
 
 
 def _one_line(exc: BaseException) -> str:
@@ -146,94 +276,38 @@ def _one_line(exc: BaseException) -> str:
             options = re.findall(r"^\t(\S+)$", rest.split("Config search path")[0], flags=re.M)
             if options:
                 head += f" (available: {', '.join(options)})"
+            key = re.search(r"^\s*full_key: (\S+)$", rest, flags=re.M)
+            if key and key.group(1) not in head:
+                head = f"{key.group(1)}: {head}"
             if head not in parts:
                 parts.append(head.rstrip("."))
         seen = seen.__cause__
     return "; ".join(parts) or "invalid configuration"
 
 
-def gpu_types(conf_dir: Path = CONF_DIR) -> dict[str, dict[str, Any]]:
+def gpu_types(conf_dir: Path | None = None) -> dict[str, GpuType]:
     """Every GPU type described in ``conf/gpu/*.yaml``, by name (the files are read once per
     process: validation, preflight and dispatch of one command all ask; each gets its own copy)."""
-    return copy.deepcopy(_read_gpu_types(conf_dir))
+    return copy.deepcopy(_read_gpu_types(conf_dir or CONF_DIR))
 
 
 @functools.cache
-def _read_gpu_types(conf_dir: Path) -> dict[str, dict[str, Any]]:
+def _read_gpu_types(conf_dir: Path) -> dict[str, GpuType]:
     from omegaconf import OmegaConf
 
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, GpuType] = {}
     for path in sorted((conf_dir / "gpu").glob("*.yaml")):
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        assert isinstance(data, dict)
-        out[str(data.get("name", path.stem))] = data  # type: ignore[assignment]
+        try:
+            gpu = _objects(lambda p=path: OmegaConf.merge(OmegaConf.structured(GpuType(name=p.stem)),
+                                                          OmegaConf.load(p)))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        out[gpu.name] = gpu
     return out
 
 
-def db_url(cfg: dict[str, Any]) -> str:
+def db_url(cfg: CampaignConfig) -> str:
     """``db.url``, or the default SQLite file in the campaigns root."""
-    url = cfg["db"].get("url")
-    if url:
-        return str(url)
-    return f"sqlite:///{Path(cfg['root']).expanduser().resolve() / 'campaign.db'}"
-
-
-def _check_fields(group: str, values: dict[str, Any], schema: type) -> None:
-    allowed = {f.name for f in dataclasses.fields(schema)}
-    for key in values:
-        if key not in allowed:
-            raise ConfigError(f"{group}.{key} is not a known setting (allowed: {', '.join(sorted(allowed))})")
-    try:
-        schema(**values)
-    except (TypeError, ValueError) as exc:  # the schema's own range checks
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(msg if msg.startswith(group) else f"{group}: {msg}") from exc
-
-
-def validate(cfg: dict[str, Any]) -> None:
-    """Check the values Hydra cannot check by type; raise ConfigError on the first bad one."""
-    from jobs.data import DatasetConfig
-    from jobs.network import NetworkConfig
-    from jobs.recipe import RecipeConfig
-
-    known = gpu_types()
-    gpus = cfg["gpus"]
-    if not gpus:
-        raise ConfigError(f"gpus is empty (allowed GPU types: {', '.join(known)})")
-    for g in gpus:
-        if g not in known:
-            raise ConfigError(f"unknown GPU type {g!r} in gpus (allowed: {', '.join(known)}; add conf/gpu/{g}.yaml)")
-    if not cfg["epochs"]:
-        raise ConfigError("epochs is empty (give at least one epoch budget >= 1, e.g. epochs=[4,12])")
-    for e in cfg["epochs"]:
-        if not isinstance(e, int) or isinstance(e, bool) or e < 1:
-            raise ConfigError(f"epoch budget {e!r} in epochs is not allowed (must be an integer >= 1)")
-    if cfg["seeds"] < 1:
-        raise ConfigError(f"seeds={cfg['seeds']} is not allowed (must be >= 1 repetition)")
-    if cfg["launcher"]["name"] not in LAUNCHERS:
-        raise ConfigError(f"launcher {cfg['launcher']['name']!r} is not known (allowed: {', '.join(LAUNCHERS)})")
-    if cfg["device"] not in DEVICES:
-        raise ConfigError(f"device={cfg['device']!r} is not allowed (allowed: {', '.join(DEVICES)})")
-    if cfg["max_failures"] < 1:
-        raise ConfigError(f"max_failures={cfg['max_failures']} is not allowed (must be >= 1)")
-    for key in ("warmup_s", "idle_s", "cooldown_s"):
-        if cfg["protocol"][key] < 0:
-            raise ConfigError(f"protocol.{key}={cfg['protocol'][key]} is not allowed (must be >= 0 seconds)")
-    if cfg["protocol"]["heartbeat_s"] <= 0:
-        raise ConfigError(f"protocol.heartbeat_s={cfg['protocol']['heartbeat_s']} is not allowed (must be > 0)")
-    if cfg["meter"]["kind"] not in ("auto", "nvml", "simulated"):
-        raise ConfigError(f"meter.kind={cfg['meter']['kind']!r} is not allowed (allowed: auto, nvml, simulated)")
-    if cfg["meter"]["rate_hz"] <= 0:
-        raise ConfigError(f"meter.rate_hz={cfg['meter']['rate_hz']} is not allowed (must be > 0)")
-    _check_fields("recipe", cfg["recipe"], RecipeConfig)
-    _check_fields("network", cfg["network"], NetworkConfig)
-    _check_fields("dataset", cfg["dataset"], DatasetConfig)
-    arch = cfg["architectures"]
-    if arch["source"] not in ARCH_SOURCES:
-        raise ConfigError(f"architectures.source={arch['source']!r} is not allowed (allowed: {', '.join(ARCH_SOURCES)})")
-    if arch["source"] == "sample" and arch["n"] < 1:
-        raise ConfigError(f"architectures.n={arch['n']} is not allowed with source=sample (must be >= 1)")
-    if arch["source"] == "list" and not arch["specs"]:
-        raise ConfigError("architectures.specs is empty (list cells as {matrix: [[...]], ops: [...]} or use source=sample)")
-    if arch["source"] == "file" and not arch["file"]:
-        raise ConfigError("architectures.file is not set (a JSON or YAML list of {matrix, ops}) for source=file")
+    if cfg.db.url:
+        return str(cfg.db.url)
+    return f"sqlite:///{Path(cfg.root).expanduser().resolve() / 'campaign.db'}"

@@ -14,7 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from campaign.config import ConfigError
+from campaign.config import ArchSource, CampaignConfig
+from db.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,11 +54,12 @@ class Plan:
 MEASUREMENT_KEYS = ("recipe", "network", "dataset", "protocol", "meter")
 
 
-def measurement_fields(cfg: dict[str, Any]) -> dict[str, Any]:
+def measurement_fields(cfg: CampaignConfig) -> dict[str, Any]:
     """The config fields that enter every trial's identity."""
-    fields = {k: cfg[k] for k in MEASUREMENT_KEYS}
-    fields["dataset"] = {k: v for k, v in cfg["dataset"].items() if k not in ("root", "download")}
-    fields["protocol"] = {k: v for k, v in cfg["protocol"].items() if k != "heartbeat_s"}
+    plain = cfg.to_dict()
+    fields = {k: plain[k] for k in MEASUREMENT_KEYS}
+    fields["dataset"] = {k: v for k, v in plain["dataset"].items() if k not in ("root", "download")}
+    fields["protocol"] = {k: v for k, v in plain["protocol"].items() if k != "heartbeat_s"}
     return fields
 
 
@@ -68,33 +70,33 @@ def trial_key(arch_hash: str, epochs: int, gpu_type: str, seed: int, measurement
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def resolve_architectures(cfg: dict[str, Any]) -> list[ArchPlan]:
+def resolve_architectures(cfg: CampaignConfig) -> list[ArchPlan]:
     """The campaign's cells (pruned, deduplicated by hash, in the configured order), with their
     parameter count and FLOPs under the configured network. Raises ConfigError on a bad spec."""
     from jobs.cell import CellSpec, CellSpecError, load_specs, sample_specs
-    from jobs.network import NetworkConfig, count_flops, count_params
+    from jobs.network import count_flops, count_params
 
-    arch = cfg["architectures"]
+    arch = cfg.architectures
     try:
-        if arch["source"] == "list":
+        if arch.source == ArchSource.list:
             specs = []
-            for i, d in enumerate(arch["specs"]):
+            for i, d in enumerate(arch.specs):
                 if not isinstance(d, dict) or "matrix" not in d or "ops" not in d:
                     raise ConfigError(f"architectures.specs[{i}] must be a mapping with 'matrix' and 'ops', got {d!r}")
                 try:
                     specs.append(CellSpec.create(d["matrix"], d["ops"]))
                 except CellSpecError as exc:
                     raise ConfigError(f"architectures.specs[{i}]: {exc}") from exc
-        elif arch["source"] == "sample":
-            specs = sample_specs(int(arch["n"]), seed=int(arch["seed"]))
+        elif arch.source == ArchSource.sample:
+            specs = sample_specs(arch.n, seed=arch.seed)
         else:
-            path = Path(str(arch["file"])).expanduser()
+            path = Path(str(arch.file)).expanduser()
             if not path.is_file():
                 raise ConfigError(f"architectures.file={str(path)!r} does not exist (a JSON or YAML list of {{matrix, ops}})")
             specs = load_specs(path)
     except CellSpecError as exc:
         raise ConfigError(str(exc)) from exc
-    net = NetworkConfig(**cfg["network"])
+    net = cfg.network
     seen: dict[str, ArchPlan] = {}
     for spec in specs:
         h = spec.arch_hash
@@ -106,18 +108,18 @@ def resolve_architectures(cfg: dict[str, Any]) -> list[ArchPlan]:
     return list(seen.values())
 
 
-def make_plan(cfg: dict[str, Any], archs: list[ArchPlan]) -> Plan:
+def make_plan(cfg: CampaignConfig, archs: list[ArchPlan]) -> Plan:
     """Expand architectures x epoch budgets x GPU types x seeds into trials in a seeded random order."""
     measurement = measurement_fields(cfg)
     combos = [
         (a.arch_hash, int(e), str(g), s)
         for a in archs
-        for e in cfg["epochs"]
-        for g in cfg["gpus"]
-        for s in range(int(cfg["seeds"]))
+        for e in cfg.epochs
+        for g in cfg.gpus
+        for s in range(cfg.seeds)
     ]
     order = list(range(len(combos)))
-    random.Random(int(cfg["order_seed"])).shuffle(order)
+    random.Random(cfg.order_seed).shuffle(order)
     trials = [
         TrialPlan(trial_key(h, e, g, s, measurement), h, e, g, s, order[i])
         for i, (h, e, g, s) in enumerate(combos)

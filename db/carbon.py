@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, insert
@@ -9,7 +10,7 @@ from sqlalchemy import Connection, insert
 from db.schema import CarbontrackerEpoch, CarbontrackerRun
 
 
-def insert_carbontracker(conn: Connection, run_id: int, record: dict[str, Any] | None) -> None:
+def insert_carbontracker(conn: Connection, run_id: int, record: Mapping[str, Any] | None) -> None:
     """Write the run's Carbontracker rows from ``record`` (``CarbonRecord.to_dict()`` plus
     ``log_dir``); nothing when the run had no Carbontracker. The run has none yet: ingestion
     deletes a rewritten run's child rows first."""

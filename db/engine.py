@@ -9,17 +9,35 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.checkpoint import BACKSTOP_PAGES, WalCheckpointer
+from db.errors import CampaignError
 
 # The checkpointer of each SQLite file engine (weakly held: it goes with its engine).
 _CHECKPOINTERS: weakref.WeakKeyDictionary[Engine, WalCheckpointer] = weakref.WeakKeyDictionary()
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(CampaignError, RuntimeError):
     """The database could not be reached or used; the message says what to do."""
+
+
+# OperationalError covers an unreachable server and a locked SQLite file, but SQLite also reports
+# schema mistakes through it: those are not outages and are never waited out.
+_NOT_OUTAGES = ("no such table", "no such column", "syntax error", "has no column")
+
+
+def is_connectivity_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached or is briefly busy (a server down,
+    a dropped connection, a locked SQLite file, an exhausted pool): worth waiting out. Anything
+    else (a missing campaign, a schema error, a bug) is not."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (DisconnectionError, PoolTimeout, InterfaceError)):
+        return True
+    return isinstance(exc, OperationalError) and not any(s in str(exc.orig).lower() for s in _NOT_OUTAGES)
 
 
 def redact(url: str) -> str:

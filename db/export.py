@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import BigInteger, Boolean, DateTime, Engine, Float, Integer, Select, select
 
 from db.query import database_errors, read_only_engine, require_views
+from db.read import CampaignInfo, CampaignReader
 from db.schema import Epoch, RunPhase, TraceSample
-from db.store import CampaignInfo, ResultStore
 from db.views import run_summary, trial_summary
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def open_campaign(url: str, name: str) -> tuple[Engine, CampaignInfo]:
     """A read-only engine on ``url`` and the campaign called ``name``; the views must exist."""
     engine = read_only_engine(url)
     with database_errors(url, f"reading campaign {name!r}"):
-        info = ResultStore(engine, upgrade=False).campaign(name)
+        info = CampaignReader(engine).campaign(name)
     require_views(engine, url)
     return engine, info
 

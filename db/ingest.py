@@ -1,4 +1,5 @@
-"""The write path for results: a run's result file becomes rows, idempotently, in one transaction.
+"""The write path for results: a run's result (``db.records.RunResult``, read from its file by
+``RunResult.from_json``) becomes rows, idempotently, in one transaction.
 
 Trace samples never go in as ORM objects but through a bulk path, one batch per run, inside the
 caller's transaction:
@@ -23,6 +24,7 @@ queries give the same answers on both). Infinities are kept.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -31,10 +33,18 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, or_, select, update
+from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from db.carbon import insert_carbontracker
+from db.records import (
+    FINAL_RUN_STATUSES,
+    SAMPLE_COLUMNS,
+    TRIAL_STATE_OF_RUN,
+    RunResult,
+    RunStatus,
+    TrialState,
+)
 from db.schema import (
     Campaign,
     CarbontrackerEpoch,
@@ -49,10 +59,6 @@ from db.schema import (
 
 log = logging.getLogger(__name__)
 
-SAMPLE_COLUMNS = (
-    "device", "t_s", "phase", "epoch", "power_w", "energy_j", "gpu_util", "mem_util", "mem_used_mb",
-    "temperature_c", "sm_clock_mhz", "mem_clock_mhz", "power_limit_w", "cpu_util", "rss_mb",
-)  # fmt: skip
 # PostgreSQL binary COPY types of ("run_id", "source", *SAMPLE_COLUMNS), as in db/schema.py.
 _PG_TYPES = ("int4", "text", "int4", "float8", "text", "int4", *["float8"] * 11)
 _FLOAT_COLUMNS = frozenset(c for c, t in zip(SAMPLE_COLUMNS, _PG_TYPES[2:], strict=True) if t == "float8")
@@ -244,7 +250,7 @@ def _nan_to_null(cols: list[Sequence[Any] | None]) -> list[Sequence[Any] | None]
     return out
 
 
-def hardware_id(conn: Connection, hw: dict[str, Any]) -> int | None:
+def hardware_id(conn: Connection, hw: Mapping[str, Any]) -> int | None:
     """The id of this hardware description, inserting it the first time it is seen.
 
     Safe when workers of one node store their first results at once: the insert does nothing
@@ -258,7 +264,7 @@ def hardware_id(conn: Connection, hw: dict[str, Any]) -> int | None:
         from sqlalchemy.dialects.postgresql import insert as upsert
     else:
         from sqlalchemy.dialects.sqlite import insert as upsert
-    blob = json.dumps(hw, sort_keys=True, default=str)
+    blob = json.dumps(dict(hw), sort_keys=True, default=str)
     fp = hashlib.sha256(blob.encode()).hexdigest()[:32]
     found = conn.execute(select(Hardware.id).where(Hardware.fingerprint == fp)).scalar()
     if found is not None:
@@ -280,7 +286,27 @@ def hardware_id(conn: Connection, hw: dict[str, Any]) -> int | None:
     return int(conn.execute(select(Hardware.id).where(Hardware.fingerprint == fp)).scalar_one())
 
 
-def ingest_result(conn: Connection, result: dict[str, Any]) -> bool:
+def ingest(engine: Engine, result: RunResult) -> bool:
+    """Store one run's result idempotently in a transaction of its own (see ``ingest_result``).
+
+    On SQLite the per-row foreign-key lookups are switched off for this transaction: every
+    row written references the run that the same transaction has just looked up or created,
+    so they are redundant, and on a long trace they are a fifth of the insert cost."""
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:  # only outside a transaction does SQLite honour this pragma
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                return ingest_result(conn, result)
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
+
+
+def ingest_result(conn: Connection, result: RunResult) -> bool:
     """Store one run's result (as written by the worker) inside the caller's transaction.
 
     Identified by (campaign, trial_key, attempt). A run already stored as done is left alone
@@ -289,54 +315,54 @@ def ingest_result(conn: Connection, result: dict[str, Any]) -> bool:
     trial = conn.execute(
         select(Trial.id, Trial.state, Trial.worker_id)
         .join(Campaign, Campaign.id == Trial.campaign_id)
-        .where(Campaign.name == result["campaign"], Trial.trial_key == result["trial_key"])
+        .where(Campaign.name == result.campaign, Trial.trial_key == result.trial_key)
     ).one_or_none()
     if trial is None:
         raise LookupError(
-            f"trial {result['trial_key']} of campaign {result['campaign']!r} is not in this database"
+            f"trial {result.trial_key} of campaign {result.campaign!r} is not in this database"
         )
     trial_id = trial.id
     existing = conn.execute(
-        select(Run.id, Run.status).where(Run.trial_id == trial_id, Run.attempt == result["attempt"])
+        select(Run.id, Run.status).where(Run.trial_id == trial_id, Run.attempt == result.attempt)
     ).one_or_none()
-    if existing is not None and existing.status in ("done", "superseded"):
+    if existing is not None and existing.status in FINAL_RUN_STATUSES:
         return False
-    status = result["status"]
-    if status == "done" and trial.state == "done":
+    status = result.status
+    if status == RunStatus.DONE and trial.state == TrialState.DONE:
         # Another attempt finished this trial first (this one was declared stale but lived on):
         # keep the measurement for the record, never as a second result.
-        status = "superseded"
+        status = RunStatus.SUPERSEDED
     values = dict(
         status=status,
-        started_at=_ts(result["started_at"]),
-        ended_at=_ts(result.get("ended_at")),
-        heartbeat_at=_ts(result.get("ended_at")),
-        host=result["host"],
-        worker_id=result["worker_id"],
-        scheduler_job=result.get("scheduler_job"),
-        scheduler_partition=result.get("scheduler_partition"),
-        power_source=result.get("power_source"),
-        energy_method=result.get("energy_method"),
-        dataset=result.get("dataset"),
-        device=result.get("device"),
-        hardware_id=hardware_id(conn, result.get("hardware") or {}),
-        error=result.get("error"),
-        duration_s=result.get("duration_s"),
-        energy_j=result.get("energy_j"),
-        idle_power_w=result.get("idle_power_w"),
-        cpu_energy_j=result.get("cpu_energy_j"),
-        dram_energy_j=result.get("dram_energy_j"),
-        valid_accuracy=result.get("valid_accuracy"),
-        test_accuracy=result.get("test_accuracy"),
-        train_images_per_s=result.get("train_images_per_s"),
-        train_images=result.get("train_images"),
-        trace_anchor_unix_s=result.get("trace_anchor_unix_s"),
-        result_path=result.get("result_path"),
+        started_at=_ts(result.started_at),
+        ended_at=_ts(result.ended_at),
+        heartbeat_at=_ts(result.ended_at),
+        host=result.host,
+        worker_id=result.worker_id,
+        scheduler_job=result.scheduler_job,
+        scheduler_partition=result.scheduler_partition,
+        power_source=result.power_source,
+        energy_method=result.energy_method,
+        dataset=result.dataset,
+        device=result.device,
+        hardware_id=hardware_id(conn, result.hardware),
+        error=result.error,
+        duration_s=result.duration_s,
+        energy_j=result.energy_j,
+        idle_power_w=result.idle_power_w,
+        cpu_energy_j=result.cpu_energy_j,
+        dram_energy_j=result.dram_energy_j,
+        valid_accuracy=result.valid_accuracy,
+        test_accuracy=result.test_accuracy,
+        train_images_per_s=result.train_images_per_s,
+        train_images=result.train_images,
+        trace_anchor_unix_s=result.trace_anchor_unix_s,
+        result_path=result.result_path,
     )
     if existing is None:
         run_id = int(
             conn.execute(
-                insert(Run).values(trial_id=trial_id, attempt=result["attempt"], **values)
+                insert(Run).values(trial_id=trial_id, attempt=result.attempt, **values)
             ).inserted_primary_key[0]  # type: ignore[index]
         )
     else:
@@ -345,27 +371,28 @@ def ingest_result(conn: Connection, result: dict[str, Any]) -> bool:
         # A rewritten run loses its old child rows first.
         for table in (Epoch, RunPhase, TraceSample, CarbontrackerEpoch, CarbontrackerRun):
             conn.execute(delete(table).where(table.run_id == run_id))
-    _insert_many(conn, Epoch, run_id, result.get("epochs", ()))
+    _insert_records(conn, Epoch, run_id, result.epochs)
     # run_phase: the worker's per-phase summary (jobs.protocol.summarise), pre-aggregated here so
     # that per-run questions never scan trace_sample.
-    _insert_many(conn, RunPhase, run_id, result.get("phases", ()))
-    insert_samples(conn, run_id, result.get("power_source") or "unknown", result.get("trace") or {})
-    insert_carbontracker(conn, run_id, result.get("carbontracker"))
-    if status == "superseded":
+    _insert_records(conn, RunPhase, run_id, result.phases)
+    insert_samples(conn, run_id, result.power_source or "unknown", result.trace)
+    insert_carbontracker(conn, run_id, result.carbontracker)
+    if status == RunStatus.SUPERSEDED:
         return True
-    state = {"done": "done", "failed": "failed", "cancelled": "cancelled"}.get(status, "failed")
+    state = TRIAL_STATE_OF_RUN.get(status, TrialState.FAILED)
     # A later attempt may already have finished the trial: never move a done trial backwards.
     # Nor take a trial away from another worker that holds it now.
     conn.execute(
         update(Trial)
-        .where(Trial.id == trial_id, Trial.state != "done")
-        .where(or_(Trial.worker_id.is_(None), Trial.worker_id == result["worker_id"]))
+        .where(Trial.id == trial_id, Trial.state != TrialState.DONE)
+        .where(or_(Trial.worker_id.is_(None), Trial.worker_id == result.worker_id))
         .values(state=state, worker_id=None, updated_at=dt.datetime.now(dt.UTC))
     )
     return True
 
 
-def _insert_many(conn: Connection, table: Any, run_id: int, rows: Iterable[dict[str, Any]]) -> None:
-    payload = [{**r, "run_id": run_id} for r in rows]
+def _insert_records(conn: Connection, table: Any, run_id: int, records: Iterable[Any]) -> None:
+    """Rows of ``table`` for the run from typed records (dataclasses named like its columns)."""
+    payload = [{**dataclasses.asdict(r), "run_id": run_id} for r in records]
     if payload:
         conn.execute(insert(table), payload)

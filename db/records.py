@@ -153,7 +153,7 @@ class RunResult:
         out["epochs"] = [dataclasses.asdict(e) for e in self.epochs]
         out["phases"] = [dataclasses.asdict(p) for p in self.phases]
         out["hardware"] = dict(self.hardware)
-        out["trace"] = {k: list(v) for k, v in self.trace.items()}
+        out["trace"] = {k: _json_column(v) for k, v in self.trace.items()}
         out["carbontracker"] = None if self.carbontracker is None else dict(self.carbontracker)
         return out
 
@@ -186,6 +186,12 @@ class RunResult:
         values["trace"] = dict(values.get("trace") or {})
         values["format"] = FORMAT_VERSION
         return cls(**values)
+
+
+def _json_column(values: Sequence[Any]) -> list[Any]:
+    """A trace column as a list of plain values (a numpy array's ``tolist``)."""
+    tolist = getattr(values, "tolist", None)
+    return tolist() if callable(tolist) else list(values)
 
 
 def _record(kind: type[Any], data: Any) -> Any:

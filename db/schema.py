@@ -22,12 +22,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from db.records import RunStatus, TrialState
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-TRIAL_STATES = ("pending", "running", "done", "failed", "cancelled")
+# The stored strings of the states (db.records defines them; the column comments list them).
+TRIAL_STATES: tuple[str, ...] = tuple(s.value for s in TrialState)
 # superseded: finished after another attempt had already finished the trial (kept, never a result)
-RUN_STATUSES = ("running", "done", "failed", "stale", "cancelled", "superseded")
+RUN_STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
 
 
 class Base(DeclarativeBase):
@@ -86,7 +89,7 @@ class Trial(Base):
     order_index: Mapped[int] = mapped_column(Integer, comment="position in the seeded random run order")
     params: Mapped[int] = mapped_column(BigInteger, comment="trainable parameters of the network")
     flops: Mapped[int] = mapped_column(BigInteger, comment="forward FLOPs per image")
-    state: Mapped[str] = mapped_column(String(16), default="pending", comment="|".join(TRIAL_STATES))
+    state: Mapped[str] = mapped_column(String(16), default=TrialState.PENDING.value, comment="|".join(TRIAL_STATES))
     attempts: Mapped[int] = mapped_column(Integer, default=0, comment="runs started so far")
     worker_id: Mapped[str | None] = mapped_column(String(200), comment="worker holding the claim")
     updated_at: Mapped[dt.datetime | None] = mapped_column(

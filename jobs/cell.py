@@ -21,6 +21,8 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
+from db.errors import CampaignError
+
 OPS: tuple[str, ...] = ("conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3")
 INPUT = "input"
 OUTPUT = "output"
@@ -34,7 +36,7 @@ NUM_UNIQUE_CELLS = 423_624
 Matrix = tuple[tuple[int, ...], ...]
 
 
-class CellSpecError(ValueError):
+class CellSpecError(CampaignError, ValueError):
     """An invalid cell spec; the message is one line naming the bad value and the rule it breaks."""
 
 

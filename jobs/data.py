@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from db.errors import CampaignError
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -48,7 +50,7 @@ _NOISE = 40.0
 _TINT = 8.0
 
 
-class DataError(RuntimeError):
+class DataError(CampaignError, RuntimeError):
     """A data set that is missing, unreadable or inconsistent; one line saying what and how to fix it."""
 
 

@@ -1,5 +1,6 @@
 """Result files: a finished (or failed) run is written to the campaign folder atomically before
-it is ingested, so a worker that cannot reach the database loses nothing."""
+it is ingested, so a worker that cannot reach the database loses nothing. Their content is a
+``db.records.RunResult`` (typed, versioned); files of every readable format version are read."""
 
 from __future__ import annotations
 
@@ -8,25 +9,19 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+
+from db.paths import CampaignPaths
+from db.records import ResultFormatError, RunResult
 
 
-def campaign_dir(root: str | Path, campaign: str) -> Path:
-    """``root/campaign``: runs' files, logs and the report."""
-    return Path(root).expanduser().resolve() / campaign
-
-
-def result_path(root: str | Path, campaign: str, trial_key: str, attempt: int) -> Path:
-    return campaign_dir(root, campaign) / "runs" / trial_key / f"attempt-{attempt}.json"
-
-
-def write_atomic(path: Path, payload: dict[str, Any]) -> Path:
-    """Write JSON to a temporary file in the same folder, fsync it, then rename over ``path``."""
+def write_atomic(path: Path, result: RunResult) -> Path:
+    """Write the result as JSON to a temporary file in the same folder, fsync it, then rename it
+    over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, separators=(",", ":"))
+            json.dump(result.to_json(), fh, separators=(",", ":"))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -36,9 +31,16 @@ def write_atomic(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def iter_results(root: str | Path, campaign: str) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every complete result file of a campaign (temporary files are skipped)."""
-    base = campaign_dir(root, campaign) / "runs"
-    for path in sorted(base.glob("*/attempt-*.json")):
+def read_result(path: Path) -> RunResult:
+    """One result file; ResultFormatError names the file when it is not a readable run result."""
+    try:
         with open(path) as fh:
-            yield path, json.load(fh)
+            return RunResult.from_json(json.load(fh))
+    except (ValueError, ResultFormatError) as exc:  # JSONDecodeError is a ValueError
+        raise ResultFormatError(f"{path}: {exc}") from exc
+
+
+def iter_results(paths: CampaignPaths) -> Iterator[tuple[Path, RunResult]]:
+    """Every complete result file of a campaign (temporary files are skipped)."""
+    for path in paths.result_files():
+        yield path, read_result(path)

@@ -20,12 +20,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from db.engine import make_engine
+from db.engine import is_connectivity_error, make_engine
+from db.paths import CampaignPaths
+from db.records import EpochRecord, Phase, PhaseRecord, RunResult, RunStatus
 from db.store import ClaimedTrial, ResultStore
 from jobs import protocol
+from jobs.heartbeat import Heartbeat
 from jobs.meters import make_meter
 from jobs.meters.base import SAMPLE_FIELDS, PowerMeter, Sample
-from jobs.results import result_path, write_atomic
+from jobs.results import write_atomic
+from jobs.settings import Device, MeterConfig, TrialSettings
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +68,8 @@ class WorkerSummary:
 
 def resolve_device(device: str) -> str:
     """``auto`` is CUDA where torch sees a GPU, else the CPU."""
-    if device != "auto":
-        return device
+    if device != Device.auto:
+        return str(device)
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -92,17 +96,14 @@ def host_description() -> dict[str, Any]:
     }
 
 
-def _carbontracker(meter_cfg: dict[str, Any], epochs: int, log_dir: Path | None) -> Any:
+def _carbontracker(meter_cfg: MeterConfig, epochs: int, log_dir: Path | None) -> Any:
     """Carbontracker for one trial, started, or None when switched off."""
-    if not meter_cfg.get("carbontracker") or log_dir is None:
+    if not meter_cfg.carbontracker or log_dir is None:
         return None
-    from jobs.meters.carbon import WORLD_AVERAGE_G_PER_KWH, CarbonTrackerRun
+    from jobs.meters.carbon import CarbonTrackerRun
 
-    tracker = CarbonTrackerRun(
-        epochs, log_dir,
-        intensity_g_per_kwh=float(meter_cfg.get("carbon_intensity_g_per_kwh", WORLD_AVERAGE_G_PER_KWH)),
-        intensity_source=str(meter_cfg.get("carbon_intensity_source", "configured")),
-    )
+    tracker = CarbonTrackerRun(epochs, log_dir, intensity_g_per_kwh=meter_cfg.carbon_intensity_g_per_kwh,
+                               intensity_source=meter_cfg.carbon_intensity_source)
     tracker.start()
     return tracker
 
@@ -117,11 +118,11 @@ def _marker(meters: Sequence[PowerMeter], tracker: Any) -> Callable[[str, int | 
             m.mark(phase, epoch)
         if tracker is None:
             return
-        if phase == "train" or (phase in ("eval", "cooldown") and epoch is None):
+        if phase == Phase.TRAIN or (phase in (Phase.EVAL, Phase.COOLDOWN) and epoch is None):
             if open_epoch[0]:
                 tracker.epoch_end()
                 open_epoch[0] = False
-            if phase == "train":
+            if phase == Phase.TRAIN:
                 tracker.epoch_start()
                 open_epoch[0] = True
 
@@ -151,14 +152,15 @@ def _columns(samples: Sequence[Sample]) -> dict[str, list[Any]]:
 
 
 def _retry(what: str, fn: Callable[[], Any], patience_s: float) -> Any:
-    """Call ``fn`` until it succeeds, backing off up to ``patience_s`` (a database outage)."""
+    """Call ``fn`` until it succeeds, backing off up to ``patience_s`` while the database cannot
+    be reached (an outage); any other error (a wrong campaign name, a schema error) at once."""
     deadline = time.monotonic() + patience_s
     delay = 1.0
     while True:
         try:
             return fn()
         except Exception as exc:
-            if time.monotonic() + delay > deadline:
+            if not is_connectivity_error(exc) or time.monotonic() + delay > deadline:
                 raise
             log.warning("%s failed (%s); retrying in %.0f s", what, exc, delay)
             time.sleep(delay)  # back-off while the database is away, not synchronisation
@@ -180,31 +182,32 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
             engine.dispose()  # closes the connections and finishes the pending WAL checkpoint
     worker_id = spec.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     patience_s = spec.db_patience_s
+    paths = CampaignPaths.of(spec.root, spec.campaign)
     info = _retry("reading the campaign", lambda: store.campaign(spec.campaign), patience_s)
     recovered = _retry("recovering", lambda: store.recover_worker(
         worker_id, "interrupted: the worker was preempted or hit its time limit; trial re-run from its start"),
         patience_s)
     if recovered:
         log.warning("worker %s restarted: %d interrupted trial(s) will run again", worker_id, len(recovered))
-    cfg = info.config
-    device = resolve_device(cfg["device"])
+    settings = TrialSettings.from_recorded(info.config)
+    device = resolve_device(settings.device)
     summary = WorkerSummary(worker_id)
 
-    from jobs.data import DatasetConfig, load_dataset
+    from jobs.data import load_dataset
 
-    data = load_dataset(DatasetConfig(**cfg["dataset"]))
-    meter = make_meter(cfg["meter"]["kind"], rate_hz=cfg["meter"]["rate_hz"])
-    rapl = _rapl_meter(cfg["meter"])
+    data = load_dataset(settings.dataset)
+    meter = make_meter(settings.meter.kind, rate_hz=settings.meter.rate_hz)
+    rapl = _rapl_meter(settings.meter)
     hardware = {**host_description(), **meter.hardware()}
-    unstored: list[dict[str, Any]] = []
+    unstored: list[RunResult] = []
     scheduler = scheduler_identity()
     meter.start()
     if rapl is not None:
         rapl.start()
         hardware["rapl_domains"] = rapl.hardware()["devices"]  # the readable ones: what samples number
     try:
-        meter.mark("warmup")
-        protocol.warm_up(cfg["protocol"]["warmup_s"], device)
+        meter.mark(Phase.WARMUP)
+        protocol.warm_up(settings.protocol.warmup_s, device)
         failures_in_row = 0
         while True:
             unstored = [r for r in unstored if not _store_result(store, r)]
@@ -214,18 +217,21 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
                 break
             if events:
                 events.trial_started(trial)
-            path = result_path(spec.root, spec.campaign, trial.trial_key, trial.attempt)
-            result = run_trial(trial, cfg, data, meter, device, worker_id, hardware,
-                               heartbeat=lambda t=trial: store.heartbeat(t.run_id),  # type: ignore[misc]
-                               rapl=rapl, log_dir=path.with_suffix(""))
-            result["campaign"] = spec.campaign
-            result["result_path"] = str(path)
-            write_atomic(path, result)
-            if not _store_result(store, result):
-                unstored.append(result)
+            path = paths.result(trial.trial_key, trial.attempt)
+            # The heartbeat runs beside the whole trial (idle, training, cool-down, writing and
+            # storing its result), not from the training loop: a long pause never looks stale.
+            with Heartbeat(lambda t=trial: store.heartbeat(t.run_id),  # type: ignore[misc]
+                           every_s=settings.protocol.heartbeat_s) as beat:
+                result = run_trial(trial, settings, data, meter, device, worker_id, hardware,
+                                   abandoned=lambda b=beat: b.abandoned,  # type: ignore[misc]
+                                   rapl=rapl, log_dir=paths.run_logs(trial.trial_key, trial.attempt))
+                result = dataclasses.replace(result, campaign=spec.campaign, result_path=str(path))
+                write_atomic(path, result)
+                if not _store_result(store, result):
+                    unstored.append(result)
             if events:
-                events.trial_finished(trial, result["status"], result.get("energy_j"))
-            if result["status"] == "done":
+                events.trial_finished(trial, result.status, result.energy_j)
+            if result.status == RunStatus.DONE:
                 summary.done += 1
                 failures_in_row = 0
             else:
@@ -244,13 +250,13 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
     return summary
 
 
-def _rapl_meter(meter_cfg: dict[str, Any]) -> Any:
+def _rapl_meter(meter_cfg: MeterConfig) -> Any:
     """A RAPL meter beside the power meter where the node's counters are readable, else None."""
-    if not meter_cfg.get("rapl", True):
+    if not meter_cfg.rapl:
         return None
     from jobs.meters.rapl import RaplMeter, rapl_available
 
-    return RaplMeter(rate_hz=meter_cfg["rate_hz"]) if rapl_available() else None
+    return RaplMeter(rate_hz=meter_cfg.rate_hz) if rapl_available() else None
 
 
 def rapl_energy_j(samples: Sequence[Sample], domains: Sequence[dict[str, Any]]) -> dict[str, float | None]:
@@ -264,12 +270,12 @@ def rapl_energy_j(samples: Sequence[Sample], domains: Sequence[dict[str, Any]]) 
     return out
 
 
-def _store_result(store: ResultStore, result: dict[str, Any]) -> bool:
+def _store_result(store: ResultStore, result: RunResult) -> bool:
     try:
         store.ingest(result)
         return True
     except Exception as exc:  # the file is safe; ingestion is retried later
-        log.warning("could not store %s (kept in %s): %s", result["trial_key"], result["result_path"], exc)
+        log.warning("could not store %s (kept in %s): %s", result.trial_key, result.result_path, exc)
         return False
 
 
@@ -295,94 +301,84 @@ class WorkerTask:
 
 def run_trial(
     trial: ClaimedTrial,
-    cfg: dict[str, Any],
+    settings: TrialSettings,
     data: Any,
     meter: PowerMeter,
     device: str,
     worker_id: str,
     hardware: dict[str, Any],
-    heartbeat: Callable[[], bool | None],
+    abandoned: Callable[[], bool] = lambda: False,
     rapl: Any = None,
     log_dir: Path | None = None,
-) -> dict[str, Any]:
+) -> RunResult:
     """One trial under the protocol: idle baseline, training with tagged phases, cool-down.
 
-    Never raises for a failing trial: the failure is the result (status failed, error text)."""
+    Never raises for a failing trial: the failure is the result (status failed, error text).
+    ``abandoned`` says when the database no longer lists the attempt as running (the heartbeat
+    beside the trial found it declared stale or cancelled): training stops at its next step."""
     from jobs.cell import CellSpec
-    from jobs.network import NetworkConfig
-    from jobs.recipe import RecipeConfig
     from jobs.train import train
 
     started = dt.datetime.now(dt.UTC)
-    beat_every = float(cfg["protocol"]["heartbeat_s"])
-    last_beat = [time.monotonic()]
 
     def on_step() -> None:
-        now = time.monotonic()
-        if now - last_beat[0] >= beat_every:
-            last_beat[0] = now
-            try:
-                alive = heartbeat()
-            except Exception as exc:  # a database hiccup must not kill the measurement
-                log.warning("heartbeat failed: %s", exc)
-                return
-            if alive is False:
-                raise TrialAbandoned("attempt abandoned: the database declared it stale or cancelled")
+        if abandoned():
+            raise TrialAbandoned("attempt abandoned: the database declared it stale or cancelled")
 
-    result: dict[str, Any] = {
-        "format": 1, "trial_key": trial.trial_key, "attempt": trial.attempt, "status": "failed",
-        "error": None, "started_at": started.isoformat(), "host": socket.gethostname(),
-        "worker_id": worker_id, "power_source": meter.source, "dataset": data.name, "device": device,
-        "hardware": hardware, "trace_anchor_unix_s": meter.anchor_unix_s, "epochs": [], "phases": [],
-        **scheduler_identity(),
-    }
+    status, error, trace_text = RunStatus.FAILED, None, None
     outcome = None
     meters = [meter] if rapl is None else [meter, rapl]
-    tracker = _carbontracker(cfg["meter"], trial.epochs, log_dir)
+    tracker = _carbontracker(settings.meter, trial.epochs, log_dir)
     mark = _marker(meters, tracker)
     # Samples taken between trials (result writing, ingestion) belong to no trial; the worker's
     # warm-up, which precedes its first trial, is kept with that trial's trace.
-    mark("idle", None)
-    carried = [s for s in meter.drain() if s.phase in ("warmup", "idle")]
-    rapl_carried = [] if rapl is None else [s for s in rapl.drain() if s.phase == "idle"]
+    mark(Phase.IDLE, None)
+    carried = [s for s in meter.drain() if s.phase in (Phase.WARMUP, Phase.IDLE)]
+    rapl_carried = [] if rapl is None else [s for s in rapl.drain() if s.phase == Phase.IDLE]
     try:
-        protocol.pause(cfg["protocol"]["idle_s"])
+        protocol.pause(settings.protocol.idle_s)
         spec = CellSpec.create(trial.matrix, trial.ops)
-        outcome = train(spec, NetworkConfig(**cfg["network"]), RecipeConfig(**cfg["recipe"]), data,
+        outcome = train(spec, settings.network, settings.recipe, data,
                         epochs=trial.epochs, seed=trial.seed, device=device, mark=mark, on_step=on_step)
-        result["status"] = "done"
+        status = RunStatus.DONE
     except Exception as exc:
-        result["error"] = f"{type(exc).__name__}: {exc}"
-        result["traceback"] = traceback.format_exc()
-        log.error("trial %s failed: %s", trial.trial_key, result["error"])
-    mark("cooldown", None)
+        error = f"{type(exc).__name__}: {exc}"
+        trace_text = traceback.format_exc()
+        log.error("trial %s failed: %s", trial.trial_key, error)
+    mark(Phase.COOLDOWN, None)
+    carbontracker = None
     if tracker is not None:
-        record = tracker.stop()
-        result["carbontracker"] = {**record.to_dict(), "log_dir": str(log_dir)}
-    protocol.pause(cfg["protocol"]["cooldown_s"])
+        carbontracker = {**tracker.stop().to_dict(), "log_dir": str(log_dir)}
+    protocol.pause(settings.protocol.cooldown_s)
     samples = carried + meter.drain()
+    rapl_j: dict[str, float | None] = {"package": None, "dram": None}
     if rapl is not None:
-        result.update({f"{'cpu' if k == 'package' else k}_energy_j": v
-                       for k, v in rapl_energy_j(rapl_carried + rapl.drain(),
-                                                 hardware.get("rapl_domains", [])).items()})
-    result["ended_at"] = dt.datetime.now(dt.UTC).isoformat()
+        rapl_j = rapl_energy_j(rapl_carried + rapl.drain(), hardware.get("rapl_domains", []))
     summary = protocol.summarise(samples)
-    result["energy_method"] = summary["method"]
-    result["phases"] = [{"phase": k, **v} for k, v in summary["phases"].items()]
-    result["trace"] = _columns(samples)
-    idle = summary["phases"].get("idle")
-    result["idle_power_w"] = idle["mean_power_w"] if idle else None
+    idle = summary["phases"].get(Phase.IDLE)
+    where = scheduler_identity()
+    figures: dict[str, Any] = {}
     if outcome is not None:
-        result["energy_j"] = protocol.training_energy_j(summary["phases"])
-        result["duration_s"] = sum(e.duration_s for e in outcome.epochs)
-        result["valid_accuracy"] = outcome.valid_accuracy
-        result["test_accuracy"] = outcome.test_accuracy
-        result["train_images_per_s"] = outcome.train_images_per_s
-        result["train_images"] = int(len(data.y_train))
-        result["epochs"] = [
-            {"epoch": e.epoch, "duration_s": e.duration_s, "energy_j": summary["epochs"].get(e.epoch, 0.0),
-             "mean_power_w": summary["epochs"].get(e.epoch, 0.0) / e.duration_s if e.duration_s > 0 else None,
-             "train_loss": e.train_loss, "train_accuracy": e.train_accuracy, "valid_accuracy": e.valid_accuracy}
-            for e in outcome.epochs
-        ]
-    return result
+        figures = dict(
+            energy_j=protocol.training_energy_j(summary["phases"]),
+            duration_s=sum(e.duration_s for e in outcome.epochs),
+            valid_accuracy=outcome.valid_accuracy, test_accuracy=outcome.test_accuracy,
+            train_images_per_s=outcome.train_images_per_s, train_images=int(len(data.y_train)),
+            epochs=tuple(
+                EpochRecord(epoch=e.epoch, duration_s=e.duration_s, energy_j=summary["epochs"].get(e.epoch, 0.0),
+                            mean_power_w=(summary["epochs"].get(e.epoch, 0.0) / e.duration_s
+                                          if e.duration_s > 0 else None),
+                            train_loss=e.train_loss, train_accuracy=e.train_accuracy, valid_accuracy=e.valid_accuracy)
+                for e in outcome.epochs),
+        )
+    return RunResult(
+        campaign="", trial_key=trial.trial_key, attempt=trial.attempt, status=status, error=error,
+        traceback=trace_text, started_at=started.isoformat(), ended_at=dt.datetime.now(dt.UTC).isoformat(),
+        host=socket.gethostname(), worker_id=worker_id, power_source=meter.source, dataset=data.name,
+        device=device, hardware=hardware, trace_anchor_unix_s=meter.anchor_unix_s,
+        energy_method=summary["method"], idle_power_w=idle["mean_power_w"] if idle else None,
+        cpu_energy_j=rapl_j["package"], dram_energy_j=rapl_j["dram"], carbontracker=carbontracker,
+        phases=tuple(PhaseRecord(phase=k, **v) for k, v in summary["phases"].items()),
+        trace=_columns(samples), scheduler_job=where["scheduler_job"],
+        scheduler_partition=where["scheduler_partition"], **figures,
+    )

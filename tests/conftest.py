@@ -4,15 +4,14 @@ services (the Slurm test cluster and PostgreSQL), each started once per session.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from campaign.config import compose
+from campaign.config import CampaignConfig, compose
 
 
 @pytest.fixture
-def smoke_cfg(tmp_path: Path) -> dict[str, Any]:
+def smoke_cfg(tmp_path: Path) -> CampaignConfig:
     """The smoke sweep's resolved config, rooted in a temporary folder."""
     return compose(["+sweep=smoke", f"root={tmp_path / 'campaigns'}"])
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.figures import plot_pareto_fronts
 from analysis.pareto import (
     aggregate_architectures,
     hypervolume_2d,
@@ -18,7 +19,6 @@ from analysis.pareto import (
     pareto_front,
     pareto_mask,
     pareto_table,
-    plot_pareto_fronts,
     reference_point,
     turn_angles_deg,
 )

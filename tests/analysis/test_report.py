@@ -19,6 +19,7 @@ import pytest
 from analysis.report import AnalysisError, AnalysisSettings, analyze, write_report
 from analysis.surrogate import load_model, random_cell, synthetic_params
 from db.engine import make_engine
+from db.records import RunResult
 from db.store import ResultStore
 
 SPECS: dict[str, dict[str, Any]] = {
@@ -72,7 +73,7 @@ def make_campaign(
         while (claimed := store.claim_next(cid, gpu, "w1", "host")) is not None:
             a = by_hash[claimed.arch_hash]
             result = _result(name, claimed, a, SPECS[gpu], SPEED[gpu], source_of(i), rng, root)
-            store.ingest(result)
+            store.ingest(RunResult.from_json(result))
             i += 1
     return store, store.campaign(name)
 
@@ -136,7 +137,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[ResultStore, Any, Pat
 @pytest.fixture(scope="module")
 def written(big: tuple[ResultStore, Any, Path]) -> Any:
     store, info, root = big
-    settings = {**FAST, "stable_epoch": 2, "window": 4}
+    settings = AnalysisSettings.from_mapping({**FAST, "stable_epoch": 2, "window": 4})
     return write_report(store, info, root / "big" / "report", settings, SPECS)
 
 
@@ -196,7 +197,7 @@ def test_mixed_power_sources_are_refused_unless_allowed(tmp_path: Path) -> None:
     store, info = make_campaign(f"sqlite:///{tmp_path / 'm.db'}", tmp_path, "mixed", 3, (1, 2), ("v100",), 2,
                                 source_of=lambda i: "nvml" if i % 2 else "simulated")
     with pytest.raises(AnalysisError, match=r"mix simulated and measured power \(simulated: 6, nvml: 6 runs\).*allow_mixed_sources=true") as err:
-        write_report(store, info, tmp_path / "r1", FAST, SPECS)
+        write_report(store, info, tmp_path / "r1", AnalysisSettings.from_mapping(FAST), SPECS)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "r1" / "report.md").exists()
     runs = pd.DataFrame(store.runs(info.id))
@@ -208,7 +209,7 @@ def test_mixed_power_sources_are_refused_unless_allowed(tmp_path: Path) -> None:
 def test_one_gpu_type_and_few_architectures_do_not_crash(tmp_path: Path) -> None:
     """The smoke campaign's shape: one GPU type (without CUDA cores), two architectures."""
     store, info = make_campaign(f"sqlite:///{tmp_path / 's.db'}", tmp_path, "small", 2, (1, 2), ("cpu",), 2)
-    files = write_report(store, info, tmp_path / "r", FAST, SPECS)
+    files = write_report(store, info, tmp_path / "r", AnalysisSettings.from_mapping(FAST), SPECS)
     page = files.page.read_text()
     assert "not testable: one level (cpu)" in page
     metrics = pd.read_csv(files.folder / "tables" / "surrogate_metrics.csv")
@@ -256,10 +257,11 @@ def test_analyze_from_plain_frames_without_cells_or_specs() -> None:
     with_specs = analyze(runs, gpu_specs=SPECS, settings={"factors": ["epochs"]})
     held_out = [n for n in with_specs.notes["estimators"] if n.startswith("held-out runs")]
     assert held_out and "whole arch_hash groups on one side" in held_out[0]
-    # a split_by column the runs lack: the split is by run, and the note says no more than that
-    by_run = analyze(runs, gpu_specs=SPECS, settings={"factors": ["epochs"], "split_by": "nosuchcol"})
+    # a split_by column the runs lack (these frames have no host): the split is by run, and the
+    # note says no more than that
+    by_run = analyze(runs, gpu_specs=SPECS, settings={"factors": ["epochs"], "split_by": "host"})
     notes = [n for n in by_run.notes["estimators"] if n.startswith("held-out runs")]
-    assert notes and "nosuchcol" not in notes[0]
+    assert notes and "host" not in notes[0]
 
 
 def test_a_campaign_without_finished_runs_is_refused(tmp_path: Path) -> None:
@@ -269,4 +271,4 @@ def test_a_campaign_without_finished_runs_is_refused(tmp_path: Path) -> None:
     trial = SimpleNamespace(trial_key="k", arch_hash=arch.arch_hash, epochs=1, gpu_type="cpu", seed=0, order_index=0)
     store.create_campaign("empty", "smoke", str(tmp_path), "test", {}, [arch], [trial])
     with pytest.raises(AnalysisError, match=r"campaign 'empty' has no finished run yet \(trials: 1 pending\)"):
-        write_report(store, store.campaign("empty"), tmp_path / "r", FAST, SPECS)
+        write_report(store, store.campaign("empty"), tmp_path / "r", AnalysisSettings.from_mapping(FAST), SPECS)

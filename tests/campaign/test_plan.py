@@ -61,5 +61,5 @@ def test_cifar_cells_plans_every_budget_and_gpu() -> None:
     cfg = compose(["+sweep=cifar_cells"])
     plan = make_plan(cfg, resolve_architectures(cfg))
     assert sorted({t.epochs for t in plan.trials}) == [4, 12, 36, 108]
-    assert len(plan.trials) == len(plan.archs) * 4 * len(cfg["gpus"]) * 3
+    assert len(plan.trials) == len(plan.archs) * 4 * len(cfg.gpus) * 3
     assert all(a.params > 0 and a.flops > 0 for a in plan.archs)

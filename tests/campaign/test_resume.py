@@ -53,27 +53,29 @@ def test_unknown_state_is_an_error() -> None:
 
 
 def test_resume_keeps_the_recorded_launcher_and_applies_launcher_overrides() -> None:
-    from campaign.cli import resume_launcher
+    import dataclasses
 
-    recorded = {"name": "ray", "timeout_min": 240, "local_resources": {"gpu_a100": 1}, "wait": True}
-    composed = {"name": "local", "timeout_min": 60, "local_resources": {"gpu_a100": 2}, "wait": False}
+    from campaign.config import LauncherConfig
+    from campaign.launch import resume_launcher
+
+    recorded = LauncherConfig(name="ray", timeout_min=240, local_resources={"gpu_a100": 1}, wait=True)
+    composed = LauncherConfig(name="local", timeout_min=60, local_resources={"gpu_a100": 2}, wait=False)
     assert resume_launcher(recorded, composed, {"seeds"}) == recorded
-    assert resume_launcher(recorded, composed, {"launcher.timeout_min"}) == {**recorded, "timeout_min": 60}
+    assert resume_launcher(recorded, composed, {"launcher.timeout_min"}) == dataclasses.replace(recorded, timeout_min=60)
     # a nested key overrides its top-level launcher key (it was dropped before)
-    assert resume_launcher(recorded, composed, {"launcher.local_resources.gpu_a100"}) == {
-        **recorded, "local_resources": {"gpu_a100": 2}}
+    assert resume_launcher(recorded, composed, {"launcher.local_resources.gpu_a100"}) == dataclasses.replace(
+        recorded, local_resources={"gpu_a100": 2})
     assert resume_launcher(recorded, composed, {"launcher"}) == composed
 
 
 def test_the_campaign_root_is_the_recorded_one_unless_given(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import argparse
     import types
 
-    from campaign.cli import campaign_root
+    from campaign.session import campaign_paths
 
-    info = types.SimpleNamespace(root=str(tmp_path / "recorded"))
+    info = types.SimpleNamespace(root=str(tmp_path / "recorded"), name="c")
     monkeypatch.chdir(tmp_path)
-    cfg = {"root": "./campaigns"}
-    assert campaign_root(argparse.Namespace(overrides=["seeds=2"]), cfg, info) == str(tmp_path / "recorded")
-    given = argparse.Namespace(overrides=["++root=./campaigns"])
-    assert campaign_root(given, cfg, info) == str(tmp_path / "campaigns")
+    cfg = types.SimpleNamespace(root="./campaigns")
+    assert str(campaign_paths(["seeds=2"], cfg, info).root) == str(tmp_path / "recorded")  # type: ignore[arg-type]
+    given = ["++root=./campaigns"]
+    assert str(campaign_paths(given, cfg, info).root) == str(tmp_path / "campaigns")  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from campaign.config import compose
 from db.engine import make_engine
+from db.records import RunResult
 from db.store import ResultStore
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -84,9 +85,10 @@ def sqlite_url(db_url: str) -> str:
 def worker_result(trial: Any, campaign: str, *, energy_j: float, status: str = "done",
                   power_source: str | None = "simulated", train_images: int | None = 2048,
                   samples_per_phase: int = 5, first: bool = False) -> dict[str, Any]:
-    """A result as ``jobs.worker.run_trial`` writes it, with round numbers derived from ``energy_j``:
-    phases idle (10 J), train (0.8 energy_j), eval (0.2 energy_j), cooldown (5 J), and warmup
-    (100 J) when ``first``; one epoch row per epoch of the budget; utilization 10..90 %."""
+    """A result file's content (format 1) as ``jobs.worker.run_trial`` writes it, to be read by
+    ``RunResult.from_json``, with round numbers derived from ``energy_j``: phases idle (10 J), train
+    (0.8 energy_j), eval (0.2 energy_j), cooldown (5 J), and warmup (100 J) when ``first``; one
+    epoch row per epoch of the budget; utilization 10..90 %."""
     epochs = trial.epochs
     phases = [("idle", 1.0, 10.0), ("train", 8.0, 0.8 * energy_j), ("eval", 2.0, 0.2 * energy_j),
               ("cooldown", 1.0, 5.0)]
@@ -135,13 +137,19 @@ def worker_result(trial: Any, campaign: str, *, energy_j: float, status: str = "
     }
 
 
-def plan_campaign(store: ResultStore, cfg: dict[str, Any], name: str = SMOKE_NAME) -> tuple[int, list[str]]:
-    """Record the campaign ``cfg`` plans (real architectures and trials) under ``name``; return
-    its id and its architecture hashes, sorted."""
+def plain_config(cfg: Any) -> dict[str, Any]:
+    """A composed configuration as the plain data a campaign records (a typed one's ``to_dict()``)."""
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+
+
+def plan_campaign(store: ResultStore, cfg: Any, name: str = SMOKE_NAME) -> tuple[int, list[str]]:
+    """Record the campaign ``cfg`` (as ``compose`` returns it) plans (real architectures and
+    trials) under ``name``; return its id and its architecture hashes, sorted."""
     from campaign.plan import make_plan, resolve_architectures
 
     plan = make_plan(cfg, resolve_architectures(cfg))
-    cid = store.create_campaign(name, cfg["sweep"], cfg["root"], "test-rev", cfg, plan.archs, plan.trials)
+    plain = plain_config(cfg)
+    cid = store.create_campaign(name, plain["sweep"], plain["root"], "test-rev", plain, plan.archs, plan.trials)
     return cid, sorted(a.arch_hash for a in plan.archs)
 
 
@@ -150,15 +158,16 @@ def smoke_energy_j(arch_hash: str, epochs: int, seed: int) -> float:
     return 100.0 * epochs + 10.0 * seed + int(arch_hash[:2], 16) % 10
 
 
-def fill_smoke(url: str, cfg: dict[str, Any], name: str = SMOKE_NAME) -> None:
+def fill_smoke(url: str, cfg: Any, name: str = SMOKE_NAME) -> None:
     """The smoke sweep's trials all run through claim_next and ingest; the last one fails first
     and succeeds on its second attempt (so one failed run is stored)."""
     store = ResultStore(make_engine(url))
     cid, archs = plan_campaign(store, cfg, name)
+    budget = max(plain_config(cfg)["epochs"])
     first = True
     while (t := store.claim_next(cid, "cpu", "w1", "node1")) is not None:
-        if t.attempt == 1 and t.seed == 1 and t.epochs == max(cfg["epochs"]) and t.arch_hash == archs[0]:
-            store.ingest(worker_result(t, name, energy_j=0.0, status="failed"))
+        if t.attempt == 1 and t.seed == 1 and t.epochs == budget and t.arch_hash == archs[0]:
+            store.ingest(RunResult.from_json(worker_result(t, name, energy_j=0.0, status="failed")))
             from sqlalchemy import update
 
             from db.schema import Trial
@@ -166,14 +175,16 @@ def fill_smoke(url: str, cfg: dict[str, Any], name: str = SMOKE_NAME) -> None:
             with store.engine.begin() as conn:  # what `campaign resume` does to a failed trial
                 conn.execute(update(Trial).where(Trial.id == t.trial_id).values(state="pending"))
             continue
-        store.ingest(worker_result(t, name, energy_j=smoke_energy_j(t.arch_hash, t.epochs, t.seed), first=first))
+        energy_j = smoke_energy_j(t.arch_hash, t.epochs, t.seed)
+        store.ingest(RunResult.from_json(worker_result(t, name, energy_j=energy_j, first=first)))
         first = False
     store.engine.dispose()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def smoke_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
-    """(url, config) of a finished smoke campaign named ``smoke``; tests must not modify it."""
+    """(url, config as plain data) of a finished smoke campaign named ``smoke``; tests must not
+    modify it."""
     root = tmp_path_factory.mktemp("smoke")
     cfg = compose(["+sweep=smoke", f"root={root}"])
     if request.param == "sqlite":
@@ -181,4 +192,4 @@ def smoke_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     else:
         url = request.getfixturevalue("pg_schema")()
     fill_smoke(url, cfg)
-    return url, cfg
+    return url, plain_config(cfg)

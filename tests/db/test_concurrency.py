@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from campaign.config import compose
 from db.engine import make_engine
+from db.records import RunResult
 from db.schema import Epoch, Hardware, Run, RunPhase, TraceSample, Trial
 from db.store import ResultStore
 from tests.db.conftest import plan_campaign, worker_result
@@ -33,7 +34,7 @@ def _work(url: str, campaign_id: int, worker: str, host: str, barrier: Any, resu
             result = worker_result(t, "many", energy_j=100.0 + t.seed, samples_per_phase=SAMPLES_PER_PHASE)
             result["worker_id"] = worker
             result["host"] = result["hardware"]["host"] = host
-            assert store.ingest(result) is True
+            assert store.ingest(RunResult.from_json(result)) is True
             ran.append(t.trial_key)
         store.engine.dispose()
         results.put((worker, ran, None))

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 import db.ingest as ingest
 from db.engine import make_engine
 from db.ingest import SAMPLE_COLUMNS, insert_samples
+from db.records import RunResult
 from db.schema import Epoch, Run, RunPhase, TraceSample, Trial
 from db.store import ClaimedTrial, ResultStore
 from jobs.meters.base import SAMPLE_FIELDS
@@ -40,7 +41,7 @@ def store(db_url: str) -> Iterator[ResultStore]:
 
 
 @pytest.fixture
-def trials(store: ResultStore, smoke_cfg: dict[str, Any]) -> list[ClaimedTrial]:
+def trials(store: ResultStore, smoke_cfg: Any) -> list[ClaimedTrial]:
     """The first two trials of a planned smoke campaign, claimed (so each has a running run)."""
     cid, _ = plan_campaign(store, smoke_cfg, NAME)
     out = [store.claim_next(cid, "cpu", "node1-1-abc", "node1") for _ in range(2)]
@@ -132,7 +133,7 @@ def test_a_large_trace_round_trips_exactly(
 ) -> None:
     trial = trials[0]
     trace = large_trace(N_LARGE)
-    result = {**worker_result(trial, NAME, energy_j=1234.5, power_source="nvml"), "trace": trace}
+    result = RunResult.from_json({**worker_result(trial, NAME, energy_j=1234.5, power_source="nvml"), "trace": trace})
     assert store.ingest(result) is True
     back = stored(store, trial.run_id)
     for col in SAMPLE_COLUMNS:
@@ -152,8 +153,8 @@ def test_ingesting_the_same_result_twice_writes_nothing_twice(
     store: ResultStore, trials: list[ClaimedTrial]
 ) -> None:
     done, failed = trials[0], trials[1]
-    results = [worker_result(done, NAME, energy_j=100.0, samples_per_phase=500),
-               worker_result(failed, NAME, energy_j=0.0, status="failed", samples_per_phase=300)]  # fmt: skip
+    results = [RunResult.from_json(worker_result(done, NAME, energy_j=100.0, samples_per_phase=500)),
+               RunResult.from_json(worker_result(failed, NAME, energy_j=0.0, status="failed", samples_per_phase=300))]  # fmt: skip
     tables = (Run, Epoch, RunPhase, TraceSample)
     assert [store.ingest(r) for r in results] == [True, True]
     counts = {t: count(store, t) for t in tables}
@@ -187,7 +188,7 @@ def test_nulls_and_special_floats_are_stored_alike_on_every_backend(
         "cpu_util": [nan, 1.0, nan, 2.0, None, -inf],
     }
     result = {**worker_result(trials[0], NAME, energy_j=1.0, power_source="nvml"), "trace": trace}
-    store.ingest(result)
+    store.ingest(RunResult.from_json(result))
     back = stored(store, trials[0].run_id)
     # NaN is NULL on every backend (SQLite cannot store it); infinities and NULLs are kept
     assert back["power_w"] == [inf, -inf, 0.0, 1e308, 5e-324, 42.0]
@@ -208,7 +209,8 @@ def test_every_sample_carries_its_runs_power_source(
 ) -> None:
     for i, trial in enumerate(trials[:2]):
         source = power_source if i == 0 else "rapl"
-        store.ingest(worker_result(trial, NAME, energy_j=10.0, power_source=source, samples_per_phase=20))
+        result = worker_result(trial, NAME, energy_j=10.0, power_source=source, samples_per_phase=20)
+        store.ingest(RunResult.from_json(result))
     with store.engine.connect() as conn:
         pairs = set(conn.execute(
             select(TraceSample.run_id, TraceSample.source, Run.power_source).join(Run, Run.id == TraceSample.run_id)
@@ -226,10 +228,10 @@ def test_a_malformed_trace_is_refused_and_nothing_of_the_run_is_written(
     good = worker_result(trials[0], NAME, energy_j=10.0)
     extra = {**good, "trace": {**good["trace"], "fan_speed_pct": [50.0] * len(good["trace"]["t_s"])}}
     with pytest.raises(ValueError, match=r"\['fan_speed_pct'\] have no column in trace_sample"):
-        store.ingest(extra)
+        store.ingest(RunResult.from_json(extra))
     short = {**good, "trace": {**good["trace"], "power_w": good["trace"]["power_w"][:-1]}}
     with pytest.raises(ValueError, match="differ in length"):
-        store.ingest(short)
+        store.ingest(RunResult.from_json(short))
     assert count(store, TraceSample) == 0 and count(store, RunPhase) == 0
     with store.engine.connect() as conn:
         assert conn.execute(select(Run.status).where(Run.id == trials[0].run_id)).scalar_one() == "running"
@@ -241,11 +243,12 @@ def test_a_sample_the_database_refuses_fails_the_whole_result(
     result = worker_result(trials[0], NAME, energy_j=10.0, samples_per_phase=100)
     result["trace"]["power_w"][150] = None  # power_w is NOT NULL
     with pytest.raises(IntegrityError, match="power_w"):
-        store.ingest(result)
+        store.ingest(RunResult.from_json(result))
     assert count(store, TraceSample) == 0 and count(store, RunPhase) == 0 and count(store, Epoch) == 0
     with store.engine.connect() as conn:
         assert conn.execute(select(Run.status).where(Run.id == trials[0].run_id)).scalar_one() == "running"
-    assert store.ingest(worker_result(trials[0], NAME, energy_j=10.0)) is True  # the connection is usable
+    again = RunResult.from_json(worker_result(trials[0], NAME, energy_j=10.0))
+    assert store.ingest(again) is True  # the connection is usable
     assert copy_calls == ([trials[0].run_id] * 2 if store.engine.dialect.name == "postgresql" else [])
 
 
@@ -288,7 +291,7 @@ def test_numpy_columns_are_stored_as_plain_numbers(store: ResultStore, trials: l
     assert back["device"] == [0] * 100 and back["epoch"] == [1] * 100
 
 
-def test_sqlite_connection_settings_are_given_back(tmp_path: Path, smoke_cfg: dict[str, Any]) -> None:
+def test_sqlite_connection_settings_are_given_back(tmp_path: Path, smoke_cfg: Any) -> None:
     store = ResultStore(make_engine(f"sqlite:///{tmp_path / 'settings.db'}"))
     cid, _ = plan_campaign(store, smoke_cfg, NAME)
     trial = store.claim_next(cid, "cpu", "node1-1-abc", "node1")

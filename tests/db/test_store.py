@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from sqlalchemy import func, select
 
 from campaign.plan import make_plan, resolve_architectures
 from db.engine import make_engine
+from db.records import RunResult
 from db.schema import Epoch, Run, RunPhase, TraceSample, Trial
 from db.store import CampaignExists, CampaignNotFound, ResultStore
+from tests.db.conftest import plain_config
 
 
 @pytest.fixture
@@ -19,12 +23,12 @@ def store(sqlite_url: str) -> ResultStore:
 @pytest.fixture
 def planned(store: ResultStore, smoke_cfg):  # type: ignore[no-untyped-def]
     plan = make_plan(smoke_cfg, resolve_architectures(smoke_cfg))
-    cid = store.create_campaign("c1", "smoke", "/tmp", "rev", smoke_cfg, plan.archs, plan.trials)
+    cid = store.create_campaign("c1", "smoke", "/tmp", "rev", plain_config(smoke_cfg), plan.archs, plan.trials)
     return cid, plan
 
 
-def _result(trial, status: str = "done", n: int = 50) -> dict:  # type: ignore[no-untyped-def]
-    return {
+def _result(trial, status: str = "done", n: int = 50) -> RunResult:  # type: ignore[no-untyped-def]
+    return RunResult.from_json({
         "campaign": "c1", "trial_key": trial.trial_key, "attempt": trial.attempt, "status": status,
         "started_at": "2026-01-01T00:00:00+00:00", "ended_at": "2026-01-01T00:01:00+00:00",
         "host": "h", "worker_id": "w", "power_source": "simulated", "energy_j": 12.0, "duration_s": 2.0,
@@ -34,7 +38,7 @@ def _result(trial, status: str = "done", n: int = 50) -> dict:  # type: ignore[n
         "trace": {"t_s": [i / 10 for i in range(n)], "phase": ["train"] * n, "epoch": [1] * n,
                   "power_w": [6.0] * n, "device": [0] * n},
         "hardware": {"host": "h", "gpu_name": "simulated"},
-    }
+    })
 
 
 def test_campaign_and_trials_are_recorded_before_anything_runs(store: ResultStore, planned) -> None:  # type: ignore[no-untyped-def]
@@ -86,7 +90,7 @@ def test_ingest_is_idempotent_and_bulk_writes_samples(store: ResultStore, planne
 def test_a_failed_run_is_kept_and_the_trial_marked_failed(store: ResultStore, planned) -> None:  # type: ignore[no-untyped-def]
     cid, _ = planned
     trial = store.claim_next(cid, "cpu", "w", "h")
-    failed = {**_result(trial, "failed"), "error": "TrainingDiverged: loss is nan", "energy_j": None}
+    failed = dataclasses.replace(_result(trial, "failed"), error="TrainingDiverged: loss is nan", energy_j=None)
     store.ingest(failed)
     runs = store.runs(cid, status=None)
     assert [(r["status"], r["error"]) for r in runs] == [("failed", "TrainingDiverged: loss is nan")]
@@ -104,7 +108,7 @@ def test_carbontracker_records_are_stored_with_the_run(store: ResultStore, plann
               "predicted": None, "messages": ["component 'gpu' requested but not present"], "log_dir": "/x",
               "epochs": [{"epoch": 1, "duration_s": 1.5, "cpu_power_w": 35.6, "cpu_energy_j": 53.4},
                          {"epoch": 2, "duration_s": 1.5, "cpu_power_w": 35.6, "cpu_energy_j": 53.4}]}
-    store.ingest({**_result(trial), "carbontracker": record, "cpu_energy_j": 10.0})
+    store.ingest(dataclasses.replace(_result(trial), carbontracker=record, cpu_energy_j=10.0))
     with store.engine.connect() as conn:
         run = conn.execute(select(CarbontrackerRun.__table__)).one()
         assert (run.status, run.components, run.missing_components, run.epochs) == ("ok", "cpu", "gpu", 2)
@@ -117,7 +121,7 @@ def test_ingest_leaves_sqlite_foreign_keys_on(tmp_path, smoke_cfg) -> None:  # t
     """Ingest switches SQLite's per-row foreign-key lookups off for its own transaction only."""
     store = ResultStore(make_engine(f"sqlite:///{tmp_path / 'fk.db'}"))
     plan = make_plan(smoke_cfg, resolve_architectures(smoke_cfg))
-    cid = store.create_campaign("c1", "smoke", "/tmp", "rev", smoke_cfg, plan.archs, plan.trials)
+    cid = store.create_campaign("c1", "smoke", "/tmp", "rev", plain_config(smoke_cfg), plan.archs, plan.trials)
     store.ingest(_result(store.claim_next(cid, "cpu", "w", "h")))
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

@@ -13,6 +13,7 @@ from sqlalchemy import MetaData, Table, create_engine, func, inspect, select, te
 from campaign.config import compose
 from db.engine import make_engine
 from db.migrate import alembic_config, current_revision, head_revision, upgrade
+from db.records import RunResult
 from db.schema import Base
 from db.store import ResultStore
 from db.views import VIEW_NAMES, VIEW_TABLES
@@ -89,7 +90,7 @@ def test_power_source_is_labelled_and_never_pooled(db_url: str) -> None:
     cid, _ = plan_campaign(store, cfg, "labels")
     sources = {0: "nvml", 1: "simulated", 2: None}  # by seed
     while (t := store.claim_next(cid, "cpu", "w", "h")) is not None:
-        store.ingest(worker_result(t, "labels", energy_j=100.0, power_source=sources[t.seed]))
+        store.ingest(RunResult.from_json(worker_result(t, "labels", energy_j=100.0, power_source=sources[t.seed])))
     runs = _rows(db_url, "SELECT seed, power_source, power_kind FROM run_summary")
     assert {(r["seed"], r["power_source"], r["power_kind"]) for r in runs} == {
         (0, "nvml", "measured"), (1, "simulated", "simulated"), (2, "unknown", "unknown")}
@@ -106,7 +107,7 @@ def test_odd_group_median_and_single_run_sd(db_url: str) -> None:
     while (t := store.claim_next(cid, "cpu", "w", "h")) is not None:
         # seed 2 of one cell measured: its row has one run, so no standard deviation
         source = "nvml" if t.seed == 2 and t.arch_hash == archs[0] else "simulated"
-        store.ingest(worker_result(t, "odd", energy_j=energies[t.seed], power_source=source))
+        store.ingest(RunResult.from_json(worker_result(t, "odd", energy_j=energies[t.seed], power_source=source)))
     rows = {(r["arch_hash"] == archs[0], r["power_kind"]): r for r in _rows(db_url, "SELECT * FROM trial_summary")}
     pooled = rows[(False, "simulated")]
     assert pooled["runs"] == 3 and pooled["median_energy_j"] == pytest.approx(300.0)
@@ -122,7 +123,8 @@ def test_train_images_fall_back_to_the_campaign_config(db_url: str) -> None:
     store = ResultStore(make_engine(db_url))
     cid, _ = plan_campaign(store, cfg, "old")
     while (t := store.claim_next(cid, "cpu", "w", "h")) is not None:
-        store.ingest(worker_result(t, "old", energy_j=500.0, train_images=None))  # a result from before the column
+        # a result from before the column
+        store.ingest(RunResult.from_json(worker_result(t, "old", energy_j=500.0, train_images=None)))
     runs = _rows(db_url, "SELECT train_images, energy_per_image_j FROM run_summary")
     assert runs and all(r["train_images"] == 1000 for r in runs)
     assert all(r["energy_per_image_j"] == pytest.approx(500.0 / (2 * 1000)) for r in runs)
@@ -180,7 +182,7 @@ def test_upgrade_from_0001_with_rows_keeps_every_row_and_adds_the_views(db_url: 
     cfg = compose(["+sweep=smoke", f"root={tmp_path}"])
     cid, _ = plan_campaign(store, cfg, name="after-upgrade")
     t = store.claim_next(cid, "cpu", "w", "h")
-    store.ingest(worker_result(t, "after-upgrade", energy_j=1.0))
+    store.ingest(RunResult.from_json(worker_result(t, "after-upgrade", energy_j=1.0)))
     command.downgrade(alembic_config(engine), "0001")  # and back: the views go, the rows stay
     assert not set(VIEW_NAMES) & set(inspect(engine).get_view_names())
     after = _counts(engine, set(before))
@@ -193,3 +195,15 @@ def test_the_views_know_the_phases_the_meters_tag() -> None:
     from jobs.meters.base import PHASES as METER_PHASES
 
     assert tuple(PHASES) == tuple(METER_PHASES)
+
+
+def test_the_frozen_phases_of_run_summary_v1_are_the_recorded_phases() -> None:
+    """run_summary version 1 keeps its own copy of the phases (a migration creates it): a phase
+    added to db.records.Phase needs a new version of the view, not an edit of this one."""
+    from db.records import PHASES, Phase
+    from db.views import PHASES_V1, run_summary, run_summary_v1
+
+    assert PHASES_V1 == PHASES == tuple(p.value for p in Phase)
+    sql = run_summary_v1("sqlite")
+    assert all(f"AS {p}_energy_j" in sql and f"AS {p}_duration_s" in sql for p in PHASES)
+    assert {f"{p}_energy_j" for p in PHASES} <= set(run_summary.columns.keys())

@@ -16,14 +16,14 @@ from jobs import train as train_module
 from jobs.worker import WorkerSpec, run_worker
 
 
-def _campaign(tmp_path: Path, *overrides: str) -> tuple[ResultStore, str, dict[str, Any]]:
+def _campaign(tmp_path: Path, *overrides: str) -> tuple[ResultStore, str, Any]:
     cfg = compose(["+sweep=smoke", f"root={tmp_path}", "protocol.warmup_s=0", "protocol.idle_s=0",
                    "protocol.cooldown_s=0", "epochs=[1]", "seeds=1", "dataset.n_train=256", "dataset.n_valid=64",
                    "dataset.n_test=64", *overrides])
     plan = make_plan(cfg, resolve_architectures(cfg))
     url = f"sqlite:///{tmp_path / 'w.db'}"
     store = ResultStore(make_engine(url))
-    store.create_campaign("w", "smoke", str(tmp_path), "rev", cfg, plan.archs, plan.trials)
+    store.create_campaign("w", "smoke", str(tmp_path), "rev", cfg.to_dict(), plan.archs, plan.trials)
     return store, url, cfg
 
 

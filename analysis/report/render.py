@@ -1,0 +1,334 @@
+"""The report's page: its sections as blocks (headings, paragraphs, notes, tables, figures), and
+those blocks rendered to Markdown and to HTML; tables as Markdown and as CSV-ready frames.
+
+Text only: which files are written where is `analysis.report.model.Report.write`'s business.
+The page reads a report through `PageSource` (what `Report` holds), so this module needs
+nothing of the report's own module.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from analysis.figures import level_name
+from analysis.report.parts import FigureSpec, factor_figure, factor_name
+from analysis.settings import AnalysisSettings
+from analysis.surrogate import N_FEATURES
+
+#: One element of the page: (kind, text or table, ...); kinds h1-h3, p, note, list, table, matrix, fig.
+Block = tuple[Any, ...]
+#: Columns of the page's runs table (every column is in ``tables/runs.csv``).
+RUN_VIEW = ("run_id", "arch_hash", "epochs", "gpu_type", "seed", "power_source", "duration_s", "energy_j",
+            "energy_per_image_j", "mean_power_w", "gpu_util_mean", "valid_accuracy", "test_accuracy", "params")
+
+
+class PageSource(Protocol):
+    """What the page shows of a report (``analysis.report.model.Report``)."""
+
+    title: str
+    settings: AnalysisSettings
+    power_sources: dict[str, int]
+    meta: dict[str, Any]
+    runs: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+    notes: dict[str, list[str]]
+    figures: list[FigureSpec]
+    factor_text: dict[str, str]
+    dunn: dict[str, pd.DataFrame]
+    timings_s: dict[str, float]
+
+    @property
+    def simulated(self) -> bool: ...
+
+
+Figures = dict[str, list[FigureSpec]]
+Part = Callable[[PageSource, Figures, Sequence[Path]], list[Block]]
+
+
+def page(report: PageSource, model_files: Sequence[Path] = ()) -> list[Block]:
+    """The page's blocks: the warnings on power, then one part per section, then the timings."""
+    figs: Figures = {}
+    for f in report.figures:
+        figs.setdefault(f.section, []).append(f)
+    blocks = _heading(report)
+    for part in PARTS:
+        blocks += part(report, figs, model_files)
+    return blocks
+
+
+def _heading(report: PageSource) -> list[Block]:
+    b: list[Block] = [("h1", f"Campaign {report.title}: energy analysis")]
+    if report.simulated:
+        b.append(("note", "**Simulated power.** Runs marked `simulated` had no power meter: their power follows "
+                          "the real training load but is not a measurement of any device. Every energy, statistic, "
+                          "estimator, front and CO2 figure below rests on simulated power."))
+    if len(report.power_sources) > 1:
+        b.append(("note", f"**Pooled power sources** ({', '.join(report.power_sources)}): "
+                          "analysis.allow_mixed_sources=true was set; numbers below mix them."))
+    return b
+
+
+def _figs(figs: Figures, section: str) -> list[Block]:
+    return [("fig", f.name, f.caption) for f in figs.get(section, [])]
+
+
+def _notes(report: PageSource, section: str) -> list[Block]:
+    return [("note", n) for n in report.notes.get(section, [])]
+
+
+def summary_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
+    s, t = report.settings, report.tables
+    b: list[Block] = [("h2", "Summary"), ("list", [f"{k}: {v}" for k, v in report.meta.items()])]
+    b.append(("p", f"Choices: p-value correction `{s.p_adjust}`, alpha {s.alpha:g}, smallest group "
+                   f"{s.min_group_size}; surrogate {s.surrogate.epochs} epochs; stable epoch "
+                   f"{s.stable_epoch or 'detected'}, window {s.window}; carbon intensity "
+                   f"{s.carbon.intensity():g} g/kWh, PUE {s.carbon.pue:g}. All tables are in `tables/` "
+                   "as CSV and Markdown."))
+    if "runs_by_architecture" in t:
+        b += [("h3", "Runs by GPU type, budget and architecture"), ("table", t["runs_by_architecture"], None)]
+    if "phases" in t:
+        b += [("h3", "Energy by protocol phase"), ("table", t["phases"], None)]
+    return b
+
+
+def statistics_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
+    s, t = report.settings, report.tables
+    b: list[Block] = [
+        ("h2", "Statistics: energy per training image"),
+        ("p", "Energy per training image = run energy / (training images per epoch x epochs). Per factor: "
+              "Shapiro-Wilk per group and Levene (Brown-Forsythe) across groups, Kruskal-Wallis with "
+              "eta squared = (H - k + 1) / (n - k), Dunn's post-hoc test with the "
+              f"`{s.p_adjust}` correction; groups under {s.min_group_size} runs are left out and named.")]
+    if "energy_per_image" in t:
+        b.append(("table", t["energy_per_image"], None))
+    for factor in s.factors:
+        name = factor_name(factor)
+        b.append(("h3", f"By {name}"))
+        b += [blk for blk in _figs(figs, "statistics") if blk[1] == factor_figure(name)]
+        b.append(("p", report.factor_text.get(factor, "not analysed")))
+        if factor in report.dunn:
+            m = report.dunn[factor]
+            if len(m) <= 12:
+                b += [("p", f"Dunn's test, adjusted p-values ({s.p_adjust}):"), ("matrix", m)]
+            else:
+                b.append(("p", f"Dunn's test: {len(m)} groups; the matrix is in `tables/dunn.csv`."))
+    for name, title in (("group_tests", "Kruskal-Wallis and Levene"), ("shapiro_wilk", "Shapiro-Wilk per group"),
+                        ("dunn", "Dunn post-hoc pairs"), ("spearman", "Spearman correlations")):
+        if name in t:
+            b += [("h3", title), ("table", t[name], 40)]
+    return b + _notes(report, "statistics")
+
+
+def surrogate_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
+    ss, t = report.settings.surrogate, report.tables
+    shape = "-".join(map(str, (N_FEATURES, *ss.hidden, 1)))
+    b: list[Block] = [
+        ("h2", "Energy surrogate (EC-NAS)"),
+        ("p", f"MLP {shape} with GELU, L1 loss on energy in Wh, Adam at lr "
+              f"{ss.learning_rate:g}, batch {ss.batch_size}, {ss.epochs} epochs, split {list(ss.split)} by "
+              "architecture (seed "
+              f"{ss.seed}); one model per GPU type, predicting energy per epoch (budget x per-epoch energy). "
+              "Pearson, Kendall tau and MAE on the test split only.")]
+    if "surrogate_metrics" in t:
+        b.append(("table", _metrics_view(t["surrogate_metrics"]), None))
+    for m in model_files:
+        b.append(("p", f"Model file: `{m.name}` (full path: {m})"))
+    b += _figs(figs, "surrogate")
+    if "surrogate_predictions" in t:
+        b += [("h3", f"Predicted energy at budgets {list(ss.predict_budgets)}"),
+              ("table", t["surrogate_predictions"], 40)]
+    return b + _notes(report, "surrogate")
+
+
+def estimators_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
+    b: list[Block] = [
+        ("h2", "Energy estimators (online, offline, Green Algorithms, ML CO2 Impact)"),
+        ("p", "Each estimator predicts the energy of the same held-out runs; RMSE and MAE in kJ, R2 against the "
+              "measured energy (003 found the Green Algorithms and ML CO2 Impact formulas 20-30 times worse in "
+              "RMSE than the online estimators).")]
+    if "estimators" in report.tables:
+        b.append(("table", report.tables["estimators"], None))
+    return b + _figs(figs, "estimators") + _notes(report, "estimators")
+
+
+def pareto_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
+    t = report.tables
+    b: list[Block] = [
+        ("h2", "Pareto front: 1 - validation accuracy vs energy"),
+        ("p", "Per GPU type and epoch budget, architectures averaged over seeds. Knee: the front point where the "
+              "front turns most (segment directions by two-argument arctangent on min-max normalised "
+              "objectives). Hypervolume in (error x kWh) against the stated reference point.")]
+    b += _figs(figs, "pareto")
+    if "hypervolume" in t:
+        b += [("h3", "Hypervolume"), ("table", t["hypervolume"], None)]
+    if "pareto" in t:
+        b += [("h3", "Extrema and knee (as EC-NAS table 2)"), ("table", t["pareto"], None)]
+    return b + _notes(report, "pareto")
+
+
+def carbon_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
+    c, t = report.settings.carbon, report.tables
+    b: list[Block] = [
+        ("h2", "Carbon"),
+        ("p", f"CO2eq = energy x PUE ({c.pue:g}) x carbon intensity ({c.intensity():g} g/kWh, "
+              f"{c.intensity_source}). Energies are at the device.")]
+    if "carbon" in t:
+        b.append(("table", t["carbon"], None))
+    if "life_cycle" in t:
+        b += [("h3", "Life cycle of the chosen architecture (004: E_life = CT + T + I x e)"),
+              ("p", f"CT: every training of the campaign (the search); T: the chosen architecture's mean training "
+                    f"energy; I: energy per inference from T = E x D x I x theta with theta = 1 / (1 - "
+                    f"{c.overhead_share:g}); e = {c.inference_calls:g} inferences."),
+              ("table", t["life_cycle"], None)]
+    return b + _notes(report, "carbon")
+
+
+def traces_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
+    return [("h2", "Power traces by phase"), *_figs(figs, "traces"), *_notes(report, "traces")]
+
+
+def runs_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
+    return [("h2", "Runs"), ("p", "Every finished run (all columns in `tables/runs.csv`)."),
+            ("table", report.runs[[c for c in RUN_VIEW if c in report.runs.columns]], 60)]
+
+
+def timings_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in report.timings_s.items() if v >= 0.05)
+    return [("h2", "Timings"), ("p", timings or "n/a")]
+
+
+#: The page's parts in order: one per section (analysis.report.parts.SECTIONS), then the timings.
+PARTS: tuple[Part, ...] = (summary_part, statistics_part, surrogate_part, estimators_part, pareto_part,
+                           carbon_part, traces_part, runs_part, timings_part)
+
+
+def _metrics_view(df: pd.DataFrame) -> pd.DataFrame:
+    """The surrogate's metrics with n/a and the reason where a number is missing."""
+    out = df.copy().astype(object)
+    for col in ("pearson", "kendall_tau", "mae_wh"):
+        out[col] = [v if isinstance(v, float) and np.isfinite(v) else "n/a (see note)" for v in df[col]]
+    return out.rename(columns={"pearson": "Pearson r", "kendall_tau": "Kendall tau", "mae_wh": "MAE (Wh)"})
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+
+def csv_ready(df: pd.DataFrame) -> pd.DataFrame:
+    """Nested values (matrices, op lists) as JSON text, so the CSV parses back cell by cell."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object and out[col].map(lambda v: isinstance(v, list | tuple | dict)).any():
+            out[col] = out[col].map(lambda v: json.dumps(v) if isinstance(v, list | tuple | dict) else v)
+    return out
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return "n/a"
+    if isinstance(v, bool | np.bool_):
+        return "yes" if v else "no"
+    if isinstance(v, float | np.floating):
+        return f"{v:.4g}"
+    if isinstance(v, list | tuple):
+        return " ".join(map(str, v))
+    return level_name(v).replace("|", "/").replace("\n", " ")
+
+
+def _rows(df: pd.DataFrame, limit: int | None) -> tuple[list[str], list[list[str]], str]:
+    shown = df if limit is None or len(df) <= limit else df.head(limit)
+    more = "" if shown is df else f"First {limit} of {len(df)} rows; all in the CSV."
+    return [str(c) for c in df.columns], [[_cell(v) for v in row] for row in shown.itertuples(index=False)], more
+
+
+def md_table(df: pd.DataFrame, limit: int | None = None) -> str:
+    """``df`` as a Markdown table (the first ``limit`` rows, and a line saying so)."""
+    header, rows, more = _rows(df, limit)
+    if not header:
+        return "(empty table)"
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + (f"\n\n{more}" if more else "")
+
+
+def _matrix_frame(m: pd.DataFrame) -> pd.DataFrame:
+    out = m.copy()
+    out.columns = [level_name(c) for c in m.columns]
+    out.insert(0, str(m.index.name or ""), [level_name(i) for i in m.index])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown and HTML
+
+
+def render_markdown(blocks: Sequence[Block]) -> str:
+    """The page as Markdown (figures referenced by file name)."""
+    out: list[str] = []
+    for blk in blocks:
+        kind = blk[0]
+        if kind in ("h1", "h2", "h3"):
+            out += ["#" * int(kind[1]) + " " + blk[1], ""]
+        elif kind == "p":
+            out += [blk[1], ""]
+        elif kind == "note":
+            out += ["> " + blk[1], ""]
+        elif kind == "list":
+            out += [f"- {item}" for item in blk[1]] + [""]
+        elif kind == "table":
+            out += [md_table(blk[1], blk[2]), ""]
+        elif kind == "matrix":
+            out += [md_table(_matrix_frame(blk[1])), ""]
+        elif kind == "fig":
+            out += [f"![{blk[2]}]({blk[1]})", "", f"*{blk[2]}*", ""]
+    return "\n".join(out)
+
+
+def _inline_html(text: str) -> str:
+    t = html.escape(text)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+
+def _html_table(df: pd.DataFrame, limit: int | None = None) -> str:
+    header, rows, more = _rows(df, limit)
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table>{head}{body}</table>" + (f"<p><i>{html.escape(more)}</i></p>" if more else "")
+
+
+def render_html(title: str, blocks: Sequence[Block]) -> str:
+    """The page as one HTML file (figures referenced by file name)."""
+    body: list[str] = []
+    for blk in blocks:
+        kind = blk[0]
+        if kind in ("h1", "h2", "h3"):
+            body.append(f"<{kind}>{html.escape(blk[1])}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{_inline_html(blk[1])}</p>")
+        elif kind == "note":
+            body.append(f"<blockquote>{_inline_html(blk[1])}</blockquote>")
+        elif kind == "list":
+            body.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in blk[1]) + "</ul>")
+        elif kind == "table":
+            body.append(_html_table(blk[1], blk[2]))
+        elif kind == "matrix":
+            body.append(_html_table(_matrix_frame(blk[1])))
+        elif kind == "fig":
+            body.append(f'<figure><img src="{html.escape(blk[1])}" alt="{html.escape(blk[2])}">'
+                        f"<figcaption>{html.escape(blk[2])}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1150px;margin:2em auto;line-height:1.4}"
+             "table{border-collapse:collapse;font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}"
+             "th{background:#f3f3f3}img{max-width:100%}blockquote{background:#fff4e5;border-left:4px solid #f0a030;"
+             "margin:1em 0;padding:0.5em 1em}figcaption{font-size:13px;color:#444}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")

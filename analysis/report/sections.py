@@ -1,0 +1,461 @@
+"""The report's sections, one function each (``analysis.report.parts.SECTIONS``): each reads the
+prepared runs of a `Report` and adds its tables, notes and figures to it. No files are touched;
+figures are drawn when the report is written.
+
+Also the preparation every section relies on: `prepare_runs` (finished runs with their derived
+columns), `check_sources` (no pooling of simulated and measured power unless allowed),
+`prepare_epochs` and `gpu_specs_for`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.carbon import J_PER_KWH, J_PER_WH, co2eq_g, co2eq_g_array, life_cycle
+from analysis.estimators import GpuSpec, OnlineConfig, compare_estimators
+from analysis.figures import (
+    epoch_energy_figure,
+    epochs_text,
+    factor_boxplot,
+    learning_curve_figure,
+    pareto_figure,
+    power_trace_figure,
+    surrogate_scatter,
+)
+from analysis.pareto import aggregate_architectures, hypervolume_table, pareto_by_budget, pareto_table
+from analysis.report.model import Report
+from analysis.report.parts import FigureSpec, factor_figure, factor_name, slug
+from analysis.settings import AnalysisError
+from analysis.stats import (
+    DEFAULT_SPEARMAN_PAIRS,
+    analyze_factor,
+    energy_per_image_j,
+    power_source_counts,
+    spearman_correlations,
+)
+from analysis.surrogate import fit_surrogate, learning_curve, predict
+
+#: Columns a runs table must have for any section.
+REQUIRED_RUN_COLUMNS = ("run_id", "arch_hash", "epochs", "gpu_type", "power_source", "energy_j", "duration_s")
+ESTIMATOR_NAMES = {
+    "online_power": "online, power-based: mean power of the stable window x duration",
+    "online_epoch_energy": "online, epoch-energy-based: window energy x stable epochs / window + unstable epochs",
+    "offline_power": "offline, kernel ridge on GPU specs, GFLOPs, data sizes, batch, input size -> mean power",
+    "offline_epoch_energy": "offline, kernel ridge on the same inputs -> mean epoch energy",
+    "green_algorithms": "Green Algorithms: PUE x (cores x W/core x usage + GPUs x TDP x usage + GB x 0.3725 W) x h",
+    "ml_co2_impact": "ML CO2 Impact: GPU TDP x hours",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Preparation
+
+
+def prepare_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Finished runs with the derived columns the sections use: energy_per_image_j,
+    mean_power_w, energy_kwh (kept where present). AnalysisError names missing columns."""
+    missing = [c for c in REQUIRED_RUN_COLUMNS if c not in runs.columns]
+    if missing:
+        raise AnalysisError(f"runs lack column(s) {missing}; give one row per run with {list(REQUIRED_RUN_COLUMNS)}")
+    df = runs
+    if "status" in df.columns:
+        df = df[df["status"] == "done"]
+    df = df.copy()
+    df["power_source"] = df["power_source"].fillna("unknown").astype(str)
+    for col in ("energy_j", "duration_s"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    if "energy_per_image_j" not in df.columns:
+        df["energy_per_image_j"] = (energy_per_image_j(df) if "train_images" in df.columns
+                                    else pd.Series(math.nan, index=df.index))
+    if "mean_power_w" not in df.columns:
+        df["mean_power_w"] = df["energy_j"] / df["duration_s"].where(df["duration_s"] > 0)
+    df["energy_kwh"] = df["energy_j"] / J_PER_KWH
+    return df.reset_index(drop=True)
+
+
+def check_sources(runs: pd.DataFrame, allow_mixed: bool) -> dict[str, int]:
+    """Runs per power source; AnalysisError when simulated and measured power would be pooled."""
+    try:
+        return power_source_counts(runs, allow_mixed)
+    except ValueError:
+        counts = power_source_counts(runs, allow_mixed=True)
+        raise AnalysisError(
+            f"runs mix simulated and measured power ({', '.join(f'{k}: {v}' for k, v in counts.items())} runs); "
+            "analyse one kind, or set analysis.allow_mixed_sources=true to pool them"
+        ) from None
+
+
+def prepare_epochs(epochs: pd.DataFrame | None, runs: pd.DataFrame) -> pd.DataFrame:
+    """The epoch rows of ``runs`` (run_id, epoch, duration_s, energy_j at least)."""
+    cols = ["run_id", "epoch", "duration_s", "energy_j"]
+    if epochs is None or epochs.empty:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in cols})
+    missing = [c for c in cols if c not in epochs.columns]
+    if missing:
+        raise AnalysisError(f"epochs lack column(s) {missing}; give one row per epoch with {cols}")
+    return epochs[epochs["run_id"].isin(runs["run_id"])].reset_index(drop=True)
+
+
+def gpu_specs_for(
+    specs: Mapping[str, Mapping[str, Any] | GpuSpec], gpu_types: Iterable[str]
+) -> tuple[dict[str, GpuSpec], list[str]]:
+    """``GpuSpec`` of each GPU type, and notes on what was filled in: a type without CUDA cores
+    in its conf/gpu entry (the host CPU) gets 0 of them. AnalysisError for a type without an entry."""
+    out: dict[str, GpuSpec] = {}
+    notes = []
+    for g in sorted(set(map(str, gpu_types))):
+        spec = specs.get(g)
+        if spec is None:
+            raise AnalysisError(f"no GPU spec for {g!r} (known: {', '.join(sorted(specs))}); add conf/gpu/{g}.yaml")
+        if isinstance(spec, GpuSpec):
+            out[g] = spec
+            continue
+        values = dict(spec)
+        for key in ("cuda_cores", "memory_gb"):
+            if values.get(key) is None:
+                values[key] = 0
+                notes.append(f"{g}: no {key} in its conf/gpu entry, taken as 0")
+        try:
+            out[g] = GpuSpec.from_mapping(g, values)
+        except ValueError as err:
+            raise AnalysisError(str(err)) from None
+    return out, notes
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+def summary(report: Report, phases: pd.DataFrame | None) -> None:
+    """Totals (device-hours, energy, CO2eq, power sources), runs by architecture, energy by phase."""
+    df, s = report.runs, report.settings
+    energy_kwh = float(df["energy_kwh"].sum()) if len(df) else 0.0
+    if "runs" not in report.meta:
+        report.meta["runs done"] = len(df)
+    report.meta["device-hours (training + evaluation)"] = f"{df['duration_s'].sum() / 3600:.4g}"
+    report.meta["energy (kWh)"] = f"{energy_kwh:.4g}"
+    report.meta[f"CO2eq (g at {s.carbon.intensity():g} g/kWh, PUE {s.carbon.pue:g})"] = (
+        f"{co2eq_g(energy_kwh, s.carbon.intensity(), s.carbon.pue):.4g}")
+    report.meta["power sources (runs)"] = ", ".join(f"{k}: {v}" for k, v in report.power_sources.items()) or "none"
+    if df.empty:
+        return
+    g = df.groupby(["gpu_type", "epochs", "arch_hash"], sort=True)
+    report.tables["runs_by_architecture"] = pd.DataFrame({
+        "runs": g.size(),
+        "median_energy_j": g["energy_j"].median(),
+        "median_energy_per_image_j": g["energy_per_image_j"].median(),
+        "median_duration_s": g["duration_s"].median(),
+        "mean_valid_accuracy": g["valid_accuracy"].mean() if "valid_accuracy" in df else math.nan,
+        "params": g["params"].first() if "params" in df else math.nan,
+        "power_source": g["power_source"].first(),
+    }).reset_index()
+    if phases is not None and not phases.empty:
+        p = phases[phases["run_id"].isin(df["run_id"])].merge(df[["run_id", "epochs"]], on="run_id")
+        pg = p.groupby(["epochs", "phase"], sort=True)
+        report.tables["phases"] = pd.DataFrame({
+            "runs": pg["run_id"].nunique(),
+            "mean_duration_s": pg["duration_s"].mean(),
+            "mean_energy_j": pg["energy_j"].mean(),
+            "mean_power_w": pg["energy_j"].sum() / pg["duration_s"].sum().where(pg["duration_s"].sum() > 0),
+        }).reset_index()
+
+
+def statistics(report: Report) -> None:
+    """Energy per training image by each factor: Shapiro-Wilk, Levene, Kruskal-Wallis, Dunn; Spearman."""
+    df, s = report.runs, report.settings
+    value = "energy_per_image_j"
+    if df[value].notna().sum() == 0:
+        report.note("statistics", "energy per training image is undefined: the runs record no train_images")
+    per_level, tests, normality, pairs = [], [], [], []
+    for factor in s.factors:
+        name = factor_name(factor)
+        if factor not in df.columns:
+            report.factor_text[factor] = f"not testable: the runs have no column {factor!r}"
+            continue
+        for level, grp in df.groupby(factor, sort=True):
+            v = grp[value].dropna()
+            per_level.append({"factor": factor, "level": level, "n": len(v), "median_j": v.median(),
+                              "q1_j": v.quantile(0.25), "q3_j": v.quantile(0.75), "mean_j": v.mean()})
+        levels = df[factor].dropna().unique()
+        if len(levels) < 2:
+            text = f"not testable: one level ({', '.join(map(str, levels)) or 'none'})"
+            report.factor_text[factor] = text
+            tests.append({"factor": factor, "test": "kruskal", "k": len(levels), "n": int(df[value].notna().sum()),
+                          "note": text})
+        else:
+            fa = analyze_factor(df, value, factor, s.p_adjust.value, s.alpha, s.min_group_size)
+            kw, lev = fa.kruskal, fa.levene
+            tests += [{**kw.as_dict()}, {**lev.as_dict(), "eta_squared": math.nan}]
+            normality.append(fa.normality)
+            if not fa.dunn.pairs.empty:
+                pairs.append(fa.dunn.pairs.assign(factor=factor, p_adjust=fa.dunn.p_adjust))
+                report.dunn[factor] = fa.dunn.pvalues
+            report.factor_text[factor] = _kruskal_text(kw, lev, fa.dunn, s.alpha)
+        report.figures.append(FigureSpec(
+            factor_figure(name),
+            f"Energy per training image by {name}. {report.factor_text[factor]}",
+            partial(factor_boxplot, report.runs, factor, test_text=report.factor_text[factor],
+                    label=report.source_label),
+            "statistics"))
+    report.tables["energy_per_image"] = pd.DataFrame(per_level)
+    test_cols = ["factor", "test", "k", "n", "statistic", "p_value", "eta_squared", "skipped", "note"]
+    report.tables["group_tests"] = pd.DataFrame(tests).reindex(columns=test_cols)
+    if normality:
+        report.tables["shapiro_wilk"] = pd.concat(normality, ignore_index=True)
+    if pairs:
+        cols = ["factor", "group_a", "group_b", "n_a", "n_b", "z", "p_unadjusted", "p_adjusted", "p_adjust",
+                "significant"]
+        report.tables["dunn"] = pd.concat(pairs, ignore_index=True)[cols]
+    by = "gpu_type"  # energy and utilization mean different things on different devices
+    report.tables["spearman"] = spearman_correlations(df, DEFAULT_SPEARMAN_PAIRS, by=by, min_n=s.min_group_size)
+    if "gpu_util_mean" in df.columns and report.simulated:
+        report.note("statistics", "simulated runs have no GPU: their gpu_util is the training process's CPU load")
+
+
+def _fmt_p(p: float) -> str:
+    return "n/a" if not np.isfinite(p) else (f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}")
+
+
+def _kruskal_text(kw: Any, lev: Any, dunn: Any, alpha: float) -> str:
+    skipped = f"; left out (too small): {', '.join(f'{g} (n={n})' for g, n in kw.skipped.items())}" if kw.skipped else ""
+    if not np.isfinite(kw.statistic):
+        return f"Kruskal-Wallis not testable: {kw.note}{skipped}"
+    text = (f"Kruskal-Wallis H = {kw.statistic:.3g}, p = {_fmt_p(kw.p_value)}, eta squared = {kw.eta_squared:.3g} "
+            f"(k = {kw.k} groups, n = {kw.n} runs); Levene p = {_fmt_p(lev.p_value)}")
+    if not dunn.pairs.empty:
+        n_sig = int(dunn.pairs["significant"].sum())
+        text += f"; Dunn ({dunn.p_adjust}): {n_sig} of {len(dunn.pairs)} pairs differ at alpha {alpha:g}"
+    return text + skipped
+
+
+def surrogate(report: Report) -> None:
+    """EC-NAS's surrogate per GPU type: metrics on held-out architectures, learning curve, predictions."""
+    df, s = report.runs, report.settings.surrogate
+    metric_cols = ["gpu_type", "n_architectures", "n_runs", "n_train", "n_val", "n_test", "pearson", "kendall_tau",
+                   "mae_wh", "best_epoch", "train_s", "note"]
+    missing = [c for c in ("matrix", "ops", "params") if c not in df.columns]
+    if missing:
+        report.tables["surrogate_metrics"] = pd.DataFrame(
+            [{"note": f"n/a (runs lack {missing}: the surrogate encodes the cell's adjacency, ops and parameters)"}],
+            columns=metric_cols)
+        return
+    rows, predictions = [], []
+    label = report.source_label
+    usable = df[np.isfinite(df["energy_j"])]
+    for gpu, sub in usable.groupby("gpu_type", sort=True):
+        sub = sub.reset_index(drop=True)
+        n_arch = int(sub["arch_hash"].nunique())
+        enough = n_arch >= s.min_architectures
+        # the settings are the recipe; too few architectures: fit on every run, no held-out split
+        config = s if enough else dataclasses.replace(s, split=(1.0, 0.0, 0.0))
+        # the surrogate's inputs, once: the fit, its learning curve and fit.test_index all index sub
+        inputs = (list(sub["matrix"]), list(sub["ops"]), sub["params"].to_numpy(dtype=np.float64),
+                  sub["epochs"].to_numpy(dtype=np.float64), sub["energy_j"].to_numpy(dtype=np.float64) / J_PER_WH)
+        groups = sub["arch_hash"].astype(str).to_numpy()
+        fit = fit_surrogate(*inputs, config, groups=groups)
+        fit.model.metadata.update({"gpu_type": str(gpu), "power_sources": sorted(sub["power_source"].unique()),
+                                   "held_out_test": enough, "campaign": report.title})
+        report.surrogates[str(gpu)] = fit
+        m = fit.metrics
+        why = (f"n/a (only {n_arch} architecture(s) on {gpu}; a held-out test split by architecture needs "
+               f"at least {s.min_architectures} (analysis.surrogate.min_architectures): fit on all runs, "
+               "no test metrics)")
+        row = {"gpu_type": gpu, "n_architectures": n_arch, "n_runs": len(sub), "n_train": len(fit.train_index),
+               "n_val": len(fit.val_index), "n_test": len(fit.test_index), "pearson": m.pearson,
+               "kendall_tau": m.kendall_tau, "mae_wh": m.mae_wh, "best_epoch": fit.best_epoch,
+               "train_s": fit.train_seconds, "note": "" if enough else why}
+        if enough and not np.isfinite(m.pearson):
+            row["note"] = "Pearson and Kendall undefined: the test split's energies (or predictions) are constant"
+        rows.append(row)
+        if enough:
+            budgets = sub["epochs"].to_numpy()[fit.test_index]
+            text = (f"Pearson r = {m.pearson:.4f}\nKendall tau = {m.kendall_tau:.4f}\nMAE = {m.mae_wh:.3g} Wh\n"
+                    f"n = {m.n} test runs, {len(set(sub['arch_hash'].to_numpy()[fit.test_index]))} architectures")
+            report.figures.append(FigureSpec(
+                f"surrogate_scatter_{slug(gpu)}.png",
+                f"Surrogate on {gpu}: predicted vs measured energy of the held-out test runs",
+                partial(surrogate_scatter, fit.test_measured_wh, fit.test_predicted_wh, budgets, metrics_text=text,
+                        title=f"Energy surrogate on {gpu}: test split", label=label),
+                "surrogate"))
+            sizes = sorted({max(2, round(f * len(fit.train_index))) for f in s.learning_curve_sizes})
+            curve = learning_curve(*inputs, sizes, s.learning_curve_inits, config, groups=groups)
+            curve.insert(0, "gpu_type", gpu)
+            report.tables[f"surrogate_learning_curve_{slug(gpu)}"] = curve
+            report.figures.append(FigureSpec(
+                f"surrogate_learning_curve_{slug(gpu)}.png",
+                f"Surrogate on {gpu}: test MAE against training-set size ({s.learning_curve_inits} initialisations)",
+                partial(learning_curve_figure, curve, title=f"Energy surrogate on {gpu}: learning curve",
+                        label=label),
+                "surrogate"))
+        archs = sub.drop_duplicates("arch_hash")
+        measured = sub.groupby(["arch_hash", "epochs"])["energy_j"].mean() / J_PER_WH
+        seen = sorted(int(b) for b in sub["epochs"].unique())
+        # the model predicts energy per epoch: encode the cells once, scale to each budget
+        per_epoch = predict(fit.model, list(archs["matrix"]), list(archs["ops"]), archs["params"].to_numpy(), 1)
+        for budget in s.predict_budgets:
+            for arch, wh in zip(archs["arch_hash"], per_epoch * budget, strict=True):
+                predictions.append({
+                    "gpu_type": gpu, "arch_hash": arch, "epochs": budget, "predicted_energy_wh": float(wh),
+                    "measured_mean_wh": float(measured.get((arch, budget), math.nan)),
+                    "note": "" if budget in seen else f"budget not measured (trained on {seen})"})
+    report.tables["surrogate_metrics"] = pd.DataFrame(rows, columns=metric_cols)
+    if predictions:
+        report.tables["surrogate_predictions"] = pd.DataFrame(predictions)
+
+
+def estimators(report: Report, gpu_specs: Mapping[str, Mapping[str, Any] | GpuSpec] | None) -> None:
+    """The six energy estimators scored on the same held-out runs; the epoch-energy figure."""
+    df, s = report.runs, report.settings
+    cols = ["estimator", "method", "n_runs", "rmse_kj", "mae_kj", "r2", "note"]
+    if not report.epochs.empty:
+        report.figures.append(FigureSpec(
+            "epoch_energy.png", "Energy of every epoch of every run, by epoch budget",
+            partial(epoch_energy_figure, report.epochs, report.runs, label=report.source_label,
+                    stable_epoch=s.stable_epoch, window=s.window), "estimators"))
+    else:
+        report.note("estimators", "no epoch rows: the online estimators have nothing to read")
+    if gpu_specs is None:
+        report.tables["estimators"] = pd.DataFrame(
+            [{"estimator": k, "method": v, "n_runs": 0, "note": "n/a (no GPU specs given: pass conf/gpu entries)"}
+             for k, v in ESTIMATOR_NAMES.items()], columns=cols)
+        return
+    try:
+        specs, notes = gpu_specs_for(gpu_specs, df["gpu_type"].unique())
+    except AnalysisError as err:
+        report.tables["estimators"] = pd.DataFrame(
+            [{"estimator": k, "method": v, "n_runs": 0, "note": f"n/a ({err})"} for k, v in ESTIMATOR_NAMES.items()],
+            columns=cols)
+        return
+    for n in notes:
+        report.note("estimators", n)
+    missing = [c for c in ("flops", "train_images") if c not in df.columns]
+    if missing:
+        raise AnalysisError(f"runs lack {missing}, needed by the offline estimator")
+    online = OnlineConfig(stable_epoch=s.stable_epoch, window=s.window, cv_threshold=s.cv_threshold)
+    # the split made, and the one described: by run where the runs lack the split_by column
+    group_by = s.split_by.value if s.split_by is not None and s.split_by in df.columns else None
+    comp = compare_estimators(df, report.epochs, specs, online=online, green=s.green_algorithms,
+                              test_fraction=s.test_fraction, seed=s.seed, group_by=group_by)
+    table = comp.table.copy()
+    table.insert(1, "method", table["estimator"].map(ESTIMATOR_NAMES))
+    window_note = (f"stable window from epoch {s.stable_epoch}" if s.stable_epoch else
+                   f"stable epoch detected per run (CV <= {s.cv_threshold:g})") + f", {s.window} epochs"
+    for name in ("online_power", "online_epoch_energy"):
+        i = table.index[table["estimator"] == name]
+        table.loc[i, "note"] = [f"{n}; {window_note}".lstrip("; ") for n in table.loc[i, "note"]]
+    budgets = sorted(df["epochs"].unique())
+    if max(budgets) < (s.stable_epoch or 1) + s.window - 1:
+        report.note("estimators", f"every run is shorter ({max(budgets)} epochs at most) than the online estimators' "
+                                  f"window ({window_note}): their rows rest on no run")
+    report.tables["estimators"] = table.reindex(columns=cols)
+    report.tables["estimator_predictions"] = comp.predictions
+    report.note("estimators", f"held-out runs: {len(comp.test_run_ids)} of {len(comp.train_run_ids) + len(comp.test_run_ids)}"
+                              f" (test fraction {s.test_fraction:g}, seed {s.seed}"
+                              + (f", whole {group_by} groups on one side" if group_by else "") + ")")
+
+
+def pareto(report: Report) -> None:
+    """Pareto front of (1 - validation accuracy, energy) per GPU type and budget: extrema, knee, hypervolume."""
+    df, s = report.runs, report.settings
+    if "valid_accuracy" not in df.columns or df["valid_accuracy"].notna().sum() == 0:
+        report.note("pareto", "n/a: the runs record no validation accuracy")
+        return
+    ref = tuple(s.pareto.reference) if s.pareto.reference is not None else None
+    panels, table2, hv, front_rows = [], [], [], []
+    aggregated = []
+    for gpu, sub in df.groupby("gpu_type", sort=True):
+        archs = aggregate_architectures(sub, by=("arch_hash", "epochs"))
+        archs["gpu_type"] = gpu
+        aggregated.append(archs)
+        finite = archs[np.isfinite(archs["error"]) & np.isfinite(archs["energy_kwh_mean"])]
+        results = pareto_by_budget(finite, reference=ref)  # type: ignore[arg-type]
+        report.pareto[str(gpu)] = results
+        t2 = pareto_table(results).drop(columns=["gpu_type"], errors="ignore")
+        t2.insert(0, "gpu_type", gpu)
+        table2.append(t2)
+        h = hypervolume_table(results)
+        h.insert(0, "gpu_type", gpu)
+        h["reference"] = "configured" if ref else "1.1 x the front's nadir"
+        hv.append(h)
+        for budget, res in results.items():
+            panels.append((f"{gpu}, {epochs_text(budget)}", finite[finite["epochs"] == budget], res))
+            front_rows.append(res.front.assign(gpu_type=gpu)[
+                ["gpu_type", "epochs", "arch_hash", "error", "energy_kwh_mean", "turn_deg", "role"]])
+            if res.knee is None:
+                report.note("pareto", f"{gpu}, {epochs_text(budget)}: front of {len(res.front)} point(s), no knee "
+                                      "(a knee needs 3 front points)")
+    keep = ["gpu_type", "epochs", "role", "arch_hash", "n_runs", "params_m", "valid_accuracy_mean",
+            "valid_accuracy_std", "test_accuracy_mean", "energy_kwh_mean", "energy_kwh_std", "duration_s_mean",
+            "duration_s_std", "ops"]
+    t = pd.concat(table2, ignore_index=True)
+    if "ops" in t.columns:
+        t["ops"] = t["ops"].map(lambda o: " ".join(o) if isinstance(o, list | tuple) else o)
+    report.tables["pareto"] = t.reindex(columns=[c for c in keep if c in t.columns])
+    report.tables["hypervolume"] = pd.concat(hv, ignore_index=True)
+    allarch = pd.concat(aggregated, ignore_index=True)
+    report.tables["pareto_front"] = pd.concat(front_rows, ignore_index=True)
+    report.tables["architectures"] = allarch.drop(columns=[c for c in ("matrix", "ops") if c in allarch.columns])
+    report.figures.append(FigureSpec("pareto_front.png", "Pareto front of (1 - validation accuracy, energy) per budget",
+                                     partial(pareto_figure, panels, label=report.source_label), "pareto"))
+
+
+def carbon(report: Report) -> None:
+    """CO2eq per GPU type and budget, and the life cycle of each GPU type's chosen architecture."""
+    df, c = report.runs, report.settings.carbon
+    g = df.groupby(["gpu_type", "epochs"], sort=True)
+    table = pd.DataFrame({"runs": g.size(), "energy_kwh": g["energy_kwh"].sum()}).reset_index()
+    total = pd.DataFrame([{"gpu_type": "all", "epochs": "all", "runs": len(df), "energy_kwh": df["energy_kwh"].sum()}])
+    table = pd.concat([table, total], ignore_index=True)
+    table["facility_kwh"] = table["energy_kwh"] * c.pue
+    table["co2eq_g"] = co2eq_g_array(table["energy_kwh"].to_numpy(dtype=np.float64) * J_PER_KWH,
+                                     c.intensity(), c.pue)
+    report.tables["carbon"] = table
+    rows = []
+    for gpu, results in report.pareto.items():
+        if not results:
+            continue
+        budget = c.life_cycle_epochs if c.life_cycle_epochs is not None else max(results)
+        if budget not in results:
+            report.note("carbon", f"{gpu}: no runs at analysis.carbon.life_cycle_epochs={budget}; measured: "
+                                  f"{sorted(results)}")
+            continue
+        res = results[budget]
+        role, chosen = ("knee", res.knee) if res.knee is not None else ("min_error", res.min_error)
+        runs_of = df[(df["gpu_type"] == gpu) & (df["arch_hash"] == chosen["arch_hash"]) & (df["epochs"] == budget)]
+        images = float(runs_of["train_images"].median()) if "train_images" in runs_of else math.nan
+        training_kwh = float(chosen["energy_kwh_mean"])
+        search_kwh = float(df.loc[df["gpu_type"] == gpu, "energy_kwh"].sum())
+        per_call = training_kwh * (1 - c.overhead_share) / (budget * images) if images > 0 else math.nan
+        lc = life_cycle(search_kwh, training_kwh, per_call if np.isfinite(per_call) else 0.0, c.inference_calls,
+                        c.intensity(), c.pue)
+        rows.append({"gpu_type": gpu, "epochs": budget, "role": role, "arch_hash": chosen["arch_hash"],
+                     "search_kwh": lc.search_kwh, "training_kwh": lc.training_kwh,
+                     "inference_kwh_per_call": per_call, "inference_calls": c.inference_calls,
+                     "inference_kwh": lc.inference_kwh, "total_kwh": lc.total_kwh, "co2eq_g": lc.co2eq_g,
+                     **{f"{k}_share": v for k, v in lc.shares().items()}})
+    if rows:
+        report.tables["life_cycle"] = pd.DataFrame(rows)
+
+
+def traces(report: Report, samples: Mapping[Any, pd.DataFrame]) -> None:
+    """The power traces of the example runs (``samples``: run_id -> trace samples), by protocol phase."""
+    df = report.runs
+    pairs = [(df[df["run_id"] == rid].iloc[0].to_dict(), tr) for rid, tr in samples.items()
+             if len(tr) and (df["run_id"] == rid).any()]
+    if not pairs:
+        report.note("traces", "no power traces given")
+        return
+    report.figures.append(FigureSpec("power_trace.png", "Example power traces by protocol phase",
+                                     partial(power_trace_figure, pairs, label=report.source_label), "traces"))
+
+
+def runs(report: Report) -> None:
+    """Every finished run, as prepared (the page shows the main columns, the CSV all of them)."""
+    report.tables["runs"] = report.runs

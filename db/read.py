@@ -1,0 +1,171 @@
+"""The one read API of the results database: campaigns, their trials' progress, runs, phases,
+epochs and traces, as plain rows.
+
+``CampaignReader.open(url)`` opens a database read-only (``db.query.read_only_engine``: the
+connection itself refuses writes) and never migrates it; a database whose schema is missing or
+older than this code reads is refused with one line that names the fix. The writable store
+(``db.store.ResultStore``) reads through the same class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from db.engine import DatabaseError, redact
+from db.errors import CampaignError
+from db.migrate import schema_problem
+from db.query import database_errors, read_only_engine
+from db.records import Phase, RunStatus, TrialState
+from db.schema import Architecture, Campaign, Epoch, Run, RunPhase, TraceSample, Trial
+
+# The trial states ``list_campaigns`` counts per campaign (cancelled ones only count in "trials").
+LISTED_STATES = (TrialState.PENDING, TrialState.RUNNING, TrialState.DONE, TrialState.FAILED)
+
+
+class CampaignNotFound(CampaignError, LookupError):
+    """No campaign of that name; the message names the ones that exist."""
+
+
+class SchemaNotCurrent(DatabaseError):
+    """The database has no campaign schema, or an older one than this code reads: a reader never
+    migrates, so the message says to run ``campaign db upgrade``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CampaignInfo:
+    id: int
+    name: str
+    sweep: str
+    created_at: dt.datetime
+    root: str
+    code_revision: str
+    config: dict[str, Any]
+
+
+class CampaignReader:
+    """Every read of a campaign's records, over one engine (read-only or not)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @staticmethod
+    def open(url: str) -> CampaignReader:
+        """A reader on ``url`` through a read-only engine. The schema is checked, never changed:
+        SchemaNotCurrent (one line) where it is missing or older than this code's, DatabaseError
+        where the database cannot be opened."""
+        engine = read_only_engine(url)
+        try:
+            with database_errors(url, "opening the database"):
+                problem = schema_problem(engine)
+            if problem is not None:
+                raise SchemaNotCurrent(f"{redact(url)} {problem}")
+        except BaseException:
+            engine.dispose()
+            raise
+        return CampaignReader(engine)
+
+    def campaign(self, name: str) -> CampaignInfo:
+        """The campaign called ``name``; CampaignNotFound names the ones that exist."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(Campaign).where(Campaign.name == name)).one_or_none()
+            if row is None:
+                names = list(conn.execute(select(Campaign.name).order_by(Campaign.id)).scalars())
+                hint = f"known: {', '.join(names[-10:])}" if names else "this database has no campaigns"
+                raise CampaignNotFound(f"no campaign {name!r} in this database ({hint})")
+        return CampaignInfo(row.id, row.name, row.sweep, row.created_at, row.root, row.code_revision,
+                            json.loads(row.config_json))
+
+    def list_campaigns(self) -> list[dict[str, Any]]:
+        """One row per campaign with trial counts by state."""
+        with self.engine.connect() as conn:
+            camps = conn.execute(select(Campaign.id, Campaign.name, Campaign.sweep, Campaign.created_at)
+                                 .order_by(Campaign.id)).all()
+            counts = conn.execute(select(Trial.campaign_id, Trial.state, func.count())
+                                  .group_by(Trial.campaign_id, Trial.state)).all()
+        by: dict[int, dict[str, int]] = {}
+        for cid, state, n in counts:
+            by.setdefault(cid, {})[state] = n
+        return [
+            {"name": c.name, "sweep": c.sweep, "created_at": c.created_at,
+             "trials": sum(by.get(c.id, {}).values()), **{s.value: by.get(c.id, {}).get(s, 0)
+                                                          for s in LISTED_STATES}}
+            for c in camps
+        ]
+
+    def status_rows(self, campaign_id: int) -> list[dict[str, Any]]:
+        """Per (GPU type, epoch budget): trials by state, and energy of finished runs (J)."""
+        with self.engine.connect() as conn:
+            counts = conn.execute(select(Trial.gpu_type, Trial.epochs, Trial.state, func.count())
+                                  .where(Trial.campaign_id == campaign_id)
+                                  .group_by(Trial.gpu_type, Trial.epochs, Trial.state)).all()
+            energy = conn.execute(select(Trial.gpu_type, Trial.epochs, func.sum(Run.energy_j),
+                                         func.max(Run.power_source))
+                                  .join(Run, Run.trial_id == Trial.id)
+                                  .where(Trial.campaign_id == campaign_id, Run.status == RunStatus.DONE)
+                                  .group_by(Trial.gpu_type, Trial.epochs)).all()
+        rows: dict[tuple[str, int], dict[str, Any]] = {}
+        for g, e, state, n in counts:
+            r = rows.setdefault((g, e), {"gpu_type": g, "epochs": e, **{s.value: 0 for s in TrialState},
+                                         "energy_j": 0.0, "power_source": None})
+            r[state] = r.get(state, 0) + n
+        for g, e, joules, source in energy:
+            rows[(g, e)]["energy_j"] = float(joules or 0.0)
+            rows[(g, e)]["power_source"] = source
+        return [rows[k] for k in sorted(rows)]
+
+    def runs(self, campaign_id: int, status: str | None = RunStatus.DONE) -> list[dict[str, Any]]:
+        """Runs of a campaign joined with their trial and architecture, as plain rows."""
+        run = Run.__table__
+        q = (select(run, Trial.trial_key, Trial.arch_hash, Trial.epochs, Trial.gpu_type, Trial.seed, Trial.params,
+                    Trial.flops, Architecture.matrix_json, Architecture.ops_json)
+             .join(Trial, Trial.id == run.c.trial_id)
+             .join(Architecture, Architecture.arch_hash == Trial.arch_hash)
+             .where(Trial.campaign_id == campaign_id).order_by(run.c.id))
+        if status is not None:
+            q = q.where(run.c.status == status)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+        for d in rows:
+            d["run_id"] = d.pop("id")
+            d["matrix"] = json.loads(d.pop("matrix_json"))
+            d["ops"] = json.loads(d.pop("ops_json"))
+        return rows
+
+    def phases(self, run_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """Pre-aggregated per-phase energy of the given runs."""
+        table = RunPhase.__table__
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(table).where(table.c.run_id.in_(list(run_ids))))]
+
+    def trace(self, run_id: int) -> list[dict[str, Any]]:
+        """A run's trace samples in time order."""
+        table = TraceSample.__table__
+        q = select(table).where(table.c.run_id == run_id).order_by(table.c.device, table.c.t_s)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def epochs(self, run_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """Per-epoch rows of the given runs, by run and epoch."""
+        table = Epoch.__table__
+        q = select(table).where(table.c.run_id.in_(list(run_ids))).order_by(table.c.run_id, table.c.epoch)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def train_utilization(self, run_ids: Sequence[int]) -> dict[int, float | None]:
+        """Mean device utilisation (%) over each run's training samples (None without readings)."""
+        t = TraceSample.__table__
+        q = (select(t.c.run_id, func.avg(t.c.gpu_util))
+             .where(t.c.run_id.in_(list(run_ids)), t.c.phase == Phase.TRAIN).group_by(t.c.run_id))
+        with self.engine.connect() as conn:
+            return {int(rid): (None if util is None else float(util)) for rid, util in conn.execute(q)}
+
+
+def open_reader(url: str) -> CampaignReader:
+    """``CampaignReader.open(url)``: a read-only reader whose schema is current."""
+    return CampaignReader.open(url)

@@ -1,0 +1,220 @@
+"""The trial state machine: a campaign's trials are created pending, claimed by workers, kept
+alive by heartbeats, and put back to pending when their worker died or was requeued.
+
+Every transition is a compare-and-set update checked by row count, so two workers can never
+claim the same trial and a finished trial is never reopened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from db.errors import CampaignError
+from db.records import RunStatus, TrialState
+from db.schema import Architecture, Campaign, Run, Trial
+
+
+class CampaignExists(CampaignError, RuntimeError):
+    """A campaign of that name is already in the database."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def db_now(dialect: str) -> Any:
+    """SQL for the database's current UTC time (millisecond resolution on SQLite)."""
+    if dialect == "sqlite":
+        return func.strftime("%Y-%m-%d %H:%M:%f", "now")
+    return func.now()
+
+
+def _as_utc(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimedTrial:
+    trial_id: int
+    run_id: int
+    attempt: int
+    trial_key: str
+    arch_hash: str
+    matrix: list[list[int]]
+    ops: list[str]
+    epochs: int
+    gpu_type: str
+    seed: int
+    params: int
+
+
+class TrialStore:
+    """A campaign's creation and its trials' transitions (the planner's and the workers' writes),
+    over one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- planning ---------------------------------------------------------------------------
+    def create_campaign(
+        self,
+        name: str,
+        sweep: str,
+        root: str,
+        code_revision: str,
+        config: dict[str, Any],
+        archs: Sequence[Any],
+        trials: Sequence[Any],
+    ) -> int:
+        """Record a campaign, its architectures and all its trials (pending) in one transaction."""
+        with self.engine.begin() as conn:
+            if conn.execute(select(Campaign.id).where(Campaign.name == name)).scalar() is not None:
+                raise CampaignExists(f"campaign {name!r} already exists in this database; use `campaign resume {name}` or another name=")
+            try:
+                cid = conn.execute(
+                    insert(Campaign).values(
+                        name=name, sweep=sweep, created_at=utcnow(), root=root,
+                        code_revision=code_revision, config_json=json.dumps(config, sort_keys=True),
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+            except IntegrityError as exc:  # a concurrent launch with the same name
+                raise CampaignExists(f"campaign {name!r} already exists in this database") from exc
+            known = set(conn.execute(select(Architecture.arch_hash).where(
+                Architecture.arch_hash.in_([a.arch_hash for a in archs]))).scalars())
+            new_archs = [
+                dict(arch_hash=a.arch_hash, matrix_json=json.dumps(a.matrix), ops_json=json.dumps(a.ops),
+                     num_vertices=a.num_vertices, num_edges=a.num_edges)
+                for a in archs if a.arch_hash not in known
+            ]
+            if new_archs:
+                conn.execute(insert(Architecture), new_archs)
+            by_hash = {a.arch_hash: a for a in archs}
+            conn.execute(
+                insert(Trial),
+                [
+                    dict(campaign_id=cid, trial_key=t.trial_key, arch_hash=t.arch_hash, epochs=t.epochs,
+                         gpu_type=t.gpu_type, seed=t.seed, order_index=t.order_index,
+                         params=by_hash[t.arch_hash].params, flops=by_hash[t.arch_hash].flops,
+                         state=TrialState.PENDING, attempts=0)
+                    for t in trials
+                ],
+            )
+        return int(cid)
+
+    # -- the worker's transitions ------------------------------------------------------------
+    def claim_next(self, campaign_id: int, gpu_type: str, worker_id: str, host: str,
+                   keys: Sequence[str] | None = None, scheduler_job: str | None = None,
+                   scheduler_partition: str | None = None) -> ClaimedTrial | None:
+        """Claim the next pending trial in run order (optionally among ``keys``) and open its run.
+
+        Compare-and-set on the trial's state: a trial another worker claimed first is skipped.
+        """
+        while True:
+            with self.engine.begin() as conn:
+                q = (select(Trial.id).where(Trial.campaign_id == campaign_id, Trial.gpu_type == gpu_type,
+                                            Trial.state == TrialState.PENDING)
+                     .order_by(Trial.order_index).limit(1))
+                if keys is not None:
+                    q = q.where(Trial.trial_key.in_(list(keys)))
+                tid = conn.execute(q).scalar()
+                if tid is None:
+                    return None
+                now = utcnow()
+                won = conn.execute(
+                    update(Trial).where(Trial.id == tid, Trial.state == TrialState.PENDING)
+                    .values(state=TrialState.RUNNING, worker_id=worker_id, attempts=Trial.attempts + 1,
+                            updated_at=now)
+                ).rowcount
+                if won != 1:
+                    continue
+                t = conn.execute(
+                    select(Trial.attempts, Trial.trial_key, Trial.arch_hash, Trial.epochs, Trial.gpu_type,
+                           Trial.seed, Trial.params, Architecture.matrix_json, Architecture.ops_json)
+                    .join(Architecture, Architecture.arch_hash == Trial.arch_hash)
+                    .where(Trial.id == tid)
+                ).one()
+                run_id = conn.execute(insert(Run).values(
+                    trial_id=tid, attempt=t.attempts, status=RunStatus.RUNNING, started_at=now,
+                    heartbeat_at=db_now(conn.dialect.name), host=host, pid=os.getpid(), worker_id=worker_id,
+                    scheduler_job=scheduler_job, scheduler_partition=scheduler_partition)).inserted_primary_key[0]  # type: ignore[index]
+                return ClaimedTrial(tid, int(run_id), t.attempts, t.trial_key, t.arch_hash,
+                                    json.loads(t.matrix_json), json.loads(t.ops_json), t.epochs,
+                                    t.gpu_type, t.seed, t.params)
+
+    def now(self) -> dt.datetime:
+        """The database's clock (UTC): heartbeats and staleness never trust a node's clock."""
+        with self.engine.connect() as conn:
+            value = conn.execute(select(db_now(self.engine.dialect.name))).scalar()
+        return _as_utc(value)
+
+    def heartbeat(self, run_id: int) -> bool:
+        """Record that the run's worker is alive. False when the run is no longer running (it was
+        declared stale or cancelled): the worker must then abandon it."""
+        with self.engine.begin() as conn:
+            n = conn.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+                             .values(heartbeat_at=db_now(self.engine.dialect.name))).rowcount
+        return n == 1
+
+    def recover_worker(self, worker_id: str, reason: str) -> list[str]:
+        """A restarted worker (requeued after preemption or a time limit) closes the attempts it
+        left running as failed and puts their trials back to pending. Returns their trial keys."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(Run.id, Run.trial_id, Trial.trial_key).join(Trial, Trial.id == Run.trial_id)
+                                .where(Run.worker_id == worker_id, Run.status == RunStatus.RUNNING)).all()
+            for run_id, trial_id, _ in rows:
+                conn.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+                             .values(status=RunStatus.FAILED, error=reason, ended_at=utcnow()))
+                conn.execute(update(Trial).where(Trial.id == trial_id, Trial.state == TrialState.RUNNING,
+                                                 Trial.worker_id == worker_id)
+                             .values(state=TrialState.PENDING, worker_id=None, updated_at=utcnow()))
+        return [key for _, _, key in rows]
+
+    def trial_states(self, campaign_id: int) -> list[dict[str, Any]]:
+        """Each trial with its state and its latest run (status, heartbeat) for resume decisions."""
+        latest = (select(Run.trial_id, func.max(Run.attempt).label("attempt")).group_by(Run.trial_id)
+                  .subquery())
+        q = (select(Trial.id.label("trial_id"), Trial.trial_key, Trial.gpu_type, Trial.epochs, Trial.state, Trial.worker_id,
+                    Run.id.label("run_id"),
+                    Run.status.label("run_status"), Run.heartbeat_at)
+             .outerjoin(latest, latest.c.trial_id == Trial.id)
+             .outerjoin(Run, (Run.trial_id == Trial.id) & (Run.attempt == latest.c.attempt))
+             .where(Trial.campaign_id == campaign_id).order_by(Trial.order_index))
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+        for r in rows:
+            r["heartbeat_at"] = _as_utc(r["heartbeat_at"]) if r["heartbeat_at"] is not None else None
+        return rows
+
+    def mark_stale(self, run_id: int, trial_id: int, cutoff: dt.datetime) -> bool:
+        """Declare a running attempt stale if its heartbeat is still older than ``cutoff`` (checked
+        in the same UPDATE), and put its trial back to pending."""
+        with self.engine.begin() as conn:
+            n = conn.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING,
+                                               Run.heartbeat_at < cutoff)
+                             .values(status=RunStatus.STALE, ended_at=utcnow(),
+                                     error="stale: no heartbeat from its worker (died or lost)")).rowcount
+            if n == 1:
+                conn.execute(update(Trial).where(Trial.id == trial_id, Trial.state == TrialState.RUNNING)
+                             .values(state=TrialState.PENDING, worker_id=None, updated_at=utcnow()))
+        return n == 1
+
+    def reopen(self, trial_ids: Sequence[int]) -> int:
+        """Failed or cancelled trials back to pending (never a done or running one)."""
+        if not trial_ids:
+            return 0
+        with self.engine.begin() as conn:
+            return int(conn.execute(update(Trial).where(Trial.id.in_(list(trial_ids)),
+                                                        Trial.state.in_((TrialState.FAILED, TrialState.CANCELLED)))
+                                    .values(state=TrialState.PENDING, worker_id=None, updated_at=utcnow())).rowcount)

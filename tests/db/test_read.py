@@ -1,0 +1,93 @@
+"""``CampaignReader.open``: a read-only reader that never migrates nor writes, and refuses a
+database whose schema is missing or older in one line; the exceptions' common base."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from db.engine import DatabaseError, make_engine
+from db.errors import CampaignError
+from db.migrate import current_revision, head_revision, upgrade
+from db.read import CampaignNotFound, CampaignReader, SchemaNotCurrent, open_reader
+from db.store import ResultStore
+
+
+def _tables(path: Path) -> list[str]:
+    con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in con.execute("SELECT name FROM sqlite_master")]
+    finally:
+        con.close()
+
+
+def test_an_empty_database_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    with pytest.raises(SchemaNotCurrent) as info:
+        CampaignReader.open(f"sqlite:///{path}")
+    message = str(info.value)
+    assert "\n" not in message and "no campaign schema" in message and "campaign db upgrade" in message
+    assert isinstance(info.value, CampaignError)
+    assert path.stat().st_size == 0 and _tables(path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]  # no journal, no WAL: never opened writable
+
+
+def test_a_missing_file_is_refused_and_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "absent.db"
+    with pytest.raises(DatabaseError, match="no SQLite database at") as info:
+        open_reader(f"sqlite:///{path}")
+    assert "\n" not in str(info.value) and not path.exists()
+
+
+def test_an_older_schema_is_refused_and_not_migrated(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine, "0002")
+    with pytest.raises(SchemaNotCurrent) as info:
+        CampaignReader.open(db_url)
+    message = str(info.value)
+    assert "\n" not in message and "0002" in message and head_revision() in message
+    assert "campaign db upgrade" in message
+    assert current_revision(engine) == "0002"
+    engine.dispose()
+
+
+def test_a_current_database_reads_like_the_store_and_refuses_writes(smoke_db) -> None:  # type: ignore[no-untyped-def]
+    url, _ = smoke_db
+    reader = CampaignReader.open(url)
+    store = ResultStore(make_engine(url), upgrade=False)
+    info = reader.campaign("smoke")
+    assert info == store.campaign("smoke")
+    assert reader.list_campaigns() == store.list_campaigns()
+    assert reader.status_rows(info.id) == store.status_rows(info.id)
+    runs = reader.runs(info.id, status=None)
+    assert runs == store.runs(info.id, status=None) and {r["status"] for r in runs} == {"done", "failed"}
+    run_ids = [r["run_id"] for r in runs]
+    assert reader.phases(run_ids) == store.phases(run_ids) and reader.epochs(run_ids) == store.epochs(run_ids)
+    assert reader.trace(run_ids[0]) == store.trace(run_ids[0])
+    assert reader.train_utilization(run_ids) == store.train_utilization(run_ids)
+    with pytest.raises(CampaignNotFound, match="known: smoke"):
+        reader.campaign("nope")
+    with pytest.raises(DBAPIError), reader.engine.begin() as conn:
+        conn.execute(text("DELETE FROM trace_sample"))
+    assert reader.trace(run_ids[0]) == store.trace(run_ids[0])
+    reader.engine.dispose()
+    store.engine.dispose()
+
+
+def test_user_facing_errors_share_one_base() -> None:
+    from db import store
+    from db.read import CampaignInfo
+    from db.trials import CampaignExists, ClaimedTrial
+
+    assert issubclass(CampaignNotFound, CampaignError) and issubclass(CampaignNotFound, LookupError)
+    assert issubclass(CampaignExists, CampaignError) and issubclass(CampaignExists, RuntimeError)
+    assert issubclass(DatabaseError, CampaignError) and issubclass(DatabaseError, RuntimeError)
+    assert issubclass(SchemaNotCurrent, DatabaseError)
+    # the store's old names are the same objects
+    assert (store.CampaignNotFound, store.CampaignExists, store.CampaignInfo, store.ClaimedTrial) == (
+        CampaignNotFound, CampaignExists, CampaignInfo, ClaimedTrial)
