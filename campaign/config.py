@@ -1,7 +1,7 @@
 """One typed configuration end to end: Hydra composes ``conf/`` against these dataclasses and
 ``compose`` returns them as objects (``OmegaConf.to_object``). Each default is written once (in
 the schema below, or in the schema of the part that uses it: ``jobs.settings``, ``jobs.recipe``,
-``jobs.network``, ``jobs.data``, ``analysis.report.settings``); each check stands beside the
+``jobs.network``, ``jobs.data``, ``analysis.settings``); each check stands beside the
 field it checks, so a bad value is refused at composition with one line naming it and what is
 allowed, before anything runs or is recorded.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.report import AnalysisSettings
+from analysis.settings import AnalysisSettings
 from db.errors import ConfigError
 from jobs.data import DatasetConfig
 from jobs.heartbeat import check_heartbeat
