@@ -141,3 +141,42 @@ def test_rapl_energy_is_split_into_package_and_dram_over_train_and_eval() -> Non
     # counter segments: train t=1..3 (2 s), eval one sample (0 s)
     assert got == {"package": pytest.approx(20.0), "dram": pytest.approx(4.0)}
     assert rapl_energy_j([], domains) == {"package": None, "dram": None}
+
+
+def test_the_heartbeat_goes_on_through_a_cool_down_longer_than_the_stale_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resume that looks during a long cool-down finds the trial alive, not stale: heartbeats
+    come from their own thread, not from the training loop."""
+    from campaign.resume import decide
+    from jobs import protocol
+
+    cooldown_s, stale_after_s = 2.5, 1.0
+    store, url, _ = _campaign(tmp_path, "seeds=1", "protocol.heartbeat_s=0.2", f"protocol.cooldown_s={cooldown_s}",
+                              "architectures.specs=[{matrix: [[0,1],[0,0]], ops: [input, output]}]")
+    real_pause = protocol.pause
+    seen = []
+
+    def pause(duration_s: float) -> None:
+        real_pause(duration_s)  # the protocol's own wait, longer than the stale limit
+        if duration_s == cooldown_s:  # still inside the trial: ask what a resume would decide now
+            seen.append(decide(store.trial_states(store.campaign("w").id), store.now(), stale_after_s))
+
+    monkeypatch.setattr(protocol, "pause", pause)
+    summary = run_worker(WorkerSpec(db_url=url, campaign="w", gpu_type="cpu", root=str(tmp_path)), store=store)
+    assert (summary.done, summary.failed) == (1, 0)
+    [actions] = seen
+    assert len(actions.still_running) == 1 and actions.mark_stale == [] and actions.to_run == 0
+
+
+def test_a_wrong_campaign_name_fails_at_once_not_after_the_database_patience(tmp_path: Path) -> None:
+    """Only an unreachable database is waited out; a campaign that does not exist is not."""
+    import time
+
+    from db.store import CampaignNotFound
+
+    store, url, _ = _campaign(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(CampaignNotFound, match="'nope'"):
+        run_worker(WorkerSpec(db_url=url, campaign="nope", gpu_type="cpu", root=str(tmp_path), db_patience_s=600),
+                   store=store)
+    assert time.monotonic() - started < 60
