@@ -108,7 +108,8 @@ class ArchitecturesConfig:
         self.source = enum_value(ArchSource, "architectures.source", self.source)
 
     def check(self) -> None:
-        """What the chosen source needs (the schema's own default, an empty list, needs a sweep)."""
+        """What the chosen source needs, checked when a plan is made (the schema's own default, an
+        empty list, is what every command but plan and launch runs with: they need no cells)."""
         if self.source == ArchSource.sample and self.n < 1:
             raise ConfigError(f"architectures.n={self.n} is not allowed with source=sample (must be >= 1)")
         if self.source == ArchSource.list and not self.specs:
@@ -157,7 +158,6 @@ class CampaignConfig:
         if self.seeds < 1:
             raise ConfigError(f"seeds={self.seeds} is not allowed (must be >= 1 repetition)")
         at_least("max_failures", self.max_failures, 1)
-        self.architectures.check()
         check_heartbeat(self.protocol.heartbeat_s, self.launcher.stale_after_s)
 
     def to_dict(self) -> dict[str, Any]:

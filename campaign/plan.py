@@ -77,6 +77,7 @@ def resolve_architectures(cfg: CampaignConfig) -> list[ArchPlan]:
     from jobs.network import count_flops, count_params
 
     arch = cfg.architectures
+    arch.check()
     try:
         if arch.source == ArchSource.list:
             specs = []
