@@ -1,102 +1,93 @@
-"""The local launcher: one worker per GPU type, in this process, with a live progress bar."""
+"""The local launcher: the same worker tasks as Slurm and Ray, run here, in this process, one after
+another (as submitit's debug executor does). ``submit`` only records them; ``wait`` runs them."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from typing import Any
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from campaign.launchers.base import Submitted, count_active, gpu_of
+from db.errors import CampaignError, ConfigError
+from jobs.settings import Device
+from jobs.worker import WorkerSpec, WorkerSummary, WorkerTask
 
-from db.store import ClaimedTrial, ResultStore
-from jobs.worker import WorkerSpec, WorkerSummary, run_worker
+if TYPE_CHECKING:
+    from campaign.config import CampaignConfig
+    from db.paths import CampaignPaths
 
-_COLUMNS = (
-    TextColumn("[bold]{task.description}"),
-    BarColumn(),
-    MofNCompleteColumn(),
-    TextColumn("trials"),
-    TimeElapsedColumn(),
-    TextColumn("ETA"),
-    TimeRemainingColumn(),
-)
+log = logging.getLogger(__name__)
 
 
-class _ProgressEvents:
-    def __init__(self, progress: Progress, task: TaskID) -> None:
-        self.progress = progress
-        self.task = task
-        self.failed = 0
+class LocalLauncher:
+    name = "local"
+    in_process = True
+    must_follow = True  # the work happens inside ``wait``
 
-    def trial_started(self, trial: ClaimedTrial) -> None:
-        self.progress.update(
-            self.task,
-            description=f"{trial.gpu_type} e={trial.epochs} seed={trial.seed} arch={trial.arch_hash[:8]}",
-        )
+    def __init__(self, cfg: CampaignConfig, paths: CampaignPaths) -> None:
+        from campaign.config import gpu_types
 
-    def trial_finished(self, trial: ClaimedTrial, status: str, energy_j: float | None) -> None:
-        if status != "done":
-            self.failed += 1
-        self.progress.advance(self.task)
+        self.device = cfg.device
+        self.gpus = gpu_types()
+
+    def preflight(self, gpu_types: Sequence[str]) -> None:
+        """A GPU type other than ``cpu``, or ``device=cuda``, needs a GPU torch can see here."""
+        for g in gpu_types:
+            gpu_of(self.gpus, g)
+        wants_gpu = [g for g in gpu_types if g != "cpu"]
+        if not wants_gpu and self.device != Device.cuda:
+            return
+        import torch
+
+        if not torch.cuda.is_available():
+            what = f"GPU type {wants_gpu[0]!r}" if wants_gpu else "device=cuda"
+            raise ConfigError(
+                f"{what} needs a GPU but none is visible here (torch.cuda.is_available() is False); "
+                "use gpus=[cpu] for a local run, or launcher=slurm / launcher=ray to run on GPU nodes"
+            )
+
+    def submit(self, specs: Mapping[str, Sequence[WorkerSpec]]) -> Submitted:
+        """Record the specs; nothing runs until ``wait``."""
+        out = Submitted(self.name, {})
+        for gpu_type, worker_specs in specs.items():
+            if worker_specs:
+                out.add(gpu_type, [s.worker_id or "local" for s in worker_specs], [_Task(s) for s in worker_specs])
+        return out
+
+    def wait(self, submitted: Submitted) -> list[WorkerSummary]:
+        """Run every recorded task here, one by one, unless cancelled before its turn. A
+        ``CampaignError`` (a bad recorded setting, the database gone for good) is raised, with
+        its one line, as the command would; any other failure is logged and the next task runs."""
+        summaries = []
+        for task in submitted.all_handles():
+            if task.state != "queued":
+                continue
+            task.state = "running"
+            try:
+                summaries.append(WorkerTask(task.spec)())
+            except CampaignError:  # the user's or the environment's: one line from the command
+                raise
+            except Exception:  # as a failed Slurm or Ray task: no summary, trials left for resume
+                log.exception("worker %s ended without a summary", task.spec.worker_id)
+            finally:
+                task.state = "ended"
+        return summaries
+
+    def cancel(self, submitted: Submitted) -> None:
+        """Drop the tasks not started yet (one running inside ``wait`` finishes its chunk)."""
+        for task in submitted.all_handles():
+            if task.state == "queued":
+                task.state = "ended"
+
+    def active(self, submitted: Submitted) -> dict[str, int]:
+        """Tasks not run to their end yet (queued, or running inside ``wait``)."""
+        return count_active(submitted, lambda task: task.state != "ended")
 
 
-def run_local(
-    store: ResultStore,
-    db_url: str,
-    campaign: str,
-    root: str,
-    gpu_types: Sequence[str],
-    total: int,
-    max_failures: int,
-    console: Console,
-) -> list[WorkerSummary]:
-    """Run every pending trial of the campaign here, GPU type by GPU type."""
-    summaries = []
-    start = time.monotonic()
-    with Progress(*_COLUMNS, console=console, transient=False) as progress:
-        task = progress.add_task("warming up", total=total)
-        events = _ProgressEvents(progress, task)
-        for gpu in gpu_types:
-            spec = WorkerSpec(db_url=db_url, campaign=campaign, gpu_type=gpu, root=root, max_failures=max_failures)
-            summaries.append(run_worker(spec, events=events, store=store))
-        progress.update(task, description="finished")
-    console.print(f"ran {sum(s.done for s in summaries)} trials ({sum(s.failed for s in summaries)} failed) "
-                  f"in {time.monotonic() - start:.0f} s")
-    return summaries
+@dataclasses.dataclass
+class _Task:
+    """One recorded worker task: queued, running (inside ``wait``) or ended (ran or dropped)."""
 
-
-def follow(store: ResultStore, campaign_id: int, total: int, wait_all: Callable[[], object], console: Console,
-           poll_s: float = 2.0) -> list[dict[str, Any]]:
-    """Show progress of workers running elsewhere (Slurm, Ray) until ``wait_all`` returns; the
-    status rows (``ResultStore.status_rows``) read after it did."""
-    import threading
-
-    finished = threading.Event()
-
-    def waiter() -> None:
-        try:
-            wait_all()
-        finally:
-            finished.set()
-
-    threading.Thread(target=waiter, name="campaign-follow", daemon=True).start()
-    with Progress(*_COLUMNS, console=console) as progress:
-        task = progress.add_task("following", total=total)
-        while True:
-            ended = finished.is_set()  # before the read: the last read comes after the end
-            rows = store.status_rows(campaign_id)
-            running = sum(r["running"] for r in rows)
-            done = sum(r["done"] + r["failed"] for r in rows)
-            progress.update(task, completed=min(done, total), description="ended" if ended else f"{running} running")
-            if ended:
-                return rows
-            finished.wait(poll_s)  # a UI refresh interval, not synchronisation
+    spec: WorkerSpec
+    state: str = "queued"

@@ -6,51 +6,54 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from campaign.config import ConfigError
-from campaign.launchers.base import Submitted, wait_all
+from campaign.launchers.base import Submitted, count_active, gpu_of, summaries
+from db.errors import ConfigError
 from jobs.worker import WorkerSpec, WorkerSummary, WorkerTask
+
+if TYPE_CHECKING:
+    from campaign.config import CampaignConfig, GpuType, LauncherConfig
+    from db.paths import CampaignPaths
 
 
 def _run(spec: WorkerSpec) -> WorkerSummary:
     return WorkerTask(spec)()
 
 
-def task_options(launcher: dict[str, Any], gpu: dict[str, Any]) -> dict[str, Any]:
+def task_options(launcher: LauncherConfig, gpu: GpuType) -> dict[str, Any]:
     """``ray.remote(...).options(...)`` for one GPU type's workers (pure)."""
-    ray_cfg = gpu.get("ray") or {}
     opts: dict[str, Any] = {
-        "num_cpus": launcher["cpus_per_task"],
-        "num_gpus": launcher["gpus_per_task"],
+        "num_cpus": launcher.cpus_per_task,
+        "num_gpus": launcher.gpus_per_task,
         "max_retries": 0,  # a lost worker is found stale and resumed, never retried blindly
     }
-    if ray_cfg.get("resources"):
-        opts["resources"] = dict(ray_cfg["resources"])
-    if ray_cfg.get("accelerator_type"):
-        opts["accelerator_type"] = ray_cfg["accelerator_type"]
+    if gpu.ray.resources:
+        opts["resources"] = dict(gpu.ray.resources)
+    if gpu.ray.accelerator_type:
+        opts["accelerator_type"] = gpu.ray.accelerator_type
     return opts
 
 
-def connect(launcher: dict[str, Any]) -> None:
+def connect(launcher: LauncherConfig) -> None:
     """Join the configured cluster, or start a local one with the configured resources."""
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if ray.is_initialized():
         return
-    if launcher.get("address"):
-        ray.init(address=launcher["address"], include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
-    else:
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
-                                  "resources": dict(launcher.get("local_resources") or {})}
-        if launcher.get("local_num_cpus"):
-            kwargs["num_cpus"] = int(launcher["local_num_cpus"])
-        ray.init(**kwargs)
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    if launcher.address:
+        ray.init(address=launcher.address, **kwargs)
+        return
+    kwargs["resources"] = dict(launcher.local_resources or {})
+    if launcher.local_num_cpus:
+        kwargs["num_cpus"] = int(launcher.local_num_cpus)
+    ray.init(**kwargs)
 
 
-def check_resources(options: dict[str, dict[str, Any]]) -> None:
+def check_resources(options: Mapping[str, Mapping[str, Any]]) -> None:
     """Refuse what the cluster cannot schedule: a task asking for an undeclared resource would
     stay pending forever."""
     import ray
@@ -70,29 +73,61 @@ def check_resources(options: dict[str, dict[str, Any]]) -> None:
                 )
 
 
-def preflight(launcher: dict[str, Any], gpus: dict[str, dict[str, Any]], gpu_types: list[str]) -> None:
-    """Before anything is recorded: the cluster answers and can schedule every GPU type."""
-    connect(launcher)
-    check_resources({g: task_options(launcher, gpus[g]) for g in gpu_types})
+class RayLauncher:
+    name = "ray"
+    in_process = False
+    must_follow = True  # Ray tasks die with their driver
 
+    def __init__(self, cfg: CampaignConfig, paths: CampaignPaths) -> None:
+        from campaign.config import gpu_types
 
-def submit(specs: dict[str, list[WorkerSpec]], launcher: dict[str, Any], gpus: dict[str, dict[str, Any]]) -> Submitted:
-    import ray
+        self.launcher = cfg.launcher
+        self.gpus = gpu_types()
 
-    connect(launcher)
-    options = {g: task_options(launcher, gpus[g]) for g in specs if specs[g]}
-    check_resources(options)
-    remote = ray.remote(_run)
-    out = Submitted("ray", {})
-    for gpu_type, worker_specs in specs.items():
-        refs = [remote.options(**options[gpu_type]).remote(spec) for spec in worker_specs]
-        out.jobs[gpu_type] = [r.hex()[:16] for r in refs]
-        out.handles.extend(refs)
-    return out
+    def _options(self, gpu_types: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {g: task_options(self.launcher, gpu_of(self.gpus, g)) for g in gpu_types}
 
+    def preflight(self, gpu_types: Sequence[str]) -> None:
+        """The cluster answers and can schedule every GPU type."""
+        options = self._options(gpu_types)
+        connect(self.launcher)
+        check_resources(options)
 
-def wait(submitted: Submitted) -> None:
-    """Block until every submitted task has ended."""
-    import ray
+    def submit(self, specs: Mapping[str, Sequence[WorkerSpec]]) -> Submitted:
+        import ray
 
-    wait_all(submitted.handles, ray.get)
+        options = self._options([g for g in specs if specs[g]])
+        connect(self.launcher)
+        check_resources(options)
+        remote = ray.remote(_run)
+        out = Submitted(self.name, {})
+        for gpu_type, opts in options.items():
+            refs = [remote.options(**opts).remote(spec) for spec in specs[gpu_type]]
+            out.add(gpu_type, [r.hex()[:16] for r in refs], refs)
+        return out
+
+    def wait(self, submitted: Submitted) -> list[WorkerSummary]:
+        import ray
+
+        return summaries(submitted.all_handles(), ray.get)
+
+    def cancel(self, submitted: Submitted) -> None:
+        """``ray.cancel`` every task: a queued one never starts, a running one's worker process is
+        killed (as scancel kills a Slurm task; resume finds its attempt stale). Without ``force``
+        Ray only interrupts Python between bytecodes, and a worker pausing or in a native call
+        would run on for minutes."""
+        import ray
+
+        for ref in submitted.all_handles():
+            ray.cancel(ref, force=True)
+
+    def active(self, submitted: Submitted) -> dict[str, int]:
+        """Tasks whose result is not ready (``ray.wait`` with timeout 0)."""
+        import ray
+
+        refs = submitted.all_handles()
+        if not refs:
+            return {}
+        _, not_ready = ray.wait(refs, num_returns=len(refs), timeout=0)
+        pending = {r.hex() for r in not_ready}
+        return count_active(submitted, lambda ref: ref.hex() in pending)

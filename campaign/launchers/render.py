@@ -4,10 +4,16 @@ test that shows any change to what HPC users submit."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from campaign.launchers.slurm import job_folder, slurm_parameters
+from campaign.launchers.base import gpu_of
+from campaign.launchers.slurm import array_folder, slurm_parameters
+
+if TYPE_CHECKING:
+    from campaign.config import GpuType, LauncherConfig
+    from db.paths import CampaignPaths
 
 
 def sbatch_script(params: dict[str, Any], folder: Path) -> str:
@@ -20,12 +26,11 @@ def sbatch_script(params: dict[str, Any], folder: Path) -> str:
     return str(inner._make_submission_file_text("python -u -m submitit.core._submit " + str(folder), "%A_%a"))
 
 
-def render(launcher: dict[str, Any], gpus: dict[str, dict[str, Any]], campaign: str, n_tasks: dict[str, int],
-           root: Path) -> dict[str, dict[str, Any]]:
+def render(launcher: LauncherConfig, gpus: Mapping[str, GpuType], paths: CampaignPaths,
+           n_tasks: Mapping[str, int]) -> dict[str, dict[str, Any]]:
     """Per GPU type: the submitit parameters and the sbatch script."""
     out = {}
     for gpu_type, n in n_tasks.items():
-        params = slurm_parameters(launcher, gpus[gpu_type], campaign, n)
-        folder = job_folder(launcher, root, campaign) / gpu_type / "%j"
-        out[gpu_type] = {"parameters": params, "sbatch": sbatch_script(params, folder)}
+        params = slurm_parameters(launcher, gpu_of(gpus, gpu_type), paths.name, n)
+        out[gpu_type] = {"parameters": params, "sbatch": sbatch_script(params, array_folder(paths, launcher, gpu_type))}
     return out

@@ -12,6 +12,7 @@ from pathlib import Path
 from campaign.config import compose, gpu_types
 from campaign.launchers.base import chunk
 from campaign.launchers.render import render
+from db.paths import CampaignPaths
 
 GOLDEN = Path(__file__).with_name("golden")
 
@@ -19,7 +20,7 @@ GOLDEN = Path(__file__).with_name("golden")
 def _rendered() -> dict[str, dict[str, object]]:
     cfg = compose(["+sweep=cifar_cells", "launcher=slurm", "launcher.account=proj42", "launcher.qos=normal",
                    "launcher.setup=[module load cuda/12.4]"])
-    return render(cfg["launcher"], gpu_types(), "demo", {"a100": 12, "v100": 7}, Path("/campaigns"))
+    return render(cfg.launcher, gpu_types(), CampaignPaths(Path("/campaigns"), "demo"), {"a100": 12, "v100": 7})
 
 
 def test_slurm_submission_matches_golden_files() -> None:

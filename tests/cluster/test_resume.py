@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from pathlib import Path
 
@@ -24,10 +25,10 @@ from tests.cluster.helpers import (
 
 def _record(url: str, root: Path, name: str, *overrides: str) -> int:
     """Plan and record a campaign without running anything (as a crash right after launch leaves it)."""
-    cfg = compose([*TINY, f"root={root}", *overrides])
-    cfg["name"] = name
+    cfg = dataclasses.replace(compose([*TINY, f"root={root}", *overrides]), name=name)
     plan = make_plan(cfg, resolve_architectures(cfg))
-    ResultStore(make_engine(url)).create_campaign(name, "smoke", str(root), "test", cfg, plan.archs, plan.trials)
+    ResultStore(make_engine(url)).create_campaign(name, "smoke", str(root), "test", cfg.to_dict(), plan.archs,
+                                                  plan.trials)
     return len(plan.trials)
 
 
