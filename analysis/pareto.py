@@ -118,7 +118,7 @@ def aggregate_architectures(runs: pd.DataFrame, by: Sequence[str] = ("arch_hash"
 
     Columns: the ``by`` columns, n_runs, params_m, valid_accuracy_mean/std, error (1 - mean
     validation accuracy), energy_kwh_mean/std, duration_s_mean/std, and test_accuracy_mean,
-    matrix, ops, gpu_type where the runs have them.
+    energy_uncertainty_kwh_mean, matrix, ops, gpu_type where the runs have them.
     """
     keys = list(by)
     missing = set(keys) | {"valid_accuracy", "energy_j", "duration_s"}
@@ -143,6 +143,8 @@ def aggregate_architectures(runs: pd.DataFrame, by: Sequence[str] = ("arch_hash"
         out["params_m"] = g["params"].first() / 1e6
     if "test_accuracy" in df.columns:
         out["test_accuracy_mean"] = g["test_accuracy"].mean()
+    if "energy_uncertainty_j" in df.columns:  # the stated uncertainty of the runs' energy, mean over seeds
+        out["energy_uncertainty_kwh_mean"] = g["energy_uncertainty_j"].mean() / J_PER_KWH
     for col in ("matrix", "ops", "gpu_type"):
         if col in df.columns:
             out[col] = g[col].first()

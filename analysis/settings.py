@@ -95,6 +95,22 @@ class GreenAlgorithmsConfig:
     psf: float = 1.0  # pragmatic scaling factor: identical runs counted
 
 
+class EnergyTarget(enum.StrEnum):
+    """``analysis.energy``: the energy the statistics, the estimators, the surrogate and the Pareto
+    fronts compare (energy per image follows it); the carbon figures always use the total."""
+
+    total = "total"  # everything the device drew during training and evaluation
+    above_idle = "above_idle"  # energy - the trial's idle power x duration: the dynamic energy
+
+
+class PowerKind(enum.StrEnum):
+    """``analysis.power_source``: the one kind of power a report analyses (null: every run, refusing
+    a mixture of simulated and measured power unless ``allow_mixed_sources``)."""
+
+    measured = "measured"  # a hardware meter (db.views.MEASURED_SOURCES)
+    simulated = "simulated"  # the simulated meter: no measurement of any device
+
+
 class AnalysisError(ConfigError):
     """The analysis cannot go on as configured; the one-line message says why and what to do."""
 
@@ -219,6 +235,12 @@ class AnalysisSettings:
 
     #: Never pool simulated with measured power unless told to.
     allow_mixed_sources: bool = False
+    #: Analyse only the runs of this power kind (the others are counted and named as left out);
+    #: null: every run (a mixture is refused unless allow_mixed_sources).
+    power_source: PowerKind | None = None
+    #: Energy the statistics, estimators, surrogate and Pareto fronts compare: total, or above idle
+    #: (energy - the trial's idle power x duration). Carbon figures always use the total.
+    energy: EnergyTarget = EnergyTarget.total
     #: Significance level (Shapiro-Wilk "normal", Dunn "significant").
     alpha: float = 0.05
     #: Dunn's p-value correction.
@@ -248,6 +270,9 @@ class AnalysisSettings:
 
     def __post_init__(self) -> None:
         self.p_adjust = _member(PAdjust, "p_adjust", self.p_adjust)
+        self.energy = _member(EnergyTarget, "energy", self.energy)
+        if self.power_source is not None:
+            self.power_source = _member(PowerKind, "power_source", self.power_source)
         if self.split_by is not None:
             self.split_by = _member(SplitBy, "split_by", self.split_by)
         self.factors = tuple(self.factors)
@@ -324,10 +349,12 @@ __all__ = [
     "AnalysisError",
     "AnalysisSettings",
     "CarbonSettings",
+    "EnergyTarget",
     "GreenAlgorithmsConfig",
     "GreenAlgorithmsSettings",
     "PAdjust",
     "ParetoSettings",
+    "PowerKind",
     "SplitBy",
     "SurrogateConfig",
     "SurrogateSettings",

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Column, Table, UniqueConstraint
 from sqlalchemy.dialects import postgresql
 
+from db.records import TRAINING_PHASES
 from db.schema import Base
 from db.views import MEASURED_SOURCES, PHASES, VIEW_TABLES
 
@@ -182,7 +183,7 @@ def render() -> str:
         "- `campaign export NAME --format parquet|csv [--out DIR] [--traces]` writes `runs`, `trials`,",
         "  `epochs`, `phases` (and `traces`) files and `campaign.json` (the resolved config) to",
         "  `ROOT/NAME/export/`.",
-        "- Python: `analysis.load_runs(url, name)` returns the same tables as pandas DataFrames.",
+        "- Python: `analysis.load.load_runs(url, name)` returns the same tables as pandas DataFrames.",
         "- Elsewhere: `psql -v campaign=\"'NAME'\" ...` or SQLite's `.parameter set :campaign 'NAME'` bind",
         "  `:campaign` in the example queries below; pandas:",
         "  `pd.read_sql(sqlalchemy.text(sql), engine, params={\"campaign\": \"NAME\"})`.",
@@ -196,11 +197,20 @@ def render() -> str:
         "  `_mb` MiB, `_gb` GiB, `_mhz` MHz, `_c` degrees Celsius, `_at` a UTC timestamp; accuracies are",
         "  fractions 0-1, utilizations percent 0-100.",
         "- A run is one attempt at a trial; only runs with `status = 'done'` are results, and only they",
-        "  appear in the views.",
-        f"- A run's `energy_j` covers its training and evaluation phases ({', '.join(PHASES[2:4])}); the",
-        f"  measurement protocol's other phases ({', '.join(p for p in PHASES if p not in ('train', 'eval'))})"
+        "  appear in the views. **Exactly once:** a trial has at most one done run, enforced by the",
+        "  database (a unique index on `run (trial_id)` where `status = 'done'`). An attempt that finishes",
+        "  after another one finished the trial (one declared stale whose worker lived on) is kept as",
+        "  `superseded`, never counted; so `run_summary` has one row per finished trial.",
+        f"- A run's `energy_j` covers its training and evaluation phases ({', '.join(TRAINING_PHASES)}); the",
+        f"  measurement protocol's other phases ({', '.join(p for p in PHASES if p not in TRAINING_PHASES)})"
         " are in `run_phase` and in the",
-        "  `*_energy_j` columns of `run_summary`.",
+        "  `*_energy_j` columns of `run_summary`. `setup` is a trial's one-off work before its idle window",
+        "  (building the network, moving data to the device), so that the idle window holds only idle.",
+        "- Energy above idle: `energy_above_idle_j = energy_j - idle_power_w x duration_s`, with the idle",
+        "  power of the same trial's idle window (per phase and per epoch alike). Each energy figure says",
+        "  how it was obtained (`energy_method`, `run_phase.method`) and how sure it is",
+        "  (`energy_uncertainty_j` and `uncertainty_basis`); `flags` names what is wrong with a",
+        "  measurement (a window with too few samples, a counter and integrated power that disagree).",
         "- Energy per image: `energy_per_image_j = energy_j / (epochs x train_images)`, with",
         "  `train_images` the training images per epoch (40 000 for CIFAR-10's NAS-Bench-101 split).",
         f"- **Simulated power is not a measurement.** `power_kind` is `measured` for a hardware meter ({measured}),",

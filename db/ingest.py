@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from db.carbon import insert_carbontracker
 from db.records import (
@@ -46,6 +46,7 @@ from db.records import (
     TrialState,
 )
 from db.schema import (
+    ONE_DONE_RUN,
     Campaign,
     CarbontrackerEpoch,
     CarbontrackerRun,
@@ -289,6 +290,10 @@ def hardware_id(conn: Connection, hw: Mapping[str, Any]) -> int | None:
 def ingest(engine: Engine, result: RunResult) -> bool:
     """Store one run's result idempotently in a transaction of its own (see ``ingest_result``).
 
+    Exactly once: when two attempts of a trial store a done result at the same moment, the
+    database's unique index (one done run per trial) refuses the second one's transaction; it is
+    then stored again, once, and finds the first one's result: it becomes ``superseded``.
+
     On SQLite the per-row foreign-key lookups are switched off for this transaction: every
     row written references the run that the same transaction has just looked up or created,
     so they are redundant, and on a long trace they are a fifth of the insert cost."""
@@ -298,6 +303,14 @@ def ingest(engine: Engine, result: RunResult) -> bool:
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
             conn.commit()
         try:
+            try:
+                with conn.begin():
+                    return ingest_result(conn, result)
+            except IntegrityError as exc:
+                if not _lost_race(exc):
+                    raise
+                log.info("trial %s attempt %d: stored again after a concurrent write of its trial",
+                         result.trial_key, result.attempt)
             with conn.begin():
                 return ingest_result(conn, result)
         finally:
@@ -306,14 +319,39 @@ def ingest(engine: Engine, result: RunResult) -> bool:
                 conn.commit()
 
 
+# What a unique key of the run table says when another writer stored the same trial first: the
+# constraint's name (PostgreSQL) or its columns (SQLite).
+_RUN_KEYS = (ONE_DONE_RUN, "uq_run_trial_attempt", "UNIQUE constraint failed: run.")
+
+
+def _lost_race(exc: IntegrityError) -> bool:
+    """Whether ``exc`` is a unique key of the run table (a concurrent result of the same trial),
+    not a value the database refuses."""
+    message = str(exc.orig)
+    return any(key in message for key in _RUN_KEYS)
+
+
 def ingest_result(conn: Connection, result: RunResult) -> bool:
     """Store one run's result (as written by the worker) inside the caller's transaction.
 
-    Identified by (campaign, trial_key, attempt). A run already stored as done is left alone
-    and False is returned; otherwise the run's rows are (re)written and the trial's state set.
+    Identified by (campaign, trial_key, attempt). A run already stored as done or superseded is
+    left alone and False is returned; otherwise the run's rows are (re)written and, where this
+    attempt may, the trial's state set.
+
+    The rules (a trial has at most one done run, which the database enforces):
+
+    - A done result becomes the trial's result unless another attempt of the trial is already
+      done; then it is stored as ``superseded`` (kept, labelled, never counted). A concurrent
+      writer that wins the race makes this transaction fail with an IntegrityError (``ingest``
+      stores it again, as superseded).
+    - A result that is not done, for a run already closed by someone else (declared ``stale``,
+      or ``cancelled``), keeps that label and its reason.
+    - Only the trial's newest attempt moves the trial, and only while no other worker holds it:
+      a late result from an attempt declared stale never takes the trial from the attempt that
+      claimed it since. A trial with a done run ends ``done``; a done trial never moves.
     """
     trial = conn.execute(
-        select(Trial.id, Trial.state, Trial.worker_id)
+        select(Trial.id, Trial.state, Trial.worker_id, Trial.attempts)
         .join(Campaign, Campaign.id == Trial.campaign_id)
         .where(Campaign.name == result.campaign, Trial.trial_key == result.trial_key)
     ).one_or_none()
@@ -323,15 +361,48 @@ def ingest_result(conn: Connection, result: RunResult) -> bool:
         )
     trial_id = trial.id
     existing = conn.execute(
-        select(Run.id, Run.status).where(Run.trial_id == trial_id, Run.attempt == result.attempt)
+        select(Run.id, Run.status, Run.error).where(Run.trial_id == trial_id, Run.attempt == result.attempt)
     ).one_or_none()
     if existing is not None and existing.status in FINAL_RUN_STATUSES:
         return False
-    status = result.status
-    if status == RunStatus.DONE and trial.state == TrialState.DONE:
+    closed = existing is not None and existing.status in CLOSED_RUN_STATUSES
+    status, error = result.status, result.error
+    if status == RunStatus.DONE and _other_done_run(conn, trial_id, result.attempt):
         # Another attempt finished this trial first (this one was declared stale but lived on):
         # keep the measurement for the record, never as a second result.
         status = RunStatus.SUPERSEDED
+    elif status != RunStatus.DONE and existing is not None and closed:
+        status, error = RunStatus(existing.status), existing.error
+    run_id = _write_run(conn, trial_id, existing, result, status, error)
+    if result.attempt < trial.attempts or (closed and status not in FINAL_RUN_STATUSES):
+        return True  # a newer attempt holds (or held) the trial; a closed attempt never reopens it
+    state = TrialState.DONE if status in FINAL_RUN_STATUSES else TRIAL_STATE_OF_RUN.get(status, TrialState.FAILED)
+    # A done trial never moves backwards; nor is a trial taken from another worker that holds it now.
+    conn.execute(
+        update(Trial)
+        .where(Trial.id == trial_id, Trial.state != TrialState.DONE)
+        .where(or_(Trial.worker_id.is_(None), Trial.worker_id == result.worker_id))
+        .values(state=state, worker_id=None, updated_at=dt.datetime.now(dt.UTC))
+    )
+    log.debug("run %s stored as %s", run_id, status)
+    return True
+
+
+# Run statuses set by someone other than the attempt's worker (a resume, a cancel): a late result
+# that is not a measurement keeps them.
+CLOSED_RUN_STATUSES = frozenset({RunStatus.STALE, RunStatus.CANCELLED})
+
+
+def _other_done_run(conn: Connection, trial_id: int, attempt: int) -> bool:
+    """Whether another attempt of the trial is stored as done."""
+    return conn.execute(
+        select(Run.id).where(Run.trial_id == trial_id, Run.status == RunStatus.DONE, Run.attempt != attempt).limit(1)
+    ).first() is not None
+
+
+def _write_run(conn: Connection, trial_id: int, existing: Any, result: RunResult, status: RunStatus,
+               error: str | None) -> int:
+    """The run's row (inserted, or the claimed row rewritten) and its child rows; its id."""
     values = dict(
         status=status,
         started_at=_ts(result.started_at),
@@ -346,9 +417,17 @@ def ingest_result(conn: Connection, result: RunResult) -> bool:
         dataset=result.dataset,
         device=result.device,
         hardware_id=hardware_id(conn, result.hardware),
-        error=result.error,
+        error=error,
         duration_s=result.duration_s,
         energy_j=result.energy_j,
+        energy_above_idle_j=result.energy_above_idle_j,
+        energy_uncertainty_j=result.energy_uncertainty_j,
+        uncertainty_basis=result.uncertainty_basis,
+        counter_energy_j=result.counter_energy_j,
+        integrated_energy_j=result.integrated_energy_j,
+        energy_disagreement=result.energy_disagreement,
+        flags=",".join(result.flags) or None,
+        start_temperature_c=result.start_temperature_c,
         idle_power_w=result.idle_power_w,
         cpu_energy_j=result.cpu_energy_j,
         dram_energy_j=result.dram_energy_j,
@@ -377,18 +456,7 @@ def ingest_result(conn: Connection, result: RunResult) -> bool:
     _insert_records(conn, RunPhase, run_id, result.phases)
     insert_samples(conn, run_id, result.power_source or "unknown", result.trace)
     insert_carbontracker(conn, run_id, result.carbontracker)
-    if status == RunStatus.SUPERSEDED:
-        return True
-    state = TRIAL_STATE_OF_RUN.get(status, TrialState.FAILED)
-    # A later attempt may already have finished the trial: never move a done trial backwards.
-    # Nor take a trial away from another worker that holds it now.
-    conn.execute(
-        update(Trial)
-        .where(Trial.id == trial_id, Trial.state != TrialState.DONE)
-        .where(or_(Trial.worker_id.is_(None), Trial.worker_id == result.worker_id))
-        .values(state=state, worker_id=None, updated_at=dt.datetime.now(dt.UTC))
-    )
-    return True
+    return run_id
 
 
 def _insert_records(conn: Connection, table: Any, run_id: int, records: Iterable[Any]) -> None:

@@ -49,7 +49,8 @@ class Phase(enum.StrEnum):
     """What the device was doing when a sample was taken (every sample carries one)."""
 
     WARMUP = "warmup"  # the worker's warm-up load, once before its first trial
-    IDLE = "idle"  # the idle baseline before each trial
+    SETUP = "setup"  # a trial's one-off work before it can train (network, optimizer, data to the device)
+    IDLE = "idle"  # the idle baseline before each trial, after its setup: nothing else runs in it
     TRAIN = "train"
     EVAL = "eval"
     COOLDOWN = "cooldown"  # the pause after each trial
@@ -86,6 +87,8 @@ class EpochRecord:
     train_loss: float
     train_accuracy: float
     valid_accuracy: float
+    energy_above_idle_j: float | None = None  # energy_j - the trial's idle power x duration_s
+    uncertainty_j: float | None = None  # stated uncertainty of energy_j (basis: the run's uncertainty_basis)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,13 +100,18 @@ class PhaseRecord:
     energy_j: float
     samples: int
     mean_power_w: float | None
+    energy_above_idle_j: float | None = None  # energy_j - the trial's idle power x duration_s
+    uncertainty_j: float | None = None  # stated uncertainty of energy_j
+    method: str | None = None  # how energy_j was obtained (see RunResult.energy_method)
+    valid: bool = True  # the window meets the validity rule (enough samples at a high enough rate)
 
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Format 1 (the result files of the first version) held the same fields as an untyped mapping;
-# format 2 writes ``status`` as a RunStatus value and the epochs and phases as typed records.
-# Both read into the same RunResult.
-READABLE_FORMATS = (1, 2)
+# format 2 writes ``status`` as a RunStatus value and the epochs and phases as typed records;
+# format 3 adds the energy above idle, the method and uncertainty of every figure, the validity
+# flags and the setup phase. All read into the same RunResult (absent fields are None).
+READABLE_FORMATS = (1, 2, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +130,9 @@ class RunResult:
     error: str | None = None
     traceback: str | None = None
     power_source: str | None = None  # "nvml", "simulated", ...
-    energy_method: str | None = None  # "counter" or "integrated"
+    # How energy_j was obtained: nvml_counter | nvml_power_integration | simulated | ... (formats 1-2:
+    # "counter" or "integrated").
+    energy_method: str | None = None
     dataset: str | None = None
     device: str | None = None
     hardware: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -130,6 +140,14 @@ class RunResult:
     scheduler_partition: str | None = None
     trace_anchor_unix_s: float | None = None
     energy_j: float | None = None  # the training phases' energy (train + eval)
+    energy_above_idle_j: float | None = None  # energy_j - idle_power_w x duration of train + eval
+    energy_uncertainty_j: float | None = None  # stated uncertainty of energy_j, in joules
+    uncertainty_basis: str | None = None  # what the uncertainty is made of (device accuracy, integration bound, ...)
+    counter_energy_j: float | None = None  # train + eval energy from the device counter, where it has one
+    integrated_energy_j: float | None = None  # train + eval energy from the sampled power
+    energy_disagreement: float | None = None  # |counter - integrated| / counter, where both exist
+    flags: tuple[str, ...] = ()  # what is wrong with the measurement, e.g. "short_window:idle", "disagreement"
+    start_temperature_c: float | None = None  # GPU temperature when the trial started
     duration_s: float | None = None
     idle_power_w: float | None = None
     cpu_energy_j: float | None = None  # RAPL package, training phases
@@ -153,6 +171,7 @@ class RunResult:
         out["epochs"] = [dataclasses.asdict(e) for e in self.epochs]
         out["phases"] = [dataclasses.asdict(p) for p in self.phases]
         out["hardware"] = dict(self.hardware)
+        out["flags"] = list(self.flags)
         out["trace"] = {k: _json_column(v) for k, v in self.trace.items()}
         out["carbontracker"] = None if self.carbontracker is None else dict(self.carbontracker)
         return out
@@ -183,6 +202,7 @@ class RunResult:
         except (TypeError, ValueError) as exc:
             raise ResultFormatError(f"run result of trial {data.get('trial_key', '?')}: {exc}") from exc
         values["hardware"] = dict(values.get("hardware") or {})
+        values["flags"] = tuple(values.get("flags") or ())
         values["trace"] = dict(values.get("trace") or {})
         values["format"] = FORMAT_VERSION
         return cls(**values)

@@ -11,6 +11,7 @@ import datetime as dt
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -19,10 +20,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from db.records import RunStatus, TrialState
+from db.records import PHASES, RunStatus, TrialState
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -31,6 +33,12 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 TRIAL_STATES: tuple[str, ...] = tuple(s.value for s in TrialState)
 # superseded: finished after another attempt had already finished the trial (kept, never a result)
 RUN_STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
+# The protocol's phases as the phase columns' comments list them.
+PHASE_NAMES = " | ".join(PHASES)
+# Exactly once: at most one run of a trial is 'done' (its result); the database enforces it with a
+# partial unique index, so no race between workers, resumes and late results can store a second.
+ONE_DONE_RUN = "uq_run_one_done_per_trial"
+ONE_DONE_WHERE = f"status = '{RunStatus.DONE.value}'"
 
 
 class Base(DeclarativeBase):
@@ -117,10 +125,16 @@ class Hardware(Base):
 
 
 class Run(Base):
-    """One attempt at a trial. Only runs with status 'done' are results."""
+    """One attempt at a trial. Only runs with status 'done' are results, and a trial has at most one
+    (a unique index on trial_id where status = 'done'): an attempt that finishes after another one
+    finished the trial is kept as 'superseded'."""
 
     __tablename__ = "run"
-    __table_args__ = (UniqueConstraint("trial_id", "attempt", name="uq_run_trial_attempt"),)
+    __table_args__ = (
+        UniqueConstraint("trial_id", "attempt", name="uq_run_trial_attempt"),
+        Index(ONE_DONE_RUN, "trial_id", unique=True,
+              sqlite_where=text(ONE_DONE_WHERE), postgresql_where=text(ONE_DONE_WHERE)),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="run id")
     trial_id: Mapped[int] = mapped_column(
         ForeignKey("trial.id", ondelete="CASCADE"), index=True, comment="trial this run attempts"
@@ -144,7 +158,11 @@ class Run(Base):
     )
     scheduler_partition: Mapped[str | None] = mapped_column(String(100), comment="Slurm partition / Ray node")
     power_source: Mapped[str | None] = mapped_column(String(20), comment="nvml | simulated | ...")
-    energy_method: Mapped[str | None] = mapped_column(String(20), comment="counter | integrated")
+    energy_method: Mapped[str | None] = mapped_column(
+        String(50),
+        comment="how energy_j was obtained: nvml_counter | nvml_power_integration | rapl_counter | simulated | "
+        "... (runs stored before these names: counter | integrated)",
+    )
     dataset: Mapped[str | None] = mapped_column(String(50), comment="cifar10 | synthetic")
     device: Mapped[str | None] = mapped_column(String(50), comment="torch device the job trained on")
     hardware_id: Mapped[int | None] = mapped_column(
@@ -153,6 +171,30 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text, comment="why a failed run failed (exception: message)")
     duration_s: Mapped[float | None] = mapped_column(Float, comment="training + evaluation wall time")
     energy_j: Mapped[float | None] = mapped_column(Float, comment="energy of train + eval phases")
+    energy_above_idle_j: Mapped[float | None] = mapped_column(
+        Float, comment="energy_j - idle_power_w x duration_s: the dynamic energy of train + eval (J)"
+    )
+    energy_uncertainty_j: Mapped[float | None] = mapped_column(
+        Float, comment="stated uncertainty of energy_j (J), made of what uncertainty_basis says"
+    )
+    uncertainty_basis: Mapped[str | None] = mapped_column(
+        Text, comment="what the uncertainty is made of (device accuracy, counter resolution, integration bound)"
+    )
+    counter_energy_j: Mapped[float | None] = mapped_column(
+        Float, comment="train + eval energy from the device's energy counter (J); null without one"
+    )
+    integrated_energy_j: Mapped[float | None] = mapped_column(
+        Float, comment="train + eval energy from the sampled power, integrated (J)"
+    )
+    energy_disagreement: Mapped[float | None] = mapped_column(
+        Float, comment="|counter_energy_j - integrated_energy_j| / counter_energy_j, a fraction; null unless both"
+    )
+    flags: Mapped[str | None] = mapped_column(
+        Text, comment="what is wrong with the measurement, comma-separated (e.g. short_window:idle); null when none"
+    )
+    start_temperature_c: Mapped[float | None] = mapped_column(
+        Float, comment="GPU temperature when the trial started, degrees Celsius"
+    )
     idle_power_w: Mapped[float | None] = mapped_column(Float, comment="mean power in the idle baseline")
     cpu_energy_j: Mapped[float | None] = mapped_column(
         Float, comment="RAPL package energy over train + eval (J); null where RAPL is not readable"
@@ -185,6 +227,12 @@ class Epoch(Base):
     duration_s: Mapped[float] = mapped_column(Float, comment="train + validation of this epoch")
     energy_j: Mapped[float] = mapped_column(Float, comment="energy of this epoch's train + eval samples")
     mean_power_w: Mapped[float | None] = mapped_column(Float, comment="mean power over this epoch's samples")
+    energy_above_idle_j: Mapped[float | None] = mapped_column(
+        Float, comment="energy_j - the run's idle_power_w x duration_s (J)"
+    )
+    uncertainty_j: Mapped[float | None] = mapped_column(
+        Float, comment="stated uncertainty of energy_j (J; basis: run.uncertainty_basis)"
+    )
     train_loss: Mapped[float] = mapped_column(Float, comment="mean training cross-entropy loss of the epoch")
     train_accuracy: Mapped[float] = mapped_column(Float, comment="0-1")
     valid_accuracy: Mapped[float] = mapped_column(Float, comment="0-1")
@@ -197,11 +245,22 @@ class RunPhase(Base):
     __table_args__ = (UniqueConstraint("run_id", "phase", name="uq_run_phase"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="phase row id")
     run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), comment="run of this phase")
-    phase: Mapped[str] = mapped_column(String(16), comment="warmup | idle | train | eval | cooldown")
+    phase: Mapped[str] = mapped_column(String(16), comment=PHASE_NAMES)
     duration_s: Mapped[float] = mapped_column(Float, comment="time spent in the phase")
     energy_j: Mapped[float] = mapped_column(Float, comment="energy of the phase, all devices of the job")
     mean_power_w: Mapped[float | None] = mapped_column(Float, comment="mean power over the phase's samples")
     samples: Mapped[int] = mapped_column(Integer, comment="trace samples in the phase")
+    energy_above_idle_j: Mapped[float | None] = mapped_column(
+        Float, comment="energy_j - the run's idle_power_w x duration_s (J)"
+    )
+    uncertainty_j: Mapped[float | None] = mapped_column(Float, comment="stated uncertainty of energy_j (J)")
+    method: Mapped[str | None] = mapped_column(
+        String(50), comment="how energy_j was obtained (as run.energy_method)"
+    )
+    valid: Mapped[bool | None] = mapped_column(
+        Boolean, comment="the window meets the validity rule (enough samples at a high enough rate); "
+        "false: flagged, never silently averaged"
+    )
 
 
 class TraceSample(Base):
@@ -219,7 +278,7 @@ class TraceSample(Base):
     source: Mapped[str] = mapped_column(String(20), comment="nvml | simulated | ... (as the run)")
     device: Mapped[int] = mapped_column(Integer, comment="device index within the job")
     t_s: Mapped[float] = mapped_column(Float, comment="monotonic seconds since the meter's wall-clock anchor")
-    phase: Mapped[str] = mapped_column(String(16), comment="warmup | idle | train | eval | cooldown")
+    phase: Mapped[str] = mapped_column(String(16), comment=PHASE_NAMES)
     epoch: Mapped[int | None] = mapped_column(
         Integer, comment="1-based training epoch, NULL outside an epoch"
     )

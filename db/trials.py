@@ -1,8 +1,10 @@
 """The trial state machine: a campaign's trials are created pending, claimed by workers, kept
-alive by heartbeats, and put back to pending when their worker died or was requeued.
+alive by heartbeats, and put back to pending when their worker died, was requeued or was
+cancelled; and the campaign's lifecycle (cancel, delete).
 
 Every transition is a compare-and-set update checked by row count, so two workers can never
-claim the same trial and a finished trial is never reopened.
+claim the same trial and a finished trial is never reopened. A trial released while it already
+holds a done run (a late result of an attempt declared stale) becomes done, not pending.
 """
 
 from __future__ import annotations
@@ -14,12 +16,23 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, case, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from db.errors import CampaignError
+from db.read import CampaignNotFound
 from db.records import RunStatus, TrialState
-from db.schema import Architecture, Campaign, Run, Trial
+from db.schema import (
+    Architecture,
+    Campaign,
+    CarbontrackerEpoch,
+    CarbontrackerRun,
+    Epoch,
+    Run,
+    RunPhase,
+    TraceSample,
+    Trial,
+)
 
 
 class CampaignExists(CampaignError, RuntimeError):
@@ -43,6 +56,28 @@ def _as_utc(value: Any) -> dt.datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC)
+
+
+def _release(conn: Connection, trial_id: int, worker_id: str | None = None) -> int:
+    """Compare-and-set: a running trial (held by ``worker_id`` where given) back to pending, or to
+    done where another attempt of it is already done. Returns the rows changed (0 or 1)."""
+    has_done = exists().where(Run.trial_id == trial_id, Run.status == RunStatus.DONE)
+    q = update(Trial).where(Trial.id == trial_id, Trial.state == TrialState.RUNNING)
+    if worker_id is not None:
+        q = q.where(Trial.worker_id == worker_id)
+    state = case((has_done, TrialState.DONE.value), else_=TrialState.PENDING.value)
+    return int(conn.execute(q.values(state=state, worker_id=None, updated_at=utcnow())).rowcount)
+
+
+def _campaign_id(conn: Connection, name: str) -> int:
+    cid = conn.execute(select(Campaign.id).where(Campaign.name == name)).scalar()
+    if cid is None:
+        raise CampaignNotFound(f"no campaign {name!r} in this database")
+    return int(cid)
+
+
+# The tables holding a campaign's rows below its runs, deleted before the runs (children first).
+_RUN_CHILDREN = (TraceSample, Epoch, RunPhase, CarbontrackerEpoch, CarbontrackerRun)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,10 +211,52 @@ class TrialStore:
             for run_id, trial_id, _ in rows:
                 conn.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING)
                              .values(status=RunStatus.FAILED, error=reason, ended_at=utcnow()))
-                conn.execute(update(Trial).where(Trial.id == trial_id, Trial.state == TrialState.RUNNING,
-                                                 Trial.worker_id == worker_id)
-                             .values(state=TrialState.PENDING, worker_id=None, updated_at=utcnow()))
+                _release(conn, trial_id, worker_id)
         return [key for _, _, key in rows]
+
+    def cancel_runs(self, campaign_id: int, worker_ids: Sequence[str] | None = None,
+                    reason: str = "cancelled") -> list[str]:
+        """The campaign's running attempts (of ``worker_ids`` only, where given) become
+        ``cancelled`` with ``reason``, and their trials go back to pending (compare-and-set: only a
+        trial its attempt's worker still holds; one already done elsewhere becomes done). A worker
+        still running sees it at its next heartbeat and abandons the attempt; a result it stores
+        later keeps the label. Returns the trial keys of the attempts cancelled."""
+        q = (select(Run.id, Run.trial_id, Run.worker_id, Trial.trial_key).join(Trial, Trial.id == Run.trial_id)
+             .where(Trial.campaign_id == campaign_id, Run.status == RunStatus.RUNNING).order_by(Run.id))
+        if worker_ids is not None:
+            q = q.where(Run.worker_id.in_(list(worker_ids)))
+        keys = []
+        with self.engine.begin() as conn:
+            for run_id, trial_id, worker_id, key in conn.execute(q).all():
+                n = conn.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+                                 .values(status=RunStatus.CANCELLED, error=reason, ended_at=utcnow())).rowcount
+                if n == 1:
+                    _release(conn, trial_id, worker_id)
+                    keys.append(key)
+        return keys
+
+    def cancel_campaign(self, name: str, reason: str = "cancelled by `campaign cancel`") -> list[str]:
+        """``cancel_runs`` for every running attempt of the campaign called ``name``
+        (CampaignNotFound when there is none). Its trials stay in the campaign, pending."""
+        with self.engine.connect() as conn:
+            campaign_id = _campaign_id(conn, name)
+        return self.cancel_runs(campaign_id, reason=reason)
+
+    def delete_campaign(self, name: str) -> dict[str, int]:
+        """Delete the campaign called ``name`` with its trials, runs and every row below them, in
+        one transaction (CampaignNotFound when there is none). Architectures and hardware rows are
+        shared by campaigns and stay. Returns the rows deleted per table."""
+        deleted: dict[str, int] = {}
+        with self.engine.begin() as conn:
+            campaign_id = _campaign_id(conn, name)
+            trials = select(Trial.id).where(Trial.campaign_id == campaign_id).scalar_subquery()
+            runs = select(Run.id).where(Run.trial_id.in_(trials)).scalar_subquery()
+            for table in _RUN_CHILDREN:
+                deleted[table.__tablename__] = conn.execute(delete(table).where(table.run_id.in_(runs))).rowcount
+            deleted["run"] = conn.execute(delete(Run).where(Run.trial_id.in_(trials))).rowcount
+            deleted["trial"] = conn.execute(delete(Trial).where(Trial.campaign_id == campaign_id)).rowcount
+            deleted["campaign"] = conn.execute(delete(Campaign).where(Campaign.id == campaign_id)).rowcount
+        return deleted
 
     def trial_states(self, campaign_id: int) -> list[dict[str, Any]]:
         """Each trial with its state and its latest run (status, heartbeat) for resume decisions."""
@@ -206,8 +283,7 @@ class TrialStore:
                              .values(status=RunStatus.STALE, ended_at=utcnow(),
                                      error="stale: no heartbeat from its worker (died or lost)")).rowcount
             if n == 1:
-                conn.execute(update(Trial).where(Trial.id == trial_id, Trial.state == TrialState.RUNNING)
-                             .values(state=TrialState.PENDING, worker_id=None, updated_at=utcnow()))
+                _release(conn, trial_id)
         return n == 1
 
     def reopen(self, trial_ids: Sequence[int]) -> int:

@@ -6,9 +6,10 @@ Each view's columns are also declared here as a SQLAlchemy ``Table`` (in its own
 so Alembic never takes a view for a table): the documentation is generated from them, readers
 ``select()`` from them with typed results, and a test checks them against the database.
 
-Versioning: a migration creates a fixed version of a view (``0002`` creates version 1). To
-change a view, add ``run_summary_v2`` here, point ``CURRENT`` at it and write a migration that
-drops the old version and creates the new one; never edit a version a migration uses. A
+Versioning: a migration creates a fixed version of a view (``0002`` creates version 1, ``0005``
+version 2). To change a view, add ``run_summary_v3`` here, point ``CURRENT`` at it and write a
+migration that drops the old version and creates the new one; never change what a version a
+migration uses produces (each version passes its own frozen phases and aggregates). A
 migration that rebuilds a table a view reads (SQLite's batch mode copies tables) must drop the
 views first (``drop_views_sql``) and create them again afterwards.
 """
@@ -24,9 +25,10 @@ from sqlalchemy import BigInteger, Column, DateTime, Float, Integer, MetaData, S
 from db.records import PHASES
 
 VIEW_NAMES = ("run_summary", "trial_summary")  # trial_summary reads run_summary: drop it first
-# The phases version 1 of run_summary was created with, frozen: a migration uses that version, so a
-# phase added to db.records.Phase needs a run_summary_v2 (a test keeps the two lists equal).
+# The phases each version of run_summary was created with, frozen: a migration uses that version, so
+# a phase added to db.records.Phase needs a new version (a test keeps the current one equal to it).
 PHASES_V1 = ("warmup", "idle", "train", "eval", "cooldown")
+PHASES_V2 = ("warmup", "setup", "idle", "train", "eval", "cooldown")
 MEASURED_SOURCES = ("nvml", "rapl")  # power sources that read a hardware meter of the run's device
 
 view_metadata = MetaData()
@@ -61,7 +63,9 @@ run_summary = Table(
     _col("power_kind", String,
          "measured (a hardware meter: nvml, rapl) | simulated (not a measurement) | unknown; "
          "never pool measured and simulated runs"),
-    _col("energy_method", String, "counter (device energy counter) | integrated (power samples integrated)"),
+    _col("energy_method", String,
+         "how energy_j was obtained: nvml_counter | nvml_power_integration | rapl_counter | simulated | ... "
+         "(runs stored before these names: counter | integrated)"),
     _col("started_at", DateTime(timezone=True), "UTC"),
     _col("ended_at", DateTime(timezone=True), "UTC"),
     _col("duration_s", Float, "training + evaluation wall time", "s"),
@@ -69,13 +73,32 @@ run_summary = Table(
     _col("energy_kwh", Float, "energy_j in kilowatt-hours", "kWh"),
     _col("mean_power_w", Float, "energy_j / duration_s", "W"),
     _col("idle_power_w", Float, "mean power in the idle baseline before training", "W"),
+    _col("energy_above_idle_j", Float,
+         "energy_j - idle_power_w x duration_s, the dynamic energy of train + eval, with the idle power of the "
+         "run's own idle window: as the worker stored it, else (runs stored before it did) computed here from "
+         "energy_j, idle_power_w and duration_s", "J"),
+    _col("energy_above_idle_kwh", Float, "energy_above_idle_j in kilowatt-hours", "kWh"),
+    _col("energy_uncertainty_j", Float, "stated uncertainty of energy_j (NULL for runs stored before it was)", "J"),
+    _col("uncertainty_basis", String, "what the uncertainty is made of (device accuracy, counter resolution, "
+         "integration bound)"),
+    _col("counter_energy_j", Float, "train + eval energy from the device's energy counter (NULL without one)", "J"),
+    _col("integrated_energy_j", Float, "train + eval energy from the sampled power, integrated", "J"),
+    _col("energy_disagreement", Float, "|counter_energy_j - integrated_energy_j| / counter_energy_j (NULL unless both)",
+         "fraction"),
+    _col("flags", String, "what is wrong with the measurement, comma-separated (e.g. short_window:idle); "
+         "NULL when nothing is"),
+    _col("start_temperature_c", Float, "GPU temperature when the trial started", "°C"),
     *(_col(f"{p}_energy_j", Float, f"energy of the {p} phase (NULL when the run has none)", "J") for p in PHASES),
     *(_col(f"{p}_duration_s", Float, f"duration of the {p} phase", "s") for p in PHASES),
+    *(_col(f"{p}_energy_above_idle_j", Float,
+           f"energy of the {p} phase above the run's idle power (stored, else computed as {p}_energy_j - "
+           f"idle_power_w x {p}_duration_s)", "J") for p in PHASES),
     _col("train_images", Integer,
          "training images per epoch: the run's own count, else the campaign config's dataset.n_train",
          "images"),
     _col("energy_per_image_j", Float, "energy_j / (epochs x train_images): train + eval energy per training image",
          "J/image"),
+    _col("energy_above_idle_per_image_j", Float, "energy_above_idle_j / (epochs x train_images)", "J/image"),
     _col("train_energy_per_image_j", Float, "train_energy_j / (epochs x train_images)", "J/image"),
     _col("train_images_per_s", Float, "training throughput", "images/s"),
     _col("valid_accuracy", Float, "validation accuracy after the last epoch", "0-1"),
@@ -85,13 +108,18 @@ run_summary = Table(
 # trial_summary: one row per (campaign, architecture, epoch budget, GPU type, power source).
 _TRIAL_KEYS = ("campaign", "campaign_id", "arch_hash", "num_vertices", "num_edges", "params", "flops", "epochs",
                "gpu_type", "power_source", "power_kind")
-# (run_summary column, unit) aggregated as mean and sample standard deviation over seeds
-_MEAN_SD = (("energy_j", "J"), ("energy_per_image_j", "J/image"), ("duration_s", "s"),
-            ("valid_accuracy", "0-1"), ("test_accuracy", "0-1"))
+# (run_summary column, unit) aggregated as mean and sample standard deviation over seeds; frozen
+# per version of trial_summary
+_MEAN_SD_V1 = (("energy_j", "J"), ("energy_per_image_j", "J/image"), ("duration_s", "s"),
+               ("valid_accuracy", "0-1"), ("test_accuracy", "0-1"))
+_MEAN_SD_V2 = (*_MEAN_SD_V1, ("energy_above_idle_j", "J"), ("energy_above_idle_per_image_j", "J/image"))
 # (run_summary column, trial_summary column, unit) aggregated as a mean only
-_MEAN_ONLY = (("energy_kwh", "mean_energy_kwh", "kWh"), ("train_energy_j", "mean_train_energy_j", "J"),
-              ("eval_energy_j", "mean_eval_energy_j", "J"), ("mean_power_w", "mean_power_w", "W"),
-              ("train_images_per_s", "mean_train_images_per_s", "images/s"))
+_MEAN_ONLY_V1 = (("energy_kwh", "mean_energy_kwh", "kWh"), ("train_energy_j", "mean_train_energy_j", "J"),
+                 ("eval_energy_j", "mean_eval_energy_j", "J"), ("mean_power_w", "mean_power_w", "W"),
+                 ("train_images_per_s", "mean_train_images_per_s", "images/s"))
+_MEAN_ONLY_V2 = (*_MEAN_ONLY_V1, ("energy_uncertainty_j", "mean_energy_uncertainty_j", "J"))
+# the current version's
+_MEAN_SD, _MEAN_ONLY = _MEAN_SD_V2, _MEAN_ONLY_V2
 
 trial_summary = Table(
     "trial_summary",
@@ -122,15 +150,36 @@ def _n_train_from_config(dialect: str) -> str:
     raise ValueError(f"no view SQL for the {dialect!r} dialect (supported: sqlite, postgresql)")
 
 
-def run_summary_v1(dialect: str) -> str:
-    """``SELECT`` of run_summary, version 1: one row per run with status 'done'."""
+def _run_summary(dialect: str, phases: tuple[str, ...], v2: bool) -> str:
+    """``SELECT`` of run_summary over ``phases``; ``v2`` adds version 2's columns (energy above
+    idle, uncertainty, method checks, flags) to version 1's, which it leaves as they were."""
     measured = ", ".join(f"'{s}'" for s in MEASURED_SOURCES)
     n_images = f"COALESCE(r.train_images, {_n_train_from_config(dialect)})"
+    aggregated = [("energy_j", "energy_j"), ("duration_s", "duration_s")]
+    selected = [f"p.{p}_{what}" for what in ("energy_j", "duration_s") for p in phases]
+    above_idle = after_idle = per_image = ""
+    if v2:
+        # a phase's energy above idle: stored by the worker, else from the run's idle power
+        aggregated.append(("energy_above_idle_j", "stored_above_idle_j"))
+        selected += [f"COALESCE(p.{p}_stored_above_idle_j, p.{p}_energy_j - r.idle_power_w * p.{p}_duration_s) "
+                     f"AS {p}_energy_above_idle_j" for p in phases]
+        above_idle = "COALESCE(r.energy_above_idle_j, r.energy_j - r.idle_power_w * r.duration_s)"
+        after_idle = f"""
+  {above_idle} AS energy_above_idle_j,
+  {above_idle} / 3600000.0 AS energy_above_idle_kwh,
+  r.energy_uncertainty_j,
+  r.uncertainty_basis,
+  r.counter_energy_j,
+  r.integrated_energy_j,
+  r.energy_disagreement,
+  NULLIF(r.flags, '') AS flags,
+  r.start_temperature_c,"""
+        per_image = f"\n  {above_idle} / NULLIF(t.epochs * {n_images}, 0) AS energy_above_idle_per_image_j,"
     phase_cols = ",\n    ".join(
-        f"SUM(CASE WHEN phase = '{p}' THEN {what} END) AS {p}_{what}"
-        for what in ("energy_j", "duration_s") for p in PHASES_V1
+        f"SUM(CASE WHEN phase = '{p}' THEN {column} END) AS {p}_{alias}"
+        for column, alias in aggregated for p in phases
     )
-    phase_select = ",\n  ".join(f"p.{p}_{what}" for what in ("energy_j", "duration_s") for p in PHASES_V1)
+    phase_select = ",\n  ".join(selected)
     return f"""SELECT
   c.name AS campaign,
   c.id AS campaign_id,
@@ -161,10 +210,10 @@ def run_summary_v1(dialect: str) -> str:
   r.energy_j,
   r.energy_j / 3600000.0 AS energy_kwh,
   CASE WHEN r.duration_s > 0 THEN r.energy_j / r.duration_s END AS mean_power_w,
-  r.idle_power_w,
+  r.idle_power_w,{after_idle}
   {phase_select},
   {n_images} AS train_images,
-  r.energy_j / NULLIF(t.epochs * {n_images}, 0) AS energy_per_image_j,
+  r.energy_j / NULLIF(t.epochs * {n_images}, 0) AS energy_per_image_j,{per_image}
   p.train_energy_j / NULLIF(t.epochs * {n_images}, 0) AS train_energy_per_image_j,
   r.train_images_per_s,
   r.valid_accuracy,
@@ -183,8 +232,22 @@ LEFT JOIN (
 WHERE r.status = 'done'"""
 
 
-def trial_summary_v1(dialect: str) -> str:
-    """``SELECT`` of trial_summary, version 1: run_summary aggregated over seeds.
+def run_summary_v1(dialect: str) -> str:
+    """``SELECT`` of run_summary, version 1: one row per run with status 'done'."""
+    return _run_summary(dialect, PHASES_V1, v2=False)
+
+
+def run_summary_v2(dialect: str) -> str:
+    """``SELECT`` of run_summary, version 2: version 1 with the setup phase, the energy above idle
+    (run, per image, per phase), the uncertainty and its basis, counter and integrated energies,
+    their disagreement, the flags and the start temperature. One row per run with status 'done',
+    and so (the unique index on run) one per finished trial."""
+    return _run_summary(dialect, PHASES_V2, v2=True)
+
+
+def _trial_summary(dialect: str, mean_sd: tuple[tuple[str, str], ...],
+                   mean_only: tuple[tuple[str, str, str], ...]) -> str:
+    """``SELECT`` of trial_summary: run_summary aggregated over seeds.
 
     Medians by rank within the group (the mean of the one or two middle values); standard
     deviations from deviations to the group mean (two passes, never negative under rounding).
@@ -192,7 +255,7 @@ def trial_summary_v1(dialect: str) -> str:
     _n_train_from_config(dialect)  # the same dialect check as run_summary
     keys = ", ".join(_TRIAL_KEYS)
     group = f"PARTITION BY {keys}"
-    means = [name for name, _ in _MEAN_SD]
+    means = [name for name, _ in mean_sd]
     window_means = ",\n    ".join(f"AVG({m}) OVER ({group}) AS g_{m}" for m in means)
     aggregates = []
     for m in means:
@@ -207,7 +270,7 @@ def trial_summary_v1(dialect: str) -> str:
         "MAX(energy_j) AS max_energy_j",
         f"AVG(CASE WHEN {middle} THEN energy_per_image_j END) AS median_energy_per_image_j",
     ]
-    aggregates += [f"AVG({name}) AS {out}" for name, out, _ in _MEAN_ONLY]
+    aggregates += [f"AVG({name}) AS {out}" for name, out, _ in mean_only]
     body = ",\n  ".join(aggregates)
     return f"""WITH ranked AS (
   SELECT s.*,
@@ -225,8 +288,19 @@ FROM ranked
 GROUP BY {keys}"""
 
 
+def trial_summary_v1(dialect: str) -> str:
+    """``SELECT`` of trial_summary, version 1: run_summary aggregated over seeds."""
+    return _trial_summary(dialect, _MEAN_SD_V1, _MEAN_ONLY_V1)
+
+
+def trial_summary_v2(dialect: str) -> str:
+    """``SELECT`` of trial_summary, version 2: version 1 with the mean and standard deviation of the
+    energy above idle (per run and per image) and the mean stated uncertainty."""
+    return _trial_summary(dialect, _MEAN_SD_V2, _MEAN_ONLY_V2)
+
+
 # The version of each view a fresh database ends up with (the newest migration's).
-CURRENT: dict[str, Callable[[str], str]] = {"run_summary": run_summary_v1, "trial_summary": trial_summary_v1}
+CURRENT: dict[str, Callable[[str], str]] = {"run_summary": run_summary_v2, "trial_summary": trial_summary_v2}
 
 
 def create_views_sql(dialect: str, versions: Mapping[str, Callable[[str], str]] | None = None) -> list[str]:

@@ -63,11 +63,16 @@ class ProtocolConfig:
     idle_s: float = 30.0  # idle baseline before each trial (phase idle)
     cooldown_s: float = 300.0  # pause after each trial (phase cooldown)
     heartbeat_s: float = 30.0  # how often a running trial reports it is alive (below launcher.stale_after_s)
+    # When set, the cool-down ends once the GPU is back within this many degrees of its temperature
+    # in the trial's idle window (at most cooldown_s; a meter without a thermometer: plain cool-down).
+    cooldown_until_temp_c: float | None = None
 
     def __post_init__(self) -> None:
         for key in ("warmup_s", "idle_s", "cooldown_s"):
             at_least(f"protocol.{key}", getattr(self, key), 0)
         at_least("protocol.heartbeat_s", self.heartbeat_s, 0, strict=True)
+        if self.cooldown_until_temp_c is not None:
+            at_least("protocol.cooldown_until_temp_c", self.cooldown_until_temp_c, 0, strict=True)
 
 
 @dataclasses.dataclass
@@ -80,11 +85,21 @@ class MeterConfig:
     carbontracker: bool = True  # run Carbontracker alongside each trial (offline-safe, never hangs it)
     carbon_intensity_g_per_kwh: float = WORLD_AVERAGE_G_PER_KWH  # Carbontracker's intensity (no API lookups)
     carbon_intensity_source: str = "configured: world average 2024 (IEA, as in Carbontracker 2.4)"
+    # Where a device counter and sampled power both give a run's energy: the relative difference
+    # above which the run is flagged "disagreement".
+    max_disagreement: float = 0.05
+    # The validity rule (as MLPerf's power rules): a measured window (phase) holds at least this many
+    # samples at this rate or more; a window that does not is flagged "short_window:<phase>".
+    min_window_samples: int = 60
+    min_rate_hz: float = 1.0
 
     def __post_init__(self) -> None:
         self.kind = enum_value(MeterKind, "meter.kind", self.kind)
         at_least("meter.rate_hz", self.rate_hz, 0, strict=True)
         at_least("meter.carbon_intensity_g_per_kwh", self.carbon_intensity_g_per_kwh, 0)
+        at_least("meter.max_disagreement", self.max_disagreement, 0, strict=True)
+        at_least("meter.min_window_samples", self.min_window_samples, 2)
+        at_least("meter.min_rate_hz", self.min_rate_hz, 0, strict=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """The training loop of one trial: NAS-Bench-101's network and recipe on a data set, epoch by epoch.
 
+A trial's work is split in two: ``prepare_training`` does everything before training can start
+(network, optimizer, data on the device, one-off costs), which the worker measures as its own
+``setup`` phase before the idle window; ``run_training`` is the loop. ``train`` is both.
+
 Phase boundaries for the power trace come from the loop itself: ``mark("train", e)`` when epoch
 e's training starts, ``mark("eval", e)`` before its validation pass and ``mark("eval", None)``
 before the final test evaluation. On CUDA the loop waits for the GPU before each mark and before
@@ -72,7 +76,58 @@ def _derived_seeds(seed: int) -> tuple[int, int, int]:
     return a, b, c
 
 
-def train(
+@dataclass
+class PreparedTraining:
+    """A trial's training, set up and ready to run (``prepare_training``); ``run_training`` runs it
+    once (its generators and the network's weights are consumed by the run)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    recipe: RecipeConfig
+    epochs: int
+    dev: torch.device
+    memory_format: torch.memory_format
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_valid: torch.Tensor
+    y_valid: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor | None
+    shuffle_gen: torch.Generator
+    augment_gen: torch.Generator
+    params: int
+
+    @property
+    def cuda(self) -> bool:
+        return self.dev.type == "cuda"
+
+    @property
+    def batch(self) -> int:
+        return min(self.recipe.batch_size, len(self.y_train))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.y_train) // self.batch
+
+    def sync(self) -> None:
+        """Wait for the device (CUDA) so that what was queued is done."""
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize(self.dev)
+
+    def autocast(self) -> torch.autocast:
+        import torch
+
+        return torch.autocast(device_type=self.dev.type, dtype=torch.bfloat16, enabled=self.cuda and self.recipe.amp)
+
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        return _accuracy(self.model, x, y, self.mean, self.std, self.recipe, self.memory_format, self.autocast)
+
+
+def prepare_training(
     spec: CellSpec,
     net: NetworkConfig,
     recipe: RecipeConfig,
@@ -80,20 +135,16 @@ def train(
     epochs: int,
     seed: int,
     device: str = "cpu",
-    mark: Callable[[str, int | None], None] | None = None,
-    on_step: Callable[[], None] | None = None,
-) -> TrainResult:
-    """Trains ``build_network(spec, net)`` for ``epochs`` epochs and evaluates it.
+    first_batch: bool | None = None,
+) -> PreparedTraining:
+    """Everything before training can start: the network (seeded), the optimizer, every split on
+    the device, and (``first_batch``; default: on CUDA) one forward and backward pass of a training
+    batch and one evaluation batch, paying one-off costs (cuDNN autotuning, lazy library start-up)
+    here rather than in the first epoch. That pass leaves no trace: the weights and batch-norm
+    statistics are restored, no optimizer step is taken and no generator is drawn from.
 
-    The cosine schedule spans exactly ``epochs`` (the budget changes only its length). Fully
-    seeded: the same arguments on the same device and software give the same losses (on CUDA,
-    ``recipe.cudnn_benchmark`` may pick different kernels and break bit-equality). ``on_step`` is
-    called after every optimizer step (heartbeats, preemption checks; it may raise to stop).
-    Raises TrainingDiverged on a NaN/inf loss (detected within 10 steps) and ValueError on
-    arguments that do not fit together. Sets torch's global seed; keeps torch's CPU thread count.
-    """
+    Raises ValueError on arguments that do not fit together. Sets torch's global seed."""
     import torch
-    import torch.nn.functional as F
 
     if epochs < 1:
         raise ValueError(f"epochs = {epochs} must be >= 1")
@@ -107,58 +158,80 @@ def train(
 
     torch.manual_seed(init_seed)  # weights are drawn on the CPU: the same network on every device
     model = build_network(spec, net).to(dev).to(memory_format=memory_format)
-    optimizer = make_optimizer(model, recipe)
-    shuffle_gen = torch.Generator().manual_seed(shuffle_seed)
-    augment_gen = torch.Generator().manual_seed(augment_seed)
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # The whole data set goes to the device once (CIFAR-10's 40k training images are 123 MB as
+    # uint8); batches are then gathered and augmented there, with no loader workers in the way.
+    prepared = PreparedTraining(
+        model=model, optimizer=make_optimizer(model, recipe), recipe=recipe, epochs=epochs, dev=dev,
+        memory_format=memory_format,
+        x_train=to_device(data.x_train, dev), y_train=to_device(data.y_train, dev),
+        x_valid=to_device(data.x_valid, dev), y_valid=to_device(data.y_valid, dev),
+        x_test=to_device(data.x_test, dev), y_test=to_device(data.y_test, dev),
+        mean=torch.tensor(data.mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1),
+        std=(torch.tensor(data.std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+             if recipe.normalization == "mean_std" else None),
+        shuffle_gen=torch.Generator().manual_seed(shuffle_seed),
+        augment_gen=torch.Generator().manual_seed(augment_seed),
+        params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+    )  # fmt: skip
+    if cuda if first_batch is None else first_batch:
+        _pay_one_off_costs(prepared)
+    prepared.sync()
+    return prepared
 
-    # The whole split goes to the device once (CIFAR-10's 40k training images are 123 MB as uint8);
-    # batches are then gathered and augmented there, with no loader workers in the way.
-    x_train, y_train = to_device(data.x_train, dev), to_device(data.y_train, dev)
-    x_valid, y_valid = to_device(data.x_valid, dev), to_device(data.y_valid, dev)
-    mean = torch.tensor(data.mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
-    std = (
-        torch.tensor(data.std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
-        if recipe.normalization == "mean_std"
-        else None
-    )
-    n_train = len(y_train)
-    batch = min(recipe.batch_size, n_train)
-    steps_per_epoch = n_train // batch
-    total_steps = epochs * steps_per_epoch
 
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize(dev)
+def _pay_one_off_costs(t: PreparedTraining) -> None:
+    """One training batch forward and backward, and one evaluation batch, without a trace."""
+    import torch.nn.functional as F
+
+    saved = {k: v.detach().clone() for k, v in t.model.state_dict().items()}
+    xb = normalize(t.x_train[: t.batch], t.mean, t.std).contiguous(memory_format=t.memory_format)
+    with t.autocast():
+        logits = t.model(xb)
+    F.cross_entropy(logits.float(), t.y_train[: t.batch]).backward()
+    t.optimizer.zero_grad(set_to_none=True)
+    n = t.recipe.eval_batch_size
+    t.accuracy(t.x_valid[:n], t.y_valid[:n])
+    t.model.load_state_dict(saved)
+
+
+def run_training(
+    t: PreparedTraining,
+    mark: Callable[[str, int | None], None] | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> TrainResult:
+    """Trains a prepared network for its epochs and evaluates it (see ``train``)."""
+    import torch
+    import torch.nn.functional as F
+
+    model, optimizer, recipe, dev = t.model, t.optimizer, t.recipe, t.dev
+    n_train, batch, steps_per_epoch = len(t.y_train), t.batch, t.steps_per_epoch
+    total_steps = t.epochs * steps_per_epoch
 
     def signal(phase: str, epoch: int | None) -> None:
-        sync()
+        t.sync()
         if mark is not None:
             mark(phase, epoch)
 
-    def autocast() -> torch.autocast:
-        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=cuda and recipe.amp)
-
     results: list[EpochResult] = []
     step = 0
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, t.epochs + 1):
         signal("train", epoch)
         start = time.perf_counter()
         model.train()
-        order = to_device(torch.randperm(n_train, generator=shuffle_gen), dev)
+        order = to_device(torch.randperm(n_train, generator=t.shuffle_gen), dev)
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
         correct = torch.zeros((), dtype=torch.int64, device=dev)
         seen = 0
         for i in range(steps_per_epoch):
             idx = order[i * batch : (i + 1) * batch]
-            xb, yb = x_train[idx], y_train[idx]
+            xb, yb = t.x_train[idx], t.y_train[idx]
             if recipe.augment:
-                xb = augment(xb, augment_gen, pad=recipe.pad, flip=recipe.flip)
-            xb = normalize(xb, mean, std).contiguous(memory_format=memory_format)
+                xb = augment(xb, t.augment_gen, pad=recipe.pad, flip=recipe.flip)
+            xb = normalize(xb, t.mean, t.std).contiguous(memory_format=t.memory_format)
             lr = lr_at(step, total_steps, recipe)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with autocast():
+            with t.autocast():
                 logits = model(xb)
             loss = F.cross_entropy(logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)
@@ -175,15 +248,15 @@ def train(
                 )
             if on_step is not None:
                 on_step()
-        sync()
+        t.sync()
         train_s = time.perf_counter() - start
         train_loss = float(loss_sum.item()) / seen
         train_accuracy = int(correct.item()) / seen
 
         signal("eval", epoch)
         start = time.perf_counter()
-        valid_accuracy = _accuracy(model, x_valid, y_valid, mean, std, recipe, memory_format, autocast)
-        sync()
+        valid_accuracy = t.accuracy(t.x_valid, t.y_valid)
+        t.sync()
         eval_s = time.perf_counter() - start
         results.append(
             EpochResult(
@@ -199,18 +272,41 @@ def train(
         )
 
     signal("eval", None)
-    x_test, y_test = to_device(data.x_test, dev), to_device(data.y_test, dev)
-    test_accuracy = _accuracy(model, x_test, y_test, mean, std, recipe, memory_format, autocast)
-    sync()
+    test_accuracy = t.accuracy(t.x_test, t.y_test)
+    t.sync()
     total_train_s = sum(r.train_s for r in results)
     total_images = sum(r.images for r in results)
     return TrainResult(
         epochs=results,
         test_accuracy=test_accuracy,
         valid_accuracy=results[-1].valid_accuracy,
-        params=params,
+        params=t.params,
         train_images_per_s=total_images / total_train_s if total_train_s > 0 else 0.0,
     )
+
+
+def train(
+    spec: CellSpec,
+    net: NetworkConfig,
+    recipe: RecipeConfig,
+    data: DataSplits,
+    epochs: int,
+    seed: int,
+    device: str = "cpu",
+    mark: Callable[[str, int | None], None] | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> TrainResult:
+    """Trains ``build_network(spec, net)`` for ``epochs`` epochs and evaluates it:
+    ``run_training(prepare_training(...), mark, on_step)``.
+
+    The cosine schedule spans exactly ``epochs`` (the budget changes only its length). Fully
+    seeded: the same arguments on the same device and software give the same losses (on CUDA,
+    ``recipe.cudnn_benchmark`` may pick different kernels and break bit-equality). ``on_step`` is
+    called after every optimizer step (heartbeats, preemption checks; it may raise to stop).
+    Raises TrainingDiverged on a NaN/inf loss (detected within 10 steps) and ValueError on
+    arguments that do not fit together. Sets torch's global seed; keeps torch's CPU thread count.
+    """
+    return run_training(prepare_training(spec, net, recipe, data, epochs, seed, device), mark, on_step)
 
 
 def _check_data(data: DataSplits, net: NetworkConfig) -> None:

@@ -27,11 +27,14 @@ from db.store import ClaimedTrial, ResultStore
 from jobs import protocol
 from jobs.heartbeat import Heartbeat
 from jobs.meters import make_meter
+from jobs.meters.accuracy import accuracies, rapl_accuracy
 from jobs.meters.base import SAMPLE_FIELDS, PowerMeter, Sample
 from jobs.results import write_atomic
 from jobs.settings import Device, MeterConfig, TrialSettings
 
 log = logging.getLogger(__name__)
+# One line per phase change and per finished trial, for the terminal (see _progress).
+progress = logging.getLogger("campaign.progress")
 
 
 class TrialAbandoned(RuntimeError):
@@ -108,22 +111,38 @@ def _carbontracker(meter_cfg: MeterConfig, epochs: int, log_dir: Path | None) ->
     return tracker
 
 
-def _marker(meters: Sequence[PowerMeter], tracker: Any) -> Callable[[str, int | None], None]:
-    """One ``mark`` for the training loop: tags every meter's samples, and opens and closes
-    Carbontracker's epochs (an epoch spans its training and its validation)."""
+def _progress(label: str, epochs: int) -> Callable[[str, int | None], None]:
+    """Logs each phase change of a trial for the terminal (``campaign.progress``, INFO)."""
+
+    def say(phase: str, epoch: int | None) -> None:
+        where = f" epoch {epoch}/{epochs}" if epoch is not None else ""
+        progress.info("trial %s: %s%s", label, phase, where)
+
+    return say
+
+
+def _marker(meters: Sequence[PowerMeter], tracker: Any,
+            progress: Callable[[str, int | None], None] | None = None) -> Callable[[str, int | None], None]:
+    """One ``mark`` for the training loop: tags every meter's samples, opens and closes
+    Carbontracker's epochs (an epoch spans its training and its validation) and tells
+    ``progress``. ``tracker`` is Carbontracker's run, None, or a callable giving one of them (it
+    starts during the setup, after the first mark)."""
     open_epoch = [False]
 
     def mark(phase: str, epoch: int | None = None) -> None:
         for m in meters:
             m.mark(phase, epoch)
-        if tracker is None:
+        if progress is not None:
+            progress(str(phase), epoch)
+        run = tracker() if callable(tracker) else tracker
+        if run is None:
             return
         if phase == Phase.TRAIN or (phase in (Phase.EVAL, Phase.COOLDOWN) and epoch is None):
             if open_epoch[0]:
-                tracker.epoch_end()
+                run.epoch_end()
                 open_epoch[0] = False
             if phase == Phase.TRAIN:
-                tracker.epoch_start()
+                run.epoch_start()
                 open_epoch[0] = True
 
     return mark
@@ -266,7 +285,7 @@ def rapl_energy_j(samples: Sequence[Sample], domains: Sequence[dict[str, Any]]) 
     for kind in out:
         mine = [s for s in samples if kinds.get(s.device) == kind]
         if mine:
-            out[kind] = protocol.training_energy_j(protocol.summarise(mine)["phases"])
+            out[kind] = protocol.training_energy_j(protocol.summarise(mine, {d.device: rapl_accuracy() for d in mine})["phases"])
     return out
 
 
@@ -311,15 +330,19 @@ def run_trial(
     rapl: Any = None,
     log_dir: Path | None = None,
 ) -> RunResult:
-    """One trial under the protocol: idle baseline, training with tagged phases, cool-down.
+    """One trial under the protocol: setup, idle baseline, training with tagged phases, cool-down.
 
-    Never raises for a failing trial: the failure is the result (status failed, error text).
-    ``abandoned`` says when the database no longer lists the attempt as running (the heartbeat
-    beside the trial found it declared stale or cancelled): training stops at its next step."""
+    Setup (the network, the optimizer, the data on the device, Carbontracker's start, one-off
+    costs) is its own phase before the idle window, so the idle window holds nothing but
+    ``protocol.idle_s`` of idle. Never raises for a failing trial: the failure is the result
+    (status failed, error text). ``abandoned`` says when the database no longer lists the attempt
+    as running (the heartbeat beside the trial found it declared stale or cancelled): training
+    stops at its next step."""
+    from jobs import train as train_module
     from jobs.cell import CellSpec
-    from jobs.train import train
 
-    started = dt.datetime.now(dt.UTC)
+    started, t0 = dt.datetime.now(dt.UTC), time.monotonic()
+    label = trial.trial_key[:8]
 
     def on_step() -> None:
         if abandoned():
@@ -328,18 +351,22 @@ def run_trial(
     status, error, trace_text = RunStatus.FAILED, None, None
     outcome = None
     meters = [meter] if rapl is None else [meter, rapl]
-    tracker = _carbontracker(settings.meter, trial.epochs, log_dir)
-    mark = _marker(meters, tracker)
+    tracker = None
+    mark = _marker(meters, lambda: tracker, progress=_progress(label, trial.epochs))
     # Samples taken between trials (result writing, ingestion) belong to no trial; the worker's
     # warm-up, which precedes its first trial, is kept with that trial's trace.
-    mark(Phase.IDLE, None)
-    carried = [s for s in meter.drain() if s.phase in (Phase.WARMUP, Phase.IDLE)]
-    rapl_carried = [] if rapl is None else [s for s in rapl.drain() if s.phase == Phase.IDLE]
+    start_temperature = _temperature(meter.latest())
+    mark(Phase.SETUP, None)
+    carried = [s for s in meter.drain() if s.phase in (Phase.WARMUP, Phase.SETUP)]
+    rapl_carried = [] if rapl is None else [s for s in rapl.drain() if s.phase == Phase.SETUP]
     try:
-        protocol.pause(settings.protocol.idle_s)
-        spec = CellSpec.create(trial.matrix, trial.ops)
-        outcome = train(spec, settings.network, settings.recipe, data,
-                        epochs=trial.epochs, seed=trial.seed, device=device, mark=mark, on_step=on_step)
+        tracker = _carbontracker(settings.meter, trial.epochs, log_dir)
+        prepared = train_module.prepare_training(
+            CellSpec.create(trial.matrix, trial.ops), settings.network, settings.recipe, data,
+            epochs=trial.epochs, seed=trial.seed, device=device)  # fmt: skip
+        mark(Phase.IDLE, None)
+        protocol.pause(settings.protocol.idle_s)  # nothing else runs in this process meanwhile
+        outcome = train_module.run_training(prepared, mark=mark, on_step=on_step)
         status = RunStatus.DONE
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -349,36 +376,66 @@ def run_trial(
     carbontracker = None
     if tracker is not None:
         carbontracker = {**tracker.stop().to_dict(), "log_dir": str(log_dir)}
-    protocol.pause(settings.protocol.cooldown_s)
     samples = carried + meter.drain()
+    protocol.cool_down(
+        settings.protocol.cooldown_s, settings.protocol.cooldown_until_temp_c,
+        protocol.summarise(samples)["idle_temperature_c"] if settings.protocol.cooldown_until_temp_c else None,
+        meter.latest, poll_s=min(1.0, 1.0 / settings.meter.rate_hz * 2))  # fmt: skip
+    samples += meter.drain()
     rapl_j: dict[str, float | None] = {"package": None, "dram": None}
     if rapl is not None:
         rapl_j = rapl_energy_j(rapl_carried + rapl.drain(), hardware.get("rapl_domains", []))
-    summary = protocol.summarise(samples)
-    idle = summary["phases"].get(Phase.IDLE)
+    summary = protocol.summarise(samples, accuracies(hardware, meter.source),
+                                 protocol.WindowRule(settings.meter.min_window_samples, settings.meter.min_rate_hz),
+                                 settings.meter.max_disagreement)  # fmt: skip
     where = scheduler_identity()
     figures: dict[str, Any] = {}
     if outcome is not None:
-        figures = dict(
-            energy_j=protocol.training_energy_j(summary["phases"]),
-            duration_s=sum(e.duration_s for e in outcome.epochs),
-            valid_accuracy=outcome.valid_accuracy, test_accuracy=outcome.test_accuracy,
-            train_images_per_s=outcome.train_images_per_s, train_images=int(len(data.y_train)),
-            epochs=tuple(
-                EpochRecord(epoch=e.epoch, duration_s=e.duration_s, energy_j=summary["epochs"].get(e.epoch, 0.0),
-                            mean_power_w=(summary["epochs"].get(e.epoch, 0.0) / e.duration_s
-                                          if e.duration_s > 0 else None),
-                            train_loss=e.train_loss, train_accuracy=e.train_accuracy, valid_accuracy=e.valid_accuracy)
-                for e in outcome.epochs),
-        )
-    return RunResult(
+        figures = _figures(summary, outcome, train_images=int(len(data.y_train)))
+    result = RunResult(
         campaign="", trial_key=trial.trial_key, attempt=trial.attempt, status=status, error=error,
         traceback=trace_text, started_at=started.isoformat(), ended_at=dt.datetime.now(dt.UTC).isoformat(),
         host=socket.gethostname(), worker_id=worker_id, power_source=meter.source, dataset=data.name,
         device=device, hardware=hardware, trace_anchor_unix_s=meter.anchor_unix_s,
-        energy_method=summary["method"], idle_power_w=idle["mean_power_w"] if idle else None,
+        energy_method=summary["method"], idle_power_w=summary["idle_power_w"],
         cpu_energy_j=rapl_j["package"], dram_energy_j=rapl_j["dram"], carbontracker=carbontracker,
         phases=tuple(PhaseRecord(phase=k, **v) for k, v in summary["phases"].items()),
+        flags=tuple(summary["flags"]), start_temperature_c=start_temperature,
         trace=_columns(samples), scheduler_job=where["scheduler_job"],
         scheduler_partition=where["scheduler_partition"], **figures,
-    )
+    )  # fmt: skip
+    took = time.monotonic() - t0
+    if status == RunStatus.DONE:
+        progress.info("trial %s: done in %.0f s, %.1f J", label, took, result.energy_j or 0.0)
+    else:
+        progress.info("trial %s: failed: %s", label, error)
+    return result
+
+
+def _figures(summary: dict[str, Any], outcome: Any, train_images: int) -> dict[str, Any]:
+    """The run's training figures: energy with its method and uncertainty, above idle, per epoch."""
+    run = summary["run"]
+    per_epoch = summary["epoch_figures"]
+    return dict(
+        energy_j=run["energy_j"], energy_above_idle_j=run["energy_above_idle_j"],
+        energy_uncertainty_j=run["energy_uncertainty_j"], uncertainty_basis=run["uncertainty_basis"],
+        counter_energy_j=run["counter_energy_j"], integrated_energy_j=run["integrated_energy_j"],
+        energy_disagreement=run["energy_disagreement"],
+        duration_s=sum(e.duration_s for e in outcome.epochs),
+        valid_accuracy=outcome.valid_accuracy, test_accuracy=outcome.test_accuracy,
+        train_images_per_s=outcome.train_images_per_s, train_images=train_images,
+        epochs=tuple(
+            EpochRecord(epoch=e.epoch, duration_s=e.duration_s, energy_j=summary["epochs"].get(e.epoch, 0.0),
+                        mean_power_w=(summary["epochs"].get(e.epoch, 0.0) / e.duration_s
+                                      if e.duration_s > 0 else None),
+                        train_loss=e.train_loss, train_accuracy=e.train_accuracy, valid_accuracy=e.valid_accuracy,
+                        energy_above_idle_j=per_epoch.get(e.epoch, {}).get("energy_above_idle_j"),
+                        uncertainty_j=per_epoch.get(e.epoch, {}).get("uncertainty_j"))
+            for e in outcome.epochs),
+    )  # fmt: skip
+
+
+def _temperature(latest: Sequence[Sample]) -> float | None:
+    """The hottest device's temperature in the meter's latest samples; None without a thermometer."""
+    temps = [s.temperature_c for s in latest if s.temperature_c is not None]
+    return max(temps) if temps else None

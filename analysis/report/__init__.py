@@ -13,7 +13,12 @@ Two layers, so statisticians can use the first without the second:
 campaign through a database reader (``analysis.read.read_campaign``), calls `analyze` and writes.
 
 Honesty: simulated and measured power are never pooled unless ``allow_mixed_sources`` is set
-(`AnalysisError` otherwise); every figure and the page name the power source; a factor with one
+(`AnalysisError` otherwise) or one kind is selected (``power_source``, the others counted as left
+out); every figure and the page name the power source, and a simulated run's method says
+simulated; the page shows the total energy and the energy above idle side by side with their
+stated uncertainty (error bars on the energy figures), the share of runs per energy method,
+says so beside any total that sums several methods, and names every flagged measurement (it
+stays in the figures); ``energy`` picks the energy the sections compare; a factor with one
 level, or groups too small for a test, are reported as not testable instead of a p-value; the
 surrogate refuses a held-out split on too few architectures and says so.
 
@@ -34,8 +39,10 @@ from analysis.settings import (
     AnalysisError,
     AnalysisSettings,
     CarbonSettings,
+    EnergyTarget,
     GreenAlgorithmsSettings,
     ParetoSettings,
+    PowerKind,
     SplitBy,
     SurrogateSettings,
 )
@@ -45,9 +52,11 @@ __all__ = [
     "AnalysisError",
     "AnalysisSettings",
     "CarbonSettings",
+    "EnergyTarget",
     "FigureSpec",
     "GreenAlgorithmsSettings",
     "ParetoSettings",
+    "PowerKind",
     "Report",
     "ReportFiles",
     "SplitBy",

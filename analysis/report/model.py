@@ -36,6 +36,8 @@ class Report:
     surrogates: dict[str, Any] = field(default_factory=dict, repr=False)  # gpu_type -> SurrogateFit
     pareto: dict[str, dict[Any, Any]] = field(default_factory=dict, repr=False)  # gpu -> budget -> ParetoResult
     timings_s: dict[str, float] = field(default_factory=dict)
+    #: Finished runs left out by ``analysis.power_source``, by power kind.
+    left_out: dict[str, int] = field(default_factory=dict)
 
     @property
     def simulated(self) -> bool:

@@ -47,18 +47,23 @@ def analyze(
     estimator and the baselines need them). ``settings``: `AnalysisSettings`, or a plain mapping
     of them (`AnalysisSettings.from_mapping`). ``traces``: run_id -> samples (t_s, phase,
     power_w) of the runs whose power trace is drawn. ``phases``: run_phase rows (run_id, phase,
-    duration_s, energy_j). Raises AnalysisError for mixed power sources (unless allowed) or a
-    bad setting.
+    duration_s, energy_j). The energy columns of newer databases (energy_above_idle_j,
+    energy_uncertainty_j, energy_method, flags, ...) are used where present and read as NULL
+    otherwise (`analysis.energy`). ``settings.energy`` picks the energy the sections compare,
+    ``settings.power_source`` the one kind of power analysed (the others are counted as left
+    out). Raises AnalysisError for mixed power sources (unless allowed or one kind is selected),
+    a selection that leaves no run, or a bad setting.
     """
     s = settings if isinstance(settings, AnalysisSettings) else AnalysisSettings.from_mapping(settings)
     if s.carbon.intensity_g_per_kwh is None:
         s = dataclasses.replace(s, carbon=dataclasses.replace(
             s.carbon, intensity_g_per_kwh=WORLD_AVERAGE_G_PER_KWH,
             intensity_source="default: world average 2024 (IEA); set analysis.carbon.intensity_g_per_kwh"))
-    df = sections.prepare_runs(runs)
+    df, left_out = sections.select_power(sections.prepare_runs(runs, s.energy), s.power_source)
     sources = sections.check_sources(df, s.allow_mixed_sources)
-    ep = sections.prepare_epochs(epochs, df)
-    report = Report(title=title, settings=s, power_sources=sources, runs=df, epochs=ep, meta=dict(meta or {}))
+    ep = sections.prepare_epochs(epochs, df, s.energy)
+    report = Report(title=title, settings=s, power_sources=sources, runs=df, epochs=ep, meta=dict(meta or {}),
+                    left_out=left_out)
     steps: list[tuple[str, Callable[[], None]]] = [
         ("runs", lambda: sections.runs(report)),
         ("summary", lambda: sections.summary(report, phases)),

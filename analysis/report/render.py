@@ -19,16 +19,18 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from analysis.energy import ABOVE_IDLE_UNCERTAINTY, TARGET_NAMES, mixed_methods_text
 from analysis.figures import level_name
 from analysis.report.parts import FigureSpec, factor_figure, factor_name
-from analysis.settings import AnalysisSettings
+from analysis.settings import AnalysisSettings, EnergyTarget
 from analysis.surrogate import N_FEATURES
 
 #: One element of the page: (kind, text or table, ...); kinds h1-h3, p, note, list, table, matrix, fig.
 Block = tuple[Any, ...]
 #: Columns of the page's runs table (every column is in ``tables/runs.csv``).
-RUN_VIEW = ("run_id", "arch_hash", "epochs", "gpu_type", "seed", "power_source", "duration_s", "energy_j",
-            "energy_per_image_j", "mean_power_w", "gpu_util_mean", "valid_accuracy", "test_accuracy", "params")
+RUN_VIEW = ("run_id", "arch_hash", "epochs", "gpu_type", "seed", "power_source", "energy_method", "duration_s",
+            "energy_total_j", "energy_above_idle_j", "energy_uncertainty_j", "energy_per_image_j", "mean_power_w",
+            "gpu_util_mean", "valid_accuracy", "test_accuracy", "params", "flags")
 
 
 class PageSource(Protocol):
@@ -45,6 +47,7 @@ class PageSource(Protocol):
     factor_text: dict[str, str]
     dunn: dict[str, pd.DataFrame]
     timings_s: dict[str, float]
+    left_out: dict[str, int]
 
     @property
     def simulated(self) -> bool: ...
@@ -74,6 +77,30 @@ def _heading(report: PageSource) -> list[Block]:
     if len(report.power_sources) > 1:
         b.append(("note", f"**Pooled power sources** ({', '.join(report.power_sources)}): "
                           "analysis.allow_mixed_sources=true was set; numbers below mix them."))
+    s = report.settings
+    target = TARGET_NAMES[s.energy]
+    how = (" (energy - the trial's idle power x duration, the idle power from the same trial's idle window)"
+           if s.energy == EnergyTarget.above_idle else "")
+    b.append(("p", f"**Energy target: {target}** (analysis.energy={s.energy}): the statistics, the estimators, the "
+                   f"surrogate and the Pareto fronts compare each run's {target}{how}. The summary shows the total "
+                   "energy and the energy above idle side by side, each with its stated uncertainty; the carbon "
+                   "figures use the total energy."))
+    if s.power_source is None:
+        b.append(("p", f"**Power source: every run** (analysis.power_source=null): {len(report.runs)} finished "
+                       "run(s) analysed; set analysis.power_source=measured or simulated to analyse one kind."))
+    else:
+        left = sum(report.left_out.values())
+        detail = f" ({', '.join(f'{k}: {v}' for k, v in report.left_out.items())})" if left else ""
+        b.append(("p", f"**Power source selected: {s.power_source}** (analysis.power_source={s.power_source}): "
+                       f"{len(report.runs)} finished run(s) analysed, {left} left out{detail}."))
+    flagged = report.tables.get("flagged_runs")
+    if flagged is not None and len(flagged):
+        b.append(("note", f"**Flagged measurements.** {len(flagged)} run(s) carry flags on their measurement "
+                          f"({', '.join(sorted({f for v in flagged['flags'] for f in str(v).split(',')}))}): "
+                          "they are included in every figure, statistic and total below, and named under "
+                          "Flagged measurements."))
+    if mixed := mixed_methods_text(report.runs):
+        b.append(("note", f"**Mixed energy methods.** The totals below {mixed}."))
     return b
 
 
@@ -93,6 +120,26 @@ def summary_part(report: PageSource, figs: Figures, model_files: Sequence[Path])
                    f"{s.stable_epoch or 'detected'}, window {s.window}; carbon intensity "
                    f"{s.carbon.intensity():g} g/kWh, PUE {s.carbon.pue:g}. All tables are in `tables/` "
                    "as CSV and Markdown."))
+    if "energy_by_gpu_budget" in t:
+        b += [("h3", "Energy total and above idle, with uncertainty, by GPU type and budget"),
+              ("p", "Sums over the runs and means per run; ± the stated uncertainty of the measured energy (summed "
+                    f"linearly over runs: a device's error is systematic); {ABOVE_IDLE_UNCERTAINTY}. n/a: a run "
+                    "states no uncertainty or records no idle power."),
+              ("table", _energy_view(t["energy_by_gpu_budget"]), None), *_figs(figs, "summary")]
+    if "energy_methods" in t:
+        b += [("h3", "Energy methods"),
+              ("p", "How each run's energy was obtained, and the share of the runs; `simulated` wherever the power "
+                    "is simulated."),
+              ("table", t["energy_methods"], None)]
+    if "flagged_runs" in t:
+        flagged = t["flagged_runs"]
+        b.append(("h3", "Flagged measurements"))
+        b.append(("p", f"{len(flagged)} run(s) with flags (e.g. short_window:PHASE: too few samples or too low a "
+                       "rate in that window; disagreement: counter and sampled power disagree beyond the limit). "
+                       "The figures and statistics include them." if len(flagged) else
+                       "No run's measurement is flagged."))
+        if len(flagged):
+            b.append(("table", flagged, 60))
     if "runs_by_architecture" in t:
         b += [("h3", "Runs by GPU type, budget and architecture"), ("table", t["runs_by_architecture"], None)]
     if "phases" in t:
@@ -102,9 +149,11 @@ def summary_part(report: PageSource, figs: Figures, model_files: Sequence[Path])
 
 def statistics_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
     s, t = report.settings, report.tables
+    target = TARGET_NAMES[s.energy]
     b: list[Block] = [
-        ("h2", "Statistics: energy per training image"),
-        ("p", "Energy per training image = run energy / (training images per epoch x epochs). Per factor: "
+        ("h2", f"Statistics: {target} per training image"),
+        ("p", f"{target.capitalize()} per training image = the run's {target} / (training images per epoch x "
+              "epochs). Per factor: "
               "Shapiro-Wilk per group and Levene (Brown-Forsythe) across groups, Kruskal-Wallis with "
               "eta squared = (H - k + 1) / (n - k), Dunn's post-hoc test with the "
               f"`{s.p_adjust}` correction; groups under {s.min_group_size} runs are left out and named.")]
@@ -180,7 +229,8 @@ def carbon_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) 
     b: list[Block] = [
         ("h2", "Carbon"),
         ("p", f"CO2eq = energy x PUE ({c.pue:g}) x carbon intensity ({c.intensity():g} g/kWh, "
-              f"{c.intensity_source}). Energies are at the device.")]
+              f"{c.intensity_source}). Energies are the total energy at the device, whatever analysis.energy "
+              "selects.")]
     if "carbon" in t:
         b.append(("table", t["carbon"], None))
     if "life_cycle" in t:
@@ -197,7 +247,9 @@ def traces_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) 
 
 
 def runs_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
-    return [("h2", "Runs"), ("p", "Every finished run (all columns in `tables/runs.csv`)."),
+    target = TARGET_NAMES[report.settings.energy]
+    return [("h2", "Runs"), ("p", f"Every finished run (all columns in `tables/runs.csv`, where `energy_j` is the "
+                                  f"energy target: {target})."),
             ("table", report.runs[[c for c in RUN_VIEW if c in report.runs.columns]], 60)]
 
 
@@ -209,6 +261,22 @@ def timings_part(report: PageSource, figs: Figures, model_files: Sequence[Path])
 #: The page's parts in order: one per section (analysis.report.parts.SECTIONS), then the timings.
 PARTS: tuple[Part, ...] = (summary_part, statistics_part, surrogate_part, estimators_part, pareto_part,
                            carbon_part, traces_part, runs_part, timings_part)
+
+
+def _plus_minus(values: pd.Series, errs: pd.Series) -> list[str]:
+    return [f"{_cell(v)} ± {_cell(e)}" for v, e in zip(values, errs, strict=True)]
+
+
+def _energy_view(df: pd.DataFrame) -> pd.DataFrame:
+    """The energy per GPU type and budget with each energy as ``value ± uncertainty`` (J)."""
+    keep = ["gpu_type", "epochs", "runs", "power_kind", "methods"]
+    return df[keep].assign(**{
+        "energy total (J)": _plus_minus(df["energy_total_j"], df["uncertainty_j"]),
+        "energy above idle (J)": _plus_minus(df["energy_above_idle_j"], df["uncertainty_j"]),
+        "mean per run, total (J)": _plus_minus(df["mean_energy_total_j"], df["mean_uncertainty_j"]),
+        "mean per run, above idle (J)": _plus_minus(df["mean_energy_above_idle_j"], df["mean_uncertainty_j"]),
+        "flagged runs": df["flagged_runs"],
+    })
 
 
 def _metrics_view(df: pd.DataFrame) -> pd.DataFrame:

@@ -3,7 +3,8 @@ prepared runs of a `Report` and adds its tables, notes and figures to it. No fil
 figures are drawn when the report is written.
 
 Also the preparation every section relies on: `prepare_runs` (finished runs with their derived
-columns), `check_sources` (no pooling of simulated and measured power unless allowed),
+columns and the energy target of ``analysis.energy``), `select_power` (one kind of power,
+``analysis.power_source``), `check_sources` (no pooling of simulated and measured power unless allowed),
 `prepare_epochs` and `gpu_specs_for`.
 """
 
@@ -19,8 +20,21 @@ import numpy as np
 import pandas as pd
 
 from analysis.carbon import J_PER_KWH, J_PER_WH, co2eq_g, co2eq_g_array, life_cycle
+from analysis.energy import (
+    TARGET_NAMES,
+    TOTAL,
+    counts_text,
+    energy_by_gpu_budget,
+    flagged_runs,
+    method_shares,
+    mixed_methods_text,
+    phase_energy,
+    with_energy_columns,
+    with_epoch_energy,
+)
 from analysis.estimators import GpuSpec, OnlineConfig, compare_estimators
 from analysis.figures import (
+    energy_totals_figure,
     epoch_energy_figure,
     epochs_text,
     factor_boxplot,
@@ -32,11 +46,10 @@ from analysis.figures import (
 from analysis.pareto import aggregate_architectures, hypervolume_table, pareto_by_budget, pareto_table
 from analysis.report.model import Report
 from analysis.report.parts import FigureSpec, factor_figure, factor_name, slug
-from analysis.settings import AnalysisError
+from analysis.settings import AnalysisError, EnergyTarget, PowerKind
 from analysis.stats import (
     DEFAULT_SPEARMAN_PAIRS,
     analyze_factor,
-    energy_per_image_j,
     power_source_counts,
     spearman_correlations,
 )
@@ -58,9 +71,11 @@ ESTIMATOR_NAMES = {
 # Preparation
 
 
-def prepare_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Finished runs with the derived columns the sections use: energy_per_image_j,
-    mean_power_w, energy_kwh (kept where present). AnalysisError names missing columns."""
+def prepare_runs(runs: pd.DataFrame, energy: EnergyTarget | str = EnergyTarget.total) -> pd.DataFrame:
+    """Finished runs with the derived columns the sections use: the energy accounting of
+    ``analysis.energy.with_energy_columns`` (``energy_j`` becomes the ``energy`` target, the total
+    and the energy above idle kept beside it), energy_per_image_j of the target, mean_power_w and
+    energy_kwh of the total. AnalysisError names missing columns."""
     missing = [c for c in REQUIRED_RUN_COLUMNS if c not in runs.columns]
     if missing:
         raise AnalysisError(f"runs lack column(s) {missing}; give one row per run with {list(REQUIRED_RUN_COLUMNS)}")
@@ -71,13 +86,25 @@ def prepare_runs(runs: pd.DataFrame) -> pd.DataFrame:
     df["power_source"] = df["power_source"].fillna("unknown").astype(str)
     for col in ("energy_j", "duration_s"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
-    if "energy_per_image_j" not in df.columns:
-        df["energy_per_image_j"] = (energy_per_image_j(df) if "train_images" in df.columns
-                                    else pd.Series(math.nan, index=df.index))
+    df = with_energy_columns(df, energy)
     if "mean_power_w" not in df.columns:
-        df["mean_power_w"] = df["energy_j"] / df["duration_s"].where(df["duration_s"] > 0)
-    df["energy_kwh"] = df["energy_j"] / J_PER_KWH
+        df["mean_power_w"] = df[TOTAL] / df["duration_s"].where(df["duration_s"] > 0)
+    df["energy_kwh"] = df[TOTAL] / J_PER_KWH
     return df.reset_index(drop=True)
+
+
+def select_power(runs: pd.DataFrame, kind: PowerKind | str | None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The runs of power ``kind`` (None: all) and the runs left out, by power kind. AnalysisError
+    when none is left."""
+    if kind is None:
+        return runs, {}
+    keep = runs["power_kind"] == str(kind)
+    left_out = {str(k): int(v) for k, v in runs.loc[~keep, "power_kind"].value_counts().items()}
+    if not keep.any() and len(runs):
+        raise AnalysisError(f"analysis.power_source={kind}: no finished run has {kind} power "
+                            f"({', '.join(f'{k}: {v}' for k, v in left_out.items())} runs); "
+                            "choose another power source or null")
+    return runs[keep].reset_index(drop=True), left_out
 
 
 def check_sources(runs: pd.DataFrame, allow_mixed: bool) -> dict[str, int]:
@@ -88,19 +115,23 @@ def check_sources(runs: pd.DataFrame, allow_mixed: bool) -> dict[str, int]:
         counts = power_source_counts(runs, allow_mixed=True)
         raise AnalysisError(
             f"runs mix simulated and measured power ({', '.join(f'{k}: {v}' for k, v in counts.items())} runs); "
-            "analyse one kind, or set analysis.allow_mixed_sources=true to pool them"
+            "analyse one kind (analysis.power_source=measured or simulated), or set "
+            "analysis.allow_mixed_sources=true to pool them"
         ) from None
 
 
-def prepare_epochs(epochs: pd.DataFrame | None, runs: pd.DataFrame) -> pd.DataFrame:
-    """The epoch rows of ``runs`` (run_id, epoch, duration_s, energy_j at least)."""
+def prepare_epochs(epochs: pd.DataFrame | None, runs: pd.DataFrame,
+                   energy: EnergyTarget | str = EnergyTarget.total) -> pd.DataFrame:
+    """The epoch rows of ``runs`` (run_id, epoch, duration_s, energy_j at least), ``energy_j`` the
+    ``energy`` target (`analysis.energy.with_epoch_energy`)."""
     cols = ["run_id", "epoch", "duration_s", "energy_j"]
     if epochs is None or epochs.empty:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in cols})
     missing = [c for c in cols if c not in epochs.columns]
     if missing:
         raise AnalysisError(f"epochs lack column(s) {missing}; give one row per epoch with {cols}")
-    return epochs[epochs["run_id"].isin(runs["run_id"])].reset_index(drop=True)
+    mine = epochs[epochs["run_id"].isin(runs["run_id"])].reset_index(drop=True)
+    return with_epoch_energy(mine, runs, energy)
 
 
 def gpu_specs_for(
@@ -134,37 +165,62 @@ def gpu_specs_for(
 
 
 def summary(report: Report, phases: pd.DataFrame | None) -> None:
-    """Totals (device-hours, energy, CO2eq, power sources), runs by architecture, energy by phase."""
+    """Totals (device-hours, energy total and above idle, CO2eq, power sources, methods), energy per
+    GPU type and budget with its uncertainty, the methods' shares, the flagged measurements, runs
+    by architecture, energy by phase."""
     df, s = report.runs, report.settings
     energy_kwh = float(df["energy_kwh"].sum()) if len(df) else 0.0
+    mixed = mixed_methods_text(df)
     if "runs" not in report.meta:
         report.meta["runs done"] = len(df)
     report.meta["device-hours (training + evaluation)"] = f"{df['duration_s'].sum() / 3600:.4g}"
-    report.meta["energy (kWh)"] = f"{energy_kwh:.4g}"
-    report.meta[f"CO2eq (g at {s.carbon.intensity():g} g/kWh, PUE {s.carbon.pue:g})"] = (
+    report.meta["energy, total (kWh)"] = f"{energy_kwh:.4g}" + (f" ({mixed})" if mixed else "")
+    above = df["energy_above_idle_j"]
+    report.meta["energy above idle (kWh)"] = (
+        f"{above.sum() / J_PER_KWH:.4g}" + (f" ({mixed})" if mixed else "")
+        + (f" ({int(above.isna().sum())} run(s) without an idle power left out)" if above.isna().any() else ""))
+    unc = df["energy_uncertainty_j"]
+    report.meta["uncertainty of the total (kWh, stated, summed)"] = (
+        f"{unc.sum() / J_PER_KWH:.4g}" if len(df) and unc.notna().all() else
+        f"n/a ({int(unc.isna().sum())} run(s) state no uncertainty)")
+    report.meta[f"CO2eq (g at {s.carbon.intensity():g} g/kWh, PUE {s.carbon.pue:g}, total energy)"] = (
         f"{co2eq_g(energy_kwh, s.carbon.intensity(), s.carbon.pue):.4g}")
     report.meta["power sources (runs)"] = ", ".join(f"{k}: {v}" for k, v in report.power_sources.items()) or "none"
+    report.meta["energy methods (runs)"] = ", ".join(
+        f"{k}: {v}" for k, v in df["energy_method"].value_counts().items()) or "none"
+    flagged = flagged_runs(df)
+    report.meta["flagged measurements (runs)"] = (
+        f"{len(flagged)} (included in every figure; listed under Flagged measurements)" if len(flagged) else "0")
     if df.empty:
         return
+    report.tables["energy_by_gpu_budget"] = table = energy_by_gpu_budget(df)
+    report.tables["energy_methods"] = method_shares(df)
+    report.tables["flagged_runs"] = flagged
+    report.figures.append(FigureSpec(
+        "energy_total_and_above_idle.png",
+        "Mean energy per run, total and above idle, by GPU type and epoch budget; error bars: the mean stated "
+        "uncertainty" + (f"; {mixed}" if mixed else ""),
+        partial(energy_totals_figure, table, label=report.source_label), "summary"))
+    if unc.isna().any():
+        report.note("summary", f"{int(unc.isna().sum())} run(s) state no energy uncertainty (recorded before "
+                               "uncertainties were): their uncertainty is n/a, and so is any sum over them")
+    if above.isna().any():
+        report.note("summary", f"{int(above.isna().sum())} run(s) record no idle power: their energy above idle is n/a")
     g = df.groupby(["gpu_type", "epochs", "arch_hash"], sort=True)
     report.tables["runs_by_architecture"] = pd.DataFrame({
         "runs": g.size(),
-        "median_energy_j": g["energy_j"].median(),
+        "median_energy_total_j": g[TOTAL].median(),
+        "median_energy_above_idle_j": g["energy_above_idle_j"].median(),
+        "median_uncertainty_j": g["energy_uncertainty_j"].median(),
         "median_energy_per_image_j": g["energy_per_image_j"].median(),
         "median_duration_s": g["duration_s"].median(),
         "mean_valid_accuracy": g["valid_accuracy"].mean() if "valid_accuracy" in df else math.nan,
         "params": g["params"].first() if "params" in df else math.nan,
         "power_source": g["power_source"].first(),
+        "methods": g["energy_method"].agg(lambda m: ", ".join(sorted(set(m)))),
     }).reset_index()
     if phases is not None and not phases.empty:
-        p = phases[phases["run_id"].isin(df["run_id"])].merge(df[["run_id", "epochs"]], on="run_id")
-        pg = p.groupby(["epochs", "phase"], sort=True)
-        report.tables["phases"] = pd.DataFrame({
-            "runs": pg["run_id"].nunique(),
-            "mean_duration_s": pg["duration_s"].mean(),
-            "mean_energy_j": pg["energy_j"].mean(),
-            "mean_power_w": pg["energy_j"].sum() / pg["duration_s"].sum().where(pg["duration_s"].sum() > 0),
-        }).reset_index()
+        report.tables["phases"] = phase_energy(phases, df)
 
 
 def statistics(report: Report) -> None:
@@ -200,9 +256,11 @@ def statistics(report: Report) -> None:
             report.factor_text[factor] = _kruskal_text(kw, lev, fa.dunn, s.alpha)
         report.figures.append(FigureSpec(
             factor_figure(name),
-            f"Energy per training image by {name}. {report.factor_text[factor]}",
+            f"{target_name(report).capitalize()} per training image by {name}; error bars: stated uncertainty. "
+            f"{report.factor_text[factor]}",
             partial(factor_boxplot, report.runs, factor, test_text=report.factor_text[factor],
-                    label=report.source_label),
+                    label=report.source_label, value_label=f"{target_name(report)} per training image (J)",
+                    err="energy_per_image_uncertainty_j"),
             "statistics"))
     report.tables["energy_per_image"] = pd.DataFrame(per_level)
     test_cols = ["factor", "test", "k", "n", "statistic", "p_value", "eta_squared", "skipped", "note"]
@@ -217,6 +275,11 @@ def statistics(report: Report) -> None:
     report.tables["spearman"] = spearman_correlations(df, DEFAULT_SPEARMAN_PAIRS, by=by, min_n=s.min_group_size)
     if "gpu_util_mean" in df.columns and report.simulated:
         report.note("statistics", "simulated runs have no GPU: their gpu_util is the training process's CPU load")
+
+
+def target_name(report: Report) -> str:
+    """The energy target as the page names it: ``total energy`` or ``energy above idle``."""
+    return TARGET_NAMES[report.settings.energy]
 
 
 def _fmt_p(p: float) -> str:
@@ -261,7 +324,8 @@ def surrogate(report: Report) -> None:
         groups = sub["arch_hash"].astype(str).to_numpy()
         fit = fit_surrogate(*inputs, config, groups=groups)
         fit.model.metadata.update({"gpu_type": str(gpu), "power_sources": sorted(sub["power_source"].unique()),
-                                   "held_out_test": enough, "campaign": report.title})
+                                   "held_out_test": enough, "campaign": report.title,
+                                   "energy_target": str(report.settings.energy)})
         report.surrogates[str(gpu)] = fit
         m = fit.metrics
         why = (f"n/a (only {n_arch} architecture(s) on {gpu}; a held-out test split by architecture needs "
@@ -280,9 +344,12 @@ def surrogate(report: Report) -> None:
                     f"n = {m.n} test runs, {len(set(sub['arch_hash'].to_numpy()[fit.test_index]))} architectures")
             report.figures.append(FigureSpec(
                 f"surrogate_scatter_{slug(gpu)}.png",
-                f"Surrogate on {gpu}: predicted vs measured energy of the held-out test runs",
+                f"Surrogate on {gpu}: predicted vs measured {target_name(report)} of the held-out test runs; "
+                "error bars: stated uncertainty",
                 partial(surrogate_scatter, fit.test_measured_wh, fit.test_predicted_wh, budgets, metrics_text=text,
-                        title=f"Energy surrogate on {gpu}: test split", label=label),
+                        title=f"Energy surrogate on {gpu}: test split", label=label,
+                        measured_err_wh=sub["energy_uncertainty_j"].to_numpy(dtype=np.float64)[fit.test_index]
+                        / J_PER_WH, energy_label=target_name(report)),
                 "surrogate"))
             sizes = sorted({max(2, round(f * len(fit.train_index))) for f in s.learning_curve_sizes})
             curve = learning_curve(*inputs, sizes, s.learning_curve_inits, config, groups=groups)
@@ -316,9 +383,10 @@ def estimators(report: Report, gpu_specs: Mapping[str, Mapping[str, Any] | GpuSp
     cols = ["estimator", "method", "n_runs", "rmse_kj", "mae_kj", "r2", "note"]
     if not report.epochs.empty:
         report.figures.append(FigureSpec(
-            "epoch_energy.png", "Energy of every epoch of every run, by epoch budget",
+            "epoch_energy.png", f"{target_name(report).capitalize()} of every epoch of every run, by epoch budget "
+                                "(error bars: stated uncertainty, where recorded)",
             partial(epoch_energy_figure, report.epochs, report.runs, label=report.source_label,
-                    stable_epoch=s.stable_epoch, window=s.window), "estimators"))
+                    stable_epoch=s.stable_epoch, window=s.window, energy_label=target_name(report)), "estimators"))
     else:
         report.note("estimators", "no epoch rows: the online estimators have nothing to read")
     if gpu_specs is None:
@@ -335,6 +403,9 @@ def estimators(report: Report, gpu_specs: Mapping[str, Mapping[str, Any] | GpuSp
         return
     for n in notes:
         report.note("estimators", n)
+    if s.energy == EnergyTarget.above_idle:
+        report.note("estimators", "the target is the energy above idle: Green Algorithms and ML CO2 Impact estimate "
+                                  "the total draw from the TDP, so their errors include the idle energy")
     missing = [c for c in ("flops", "train_images") if c not in df.columns]
     if missing:
         raise AnalysisError(f"runs lack {missing}, needed by the offline estimator")
@@ -402,21 +473,27 @@ def pareto(report: Report) -> None:
     allarch = pd.concat(aggregated, ignore_index=True)
     report.tables["pareto_front"] = pd.concat(front_rows, ignore_index=True)
     report.tables["architectures"] = allarch.drop(columns=[c for c in ("matrix", "ops") if c in allarch.columns])
-    report.figures.append(FigureSpec("pareto_front.png", "Pareto front of (1 - validation accuracy, energy) per budget",
-                                     partial(pareto_figure, panels, label=report.source_label), "pareto"))
+    report.figures.append(FigureSpec(
+        "pareto_front.png", f"Pareto front of (1 - validation accuracy, {target_name(report)}) per budget; error bars: "
+                            "mean stated uncertainty",
+        partial(pareto_figure, panels, label=report.source_label, energy_label=target_name(report)), "pareto"))
 
 
 def carbon(report: Report) -> None:
     """CO2eq per GPU type and budget, and the life cycle of each GPU type's chosen architecture."""
     df, c = report.runs, report.settings.carbon
     g = df.groupby(["gpu_type", "epochs"], sort=True)
-    table = pd.DataFrame({"runs": g.size(), "energy_kwh": g["energy_kwh"].sum()}).reset_index()
-    total = pd.DataFrame([{"gpu_type": "all", "epochs": "all", "runs": len(df), "energy_kwh": df["energy_kwh"].sum()}])
+    table = pd.DataFrame({"runs": g.size(), "energy_kwh": g["energy_kwh"].sum(),
+                          "methods": g["energy_method"].agg(counts_text)}).reset_index()
+    total = pd.DataFrame([{"gpu_type": "all", "epochs": "all", "runs": len(df), "energy_kwh": df["energy_kwh"].sum(),
+                           "methods": counts_text(df["energy_method"])}])
     table = pd.concat([table, total], ignore_index=True)
     table["facility_kwh"] = table["energy_kwh"] * c.pue
     table["co2eq_g"] = co2eq_g_array(table["energy_kwh"].to_numpy(dtype=np.float64) * J_PER_KWH,
                                      c.intensity(), c.pue)
     report.tables["carbon"] = table
+    if mixed := mixed_methods_text(df):
+        report.note("carbon", f"The totals {mixed}.")
     rows = []
     for gpu, results in report.pareto.items():
         if not results:
@@ -430,7 +507,7 @@ def carbon(report: Report) -> None:
         role, chosen = ("knee", res.knee) if res.knee is not None else ("min_error", res.min_error)
         runs_of = df[(df["gpu_type"] == gpu) & (df["arch_hash"] == chosen["arch_hash"]) & (df["epochs"] == budget)]
         images = float(runs_of["train_images"].median()) if "train_images" in runs_of else math.nan
-        training_kwh = float(chosen["energy_kwh_mean"])
+        training_kwh = float(runs_of["energy_kwh"].mean())  # the total: CO2 follows what the grid delivers
         search_kwh = float(df.loc[df["gpu_type"] == gpu, "energy_kwh"].sum())
         per_call = training_kwh * (1 - c.overhead_share) / (budget * images) if images > 0 else math.nan
         lc = life_cycle(search_kwh, training_kwh, per_call if np.isfinite(per_call) else 0.0, c.inference_calls,

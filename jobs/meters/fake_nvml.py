@@ -14,7 +14,8 @@ reproduces the behaviours of the real library that the meter has to survive:
   ``NVMLError_NotSupported`` for them;
 - errors injected mid-run (``fail``), e.g. a transient ``NVMLError_Unknown`` on one device, or
   ``NVMLError_GpuIsLost`` until cleared;
-- energy counter resets (``reset_energy_counter``), as after a GPU reset or driver reload.
+- energy counter resets (``reset_energy_counter``), as after a GPU reset or driver reload;
+- a counter that disagrees with the power readings (``FakeGpu.energy_scale``).
 
 The exceptions and constants are pynvml's own (``fake.NVMLError_NotSupported is
 pynvml.NVMLError_NotSupported``), so an adapter's ``except nvml.NVMLError`` paths are the real
@@ -99,6 +100,8 @@ class FakeGpu:
     mem_clock_mhz: Value = 1_215.0
     pci_bus_id: str = "00000000:07:00.0"
     vbios_version: str = "92.00.45.00.06"
+    architecture: int = 7  # NVML_DEVICE_ARCH_AMPERE
+    energy_scale: float = 1.0  # the counter counts this times the power curve's integral (a miscalibration)
 
 
 @dataclasses.dataclass
@@ -240,7 +243,7 @@ class FakeNvml:
         total = _at(curve, t0) + _at(curve, t1)
         for i in range(1, n):
             total += (4 if i % 2 else 2) * _at(curve, t0 + i * h)
-        state.energy_mj += 1000.0 * total * h / 3.0
+        state.energy_mj += 1000.0 * state.gpu.energy_scale * total * h / 3.0
         state.t_s = t1
 
     # -- NVML ------------------------------------------------------------------------------------
@@ -313,6 +316,10 @@ class FakeNvml:
         with self._lock:
             gpu = self._enter("nvmlDeviceGetPciInfo", handle).gpu  # type: ignore[union-attr]
             return types.SimpleNamespace(busId=gpu.pci_bus_id, busIdLegacy=gpu.pci_bus_id[4:])
+
+    def nvmlDeviceGetArchitecture(self, handle: _Handle) -> int:
+        with self._lock:
+            return self._enter("nvmlDeviceGetArchitecture", handle).gpu.architecture  # type: ignore[union-attr]
 
     def nvmlDeviceGetPowerUsage(self, handle: _Handle) -> int:
         with self._lock:

@@ -52,6 +52,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Unpack
 
+from jobs.meters.accuracy import nvml_accuracy
 from jobs.meters.base import MeterError, Sample
 from jobs.meters.host import MIB
 from jobs.meters.sampler import MeterOptions, ReadError, SamplingMeter, Tick, describe
@@ -76,6 +77,15 @@ class _Device:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# nvmlDeviceGetArchitecture's values (NVML_DEVICE_ARCH_*), by name.
+_ARCHITECTURES = {2: "kepler", 3: "maxwell", 4: "pascal", 5: "volta", 6: "turing", 7: "ampere", 8: "ada",
+                  9: "hopper", 10: "blackwell"}
+
+
+def _architecture_name(value: object) -> str:
+    return _ARCHITECTURES.get(int(value), f"unknown ({value})")  # type: ignore[call-overload]
 
 
 def visible_device_selectors(environ: Mapping[str, str] | None = None) -> list[str] | None:
@@ -195,7 +205,9 @@ class NvmlReader:
 
         Flat keys describe the first device (``gpu_name``, ``gpu_uuid``, ``vbios_version``,
         ``pci_bus_id``, ``power_limit_w``, ``memory_total_mb``, ``energy_method``); ``devices``
-        lists every one; ``driver_version`` and ``nvml_version`` are the node's. Before
+        lists every one, each with its ``architecture`` and its ``accuracy``
+        (``jobs.meters.accuracy.Accuracy``: documented power accuracy, NVML's averaging window for
+        that architecture, counter resolution and update period); ``driver_version`` and ``nvml_version`` are the node's. Before
         ``open()`` NVML is opened briefly to find out (MeterError without a GPU).
         """
         if self._devices:
@@ -397,7 +409,11 @@ class NvmlReader:
             "power_limit_w": get("nvmlDeviceGetEnforcedPowerLimit", lambda mw: mw / 1000.0),
             "memory_total_mb": get("nvmlDeviceGetMemoryInfo", lambda m: m.total / MIB),
             "energy_method": "counter" if has_counter else "integrated",
+            "architecture": get("nvmlDeviceGetArchitecture", _architecture_name),
         }
+        identity["accuracy"] = nvml_accuracy(
+            identity["architecture"], identity["name"], has_counter  # type: ignore[arg-type]
+        ).to_dict()
         return _Device(index=index, handle=handle, identity=identity, has_counter=has_counter)
 
     @staticmethod

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Unpack
 
+from jobs.meters.accuracy import rapl_accuracy
 from jobs.meters.base import MeterError, Sample
 from jobs.meters.sampler import MeterOptions, SamplingMeter, Tick
 
@@ -219,6 +220,7 @@ class RaplReader:
                     "kind": d.kind,
                     "socket": d.socket,
                     "max_energy_range_uj": d.max_energy_range_uj,
+                    "accuracy": rapl_accuracy().to_dict(),
                 }
                 for i, d in enumerate(domains)
             ],

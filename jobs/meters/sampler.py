@@ -10,7 +10,9 @@ open them, read them once, close them and describe them. The meter owns everythi
   (``time.monotonic``); sample times are read from the meter's ``clock``, which tests replace;
 - the samples: ``start()`` takes the first one, the thread one per tick; ``mark(phase, epoch)``
   closes the current phase with a sample at the boundary and (for readers whose value is not a
-  difference over the interval) opens the new one with another; ``drain()`` takes a closing
+  difference over the interval) opens the new one with the same reading, newly tagged, so a
+  phase spans exactly the time from its mark to the next; ``latest()`` is the last reading of each
+  device (drained or not); ``drain()`` takes a closing
   sample and hands over (and forgets) everything since the previous drain; ``stop()`` ends the
   thread, takes a closing sample where the reader wants one and closes the reader;
 - the per-sample extras: the phase tag, and, given a ``HostReader``, host CPU utilization and the
@@ -205,6 +207,7 @@ class SamplingMeter(Generic[R]):
         self._phase = "idle"
         self._epoch: int | None = None
         self._samples: list[Sample] = []
+        self._latest: dict[int, Sample] = {}
         self._lock = threading.Lock()  # guards samples, phase
         self._new_sample = threading.Condition(self._lock)
         self._read_lock = threading.Lock()  # one tick at a time (thread, mark, drain, stop, tests)
@@ -262,16 +265,21 @@ class SamplingMeter(Generic[R]):
         """Tag the samples that follow with ``phase`` and ``epoch``.
 
         While running, a sample tagged with the old phase closes it at the boundary, and (where
-        the reader ``opens_phases``) one tagged with the new phase opens it, so phases partition
-        the trace exactly. Before ``start()`` only the tag is set.
+        the reader ``opens_phases``) the same reading tagged with the new phase opens it, so phases
+        partition the trace exactly and a phase's span is the time from its mark to the next.
+        Before ``start()`` only the tag is set.
         """
         check_phase(phase)
-        if self._running:
-            self.sample_once()
+        closing = self.sample_once() if self._running else []
         with self._lock:
             self._phase, self._epoch = str(phase), epoch
-        if self._running and self.reader.opens_phases:
-            self.sample_once()
+            if closing and self.reader.opens_phases:
+                # The opening sample is the closing reading with the new tag: the same time and
+                # counter value, so phases meet exactly at the mark (no read between them).
+                self._samples.extend(dataclasses.replace(s, phase=str(phase), epoch=epoch) for s in closing)
+                self._new_sample.notify_all()
+        if self._running and self.reader.opens_phases and not closing:
+            self.sample_once()  # the closing read gave nothing (a failed power read): read again
 
     def drain(self) -> list[Sample]:
         """Samples since the previous drain, oldest first (a closing sample is taken first while
@@ -305,8 +313,14 @@ class SamplingMeter(Generic[R]):
             taken = self.reader.read_samples(tick)
             with self._lock:
                 self._samples.extend(taken)
+                self._latest.update((s.device, s) for s in taken)
                 self._new_sample.notify_all()
             return taken
+
+    def latest(self) -> list[Sample]:
+        """The last sample of each device, by device (drained or not; ``[]`` before the first)."""
+        with self._lock:
+            return [self._latest[d] for d in sorted(self._latest)]
 
     def wait_for_samples(self, count: int, timeout_s: float) -> bool:
         """Block until at least ``count`` samples are waiting to be drained, or ``timeout_s``."""

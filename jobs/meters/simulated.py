@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Unpack
 
+from jobs.meters.accuracy import simulated_accuracy
 from jobs.meters.base import Sample
 from jobs.meters.sampler import MeterOptions, SamplingMeter, Tick
 
@@ -39,6 +40,7 @@ class SimulatedReader:
     ) -> None:
         self.idle_w = idle_w
         self.max_w = max_w
+        self.noise_w = 0.01 * max_w  # the seeded noise on every sample (its standard deviation)
         self._rng = random.Random(seed)
         self._cpu_time = cpu_time
         self._cores = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
@@ -66,7 +68,7 @@ class SimulatedReader:
         else:
             util = min(1.0, max(0.0, (cpu - self._last_cpu) / dt / self._cores))
             self._last_t, self._last_cpu, self._last_util = now, cpu, util
-        noise = self._rng.gauss(0.0, 0.01 * self.max_w)
+        noise = self._rng.gauss(0.0, self.noise_w)
         power = max(0.0, self.idle_w + util * (self.max_w - self.idle_w) + noise)
         self._energy_j += 0.5 * (power + self._last_power) * max(now - self._last_sample_t, 0.0)
         self._last_sample_t, self._last_power = now, power
@@ -90,6 +92,7 @@ class SimulatedReader:
             "gpu_name": "simulated (no GPU; power follows process CPU load)",
             "gpu_count": 0,
             "power_limit_w": self.max_w,
+            "devices": [{"index": 0, "accuracy": simulated_accuracy(self.noise_w).to_dict()}],
         }
 
 

@@ -44,10 +44,12 @@ def make_campaign(
     source_of: Any = lambda i: "simulated",
     seed: int = 0,
     config: dict[str, Any] | None = None,
+    extra: Any = lambda i, result: {},
 ) -> tuple[ResultStore, Any]:
     """A campaign in a real SQLite file, its runs claimed and ingested as the worker does, with
     generated numbers: power follows the GPU's TDP and the model's size, the first epoch costs
-    more (warm-up), accuracy grows with the budget and the parameters."""
+    more (warm-up), accuracy grows with the budget and the parameters. ``extra(i, result)``: fields
+    of a newer result format to add to the i-th result."""
     rng = random.Random(seed)
     store = ResultStore(make_engine(url))
     archs: list[SimpleNamespace] = []
@@ -73,6 +75,7 @@ def make_campaign(
         while (claimed := store.claim_next(cid, gpu, "w1", "host")) is not None:
             a = by_hash[claimed.arch_hash]
             result = _result(name, claimed, a, SPECS[gpu], SPEED[gpu], source_of(i), rng, root)
+            result.update(extra(i, result))
             store.ingest(RunResult.from_json(result))
             i += 1
     return store, store.campaign(name)
@@ -272,3 +275,127 @@ def test_a_campaign_without_finished_runs_is_refused(tmp_path: Path) -> None:
     store.create_campaign("empty", "smoke", str(tmp_path), "test", {}, [arch], [trial])
     with pytest.raises(AnalysisError, match=r"campaign 'empty' has no finished run yet \(trials: 1 pending\)"):
         write_report(store, store.campaign("empty"), tmp_path / "r", AnalysisSettings.from_mapping(FAST), SPECS)
+
+
+def test_the_page_shows_both_totals_with_their_uncertainty(written: Any, big: tuple[ResultStore, Any, Path]) -> None:
+    """Older results (no above-idle energy, no uncertainty): the energy above idle is computed from
+    the run's own idle power, the uncertainty is n/a, and the page says both."""
+    store, info, _ = big
+    for text in (written.page.read_text(), written.html.read_text()):
+        assert "above idle" in text and "uncertainty" in text and "Energy target: total energy" in text
+    table = pd.read_csv(written.folder / "tables" / "energy_by_gpu_budget.csv")
+    assert {"energy_total_j", "energy_above_idle_j", "uncertainty_j", "methods"} <= set(table.columns)
+    assert len(table) == 4  # v100 and a100 x budgets 1 and 8
+    runs = pd.DataFrame(store.runs(info.id))
+    computed = runs["energy_j"] - runs["idle_power_w"] * runs["duration_s"]
+    recorded = pd.to_numeric(runs.get("energy_above_idle_j", pd.Series(None, index=runs.index)), errors="coerce")
+    expected = recorded.fillna(computed).sum()  # recorded where the database has it, else computed
+    assert table["energy_above_idle_j"].sum() == pytest.approx(expected, rel=1e-9)
+    assert table["energy_total_j"].sum() == pytest.approx(runs["energy_j"].sum())
+    assert "energy_total_and_above_idle.png" in {p.name for p in written.figures}
+    shown = pd.read_csv(written.folder / "tables" / "runs.csv")
+    assert set(shown["energy_method"]) == {"simulated (integrated)"}  # simulated power says so in its method
+
+
+def _frames(n: int = 24) -> pd.DataFrame:
+    """A measured campaign's runs with the energy accounting of newer databases."""
+    rng = np.random.default_rng(1)
+    energy = rng.uniform(1e4, 2e4, n)
+    flags = [""] * n
+    flags[3], flags[7] = "short_window:idle", "disagreement,short_window:train"
+    return pd.DataFrame({
+        "run_id": range(n), "arch_hash": [f"a{i % 4}" for i in range(n)], "epochs": [4, 12] * (n // 2),
+        "gpu_type": "v100", "seed": 0, "power_source": "nvml", "energy_j": energy,
+        "duration_s": rng.uniform(100, 200, n), "train_images": 40000, "valid_accuracy": rng.uniform(0.8, 0.9, n),
+        "idle_power_w": 30.0, "energy_above_idle_j": energy * rng.uniform(0.2, 0.9, n),
+        "energy_uncertainty_j": energy * 0.05,
+        "energy_method": ["nvml_counter" if i % 3 else "nvml_power_integration" for i in range(n)], "flags": flags,
+        "energy_disagreement": [0.12 if i == 7 else 0.01 for i in range(n)],
+    })
+
+
+def test_flagged_runs_methods_and_uncertainty_are_named() -> None:
+    runs = _frames()
+    report = analyze(runs, settings={"factors": ["epochs"]})
+    flagged = report.tables["flagged_runs"]
+    assert list(flagged["run_id"]) == [3, 7] and list(flagged["flags"]) == ["short_window:idle",
+                                                                              "disagreement,short_window:train"]
+    assert len(report.runs) == len(runs)  # included, not dropped
+    shares = report.tables["energy_methods"].set_index("method")
+    assert shares.loc["nvml_counter", "runs"] == 16 and shares["share"].sum() == pytest.approx(1.0)
+    table = report.tables["energy_by_gpu_budget"]
+    assert table["uncertainty_j"].sum() == pytest.approx(runs["energy_uncertainty_j"].sum())
+    assert table["energy_above_idle_j"].sum() == pytest.approx(runs["energy_above_idle_j"].sum())  # recorded wins
+    page = report.markdown()
+    assert "### Flagged measurements" in page and "The figures and statistics include them" in page
+    assert "| 7 |" in page and "disagreement,short_window:train" in page
+    assert "**Flagged measurements.** 2 run(s)" in page
+    assert "Mixed energy methods" in page and "sums energies of different methods" in page
+    assert "energy total (J)" in page and " ± " in page and "energy_uncertainty_j" in page
+
+
+def test_energy_above_idle_becomes_the_target() -> None:
+    runs = _frames()
+    epochs = pd.DataFrame([{"run_id": r, "epoch": e, "duration_s": 10.0, "energy_j": 500.0}
+                           for r in runs["run_id"] for e in (1, 2)])
+    total = analyze(runs, epochs, settings={"factors": ["epochs"]})
+    above = analyze(runs, epochs, settings={"factors": ["epochs"], "energy": "above_idle"})
+    assert (total.runs["energy_j"] == runs["energy_j"]).all()
+    assert (above.runs["energy_j"] == runs["energy_above_idle_j"]).all()
+    assert (above.runs["energy_total_j"] == runs["energy_j"]).all()
+    per_image = runs["energy_above_idle_j"] / (runs["train_images"] * runs["epochs"])
+    assert np.allclose(above.runs["energy_per_image_j"], per_image)
+    a = above.tables["energy_per_image"].set_index(["factor", "level"])["median_j"]
+    t = total.tables["energy_per_image"].set_index(["factor", "level"])["median_j"]
+    assert (a < t).all()
+    assert (above.epochs["energy_j"] == 500.0 - 30.0 * 10.0).all()  # epochs: the run's idle power x duration
+    assert "Energy target: energy above idle** (analysis.energy=above_idle)" in above.markdown()
+    assert "## Statistics: energy above idle per training image" in above.markdown()
+    # carbon follows the total whatever the target
+    assert above.tables["carbon"].iloc[-1]["energy_kwh"] == pytest.approx(runs["energy_j"].sum() / 3.6e6)
+
+
+def test_power_source_selects_one_kind_of_a_mixed_campaign(tmp_path: Path) -> None:
+    store, info = make_campaign(f"sqlite:///{tmp_path / 'm.db'}", tmp_path, "mixed", 3, (1, 2), ("v100",), 2,
+                                source_of=lambda i: "nvml" if i % 2 else "simulated")
+    files = write_report(store, info, tmp_path / "r", AnalysisSettings.from_mapping(
+        {**FAST, "power_source": "measured"}), SPECS)
+    page = files.page.read_text()
+    assert "**Power source selected: measured** (analysis.power_source=measured): 6 finished run(s) analysed, " \
+           "6 left out (simulated: 6)." in page
+    assert set(pd.read_csv(files.folder / "tables" / "runs.csv")["power_source"]) == {"nvml"}
+    assert "Simulated power" not in page and "Pooled power sources" not in page
+    runs = pd.DataFrame(store.runs(info.id))
+    simulated = analyze(runs, settings={**FAST, "power_source": "simulated"})
+    assert set(simulated.runs["power_source"]) == {"simulated"} and simulated.left_out == {"measured": 6}
+    assert simulated.simulated and "6 left out (measured: 6)" in simulated.markdown()
+    with pytest.raises(AnalysisError, match=r"analysis.power_source=measured: no finished run has measured power "
+                                            r"\(simulated: 6 runs\)") as err:
+        analyze(runs[runs["power_source"] == "simulated"], settings={"power_source": "measured"})
+    assert "\n" not in str(err.value)
+    assert "**Power source: every run** (analysis.power_source=null)" in analyze(
+        runs, settings={**FAST, "allow_mixed_sources": True}).markdown()
+
+
+def test_flags_methods_and_uncertainties_stored_in_the_database_reach_the_page(tmp_path: Path) -> None:
+    def newer(i: int, result: dict[str, Any]) -> dict[str, Any]:
+        energy = result["energy_j"]
+        return {"format": 3, "energy_method": "nvml_counter", "energy_above_idle_j": energy * 0.6,
+                "energy_uncertainty_j": energy * 0.05, "uncertainty_basis": "NVML +-5 %",
+                "flags": ["short_window:idle", "disagreement"] if i == 1 else []}
+
+    store, info = make_campaign(f"sqlite:///{tmp_path / 'n.db'}", tmp_path, "newer", 2, (1, 2), ("cpu",), 2,
+                                source_of=lambda i: "nvml", extra=newer)
+    files = write_report(store, info, tmp_path / "r", AnalysisSettings.from_mapping(FAST), SPECS)
+    runs = pd.DataFrame(store.runs(info.id))
+    flagged_id = int(runs.loc[runs["flags"].fillna("").str.contains("disagreement"), "run_id"].iloc[0])
+    flagged = pd.read_csv(files.folder / "tables" / "flagged_runs.csv")
+    assert flagged["run_id"].tolist() == [flagged_id] and flagged["flags"][0] == "short_window:idle,disagreement"
+    table = pd.read_csv(files.folder / "tables" / "energy_by_gpu_budget.csv")
+    assert table["uncertainty_j"].sum() == pytest.approx(runs["energy_j"].sum() * 0.05)
+    assert table["energy_above_idle_j"].sum() == pytest.approx(runs["energy_j"].sum() * 0.6)
+    methods = pd.read_csv(files.folder / "tables" / "energy_methods.csv")
+    assert methods[["method", "runs", "share"]].values.tolist() == [["nvml_counter", 8, 1.0]]
+    for page in (files.page.read_text(), files.html.read_text()):
+        assert "Flagged measurements" in page and "short_window:idle,disagreement" in page
+        assert "above idle" in page and "uncertainty" in page and "±" in page

@@ -14,9 +14,11 @@ from omegaconf import OmegaConf
 from analysis.settings import (
     AnalysisError,
     AnalysisSettings,
+    EnergyTarget,
     GreenAlgorithmsConfig,
     GreenAlgorithmsSettings,
     PAdjust,
+    PowerKind,
     SplitBy,
     SurrogateConfig,
     SurrogateSettings,
@@ -60,8 +62,8 @@ def test_the_schemas_are_the_same_objects_where_the_code_uses_them() -> None:
     assert analysis.stats.PAdjust is PAdjust
     assert AnalysisSettings().min_group_size == analysis.stats.MIN_GROUP_SIZE
     assert tuple(m.value for m in PAdjust) == analysis.stats.P_ADJUST_METHODS
-    for name in ("AnalysisError", "AnalysisSettings", "CarbonSettings", "GreenAlgorithmsSettings",
-                 "ParetoSettings", "SplitBy", "SurrogateSettings"):
+    for name in ("AnalysisError", "AnalysisSettings", "CarbonSettings", "EnergyTarget", "GreenAlgorithmsSettings",
+                 "ParetoSettings", "PowerKind", "SplitBy", "SurrogateSettings"):
         assert getattr(analysis.report, name) is getattr(analysis.settings, name), name
 
 
@@ -74,7 +76,7 @@ def test_the_settings_import_no_numerical_library() -> None:
 
 
 def test_enum_names_equal_their_values() -> None:
-    for kind in (PAdjust, SplitBy):
+    for kind in (PAdjust, SplitBy, EnergyTarget, PowerKind):
         assert [m.name for m in kind] == [m.value for m in kind]
 
 
@@ -93,12 +95,33 @@ def test_overrides_apply_in_place_and_bad_values_are_one_line() -> None:
         ({"stable_epoch": 0}, "analysis.stable_epoch=0 must be >= 1"),
         ({"surrogate": {"split": [0.5, 0.5, 0.5]}}, "analysis.surrogate.split=[0.5, 0.5, 0.5] must be three"),
         ({"green_algorithms": {"pue": 0.9}}, "analysis.green_algorithms.pue=0.9 must be >= 1"),
+        ({"energy": "dynamic"}, "analysis.energy='dynamic' is not allowed (allowed: total, above_idle)"),
+        ({"power_source": "nvml"}, "analysis.power_source='nvml' is not allowed (allowed: measured, simulated or null)"),
     ):
         with pytest.raises(AnalysisError) as err:
             AnalysisSettings.from_mapping(values)
         assert str(err.value).startswith(message) and "\n" not in str(err.value)
     with pytest.raises(AnalysisError, match=r"analysis.p_adjust='sidak' is not allowed"):
         AnalysisSettings(p_adjust="sidak")  # type: ignore[arg-type]
+    with pytest.raises(AnalysisError, match=r"^analysis.energy='idle' is not allowed \(allowed: total, above_idle\)$"):
+        AnalysisSettings(energy="idle")  # type: ignore[arg-type]
+
+
+def test_energy_target_and_power_source() -> None:
+    """analysis.energy picks the energy compared (default: total); analysis.power_source one kind of
+    power (default null: every run, a mixture refused unless allow_mixed_sources)."""
+    default = AnalysisSettings()
+    assert default.energy == EnergyTarget.total and default.power_source is None
+    s = AnalysisSettings.from_mapping({"energy": "above_idle", "power_source": "measured"})
+    assert s.energy is EnergyTarget.above_idle and s.power_source is PowerKind.measured
+    assert AnalysisSettings.from_mapping({"power_source": None}).power_source is None
+    cfg = OmegaConf.structured(AnalysisSettings)
+    OmegaConf.update(cfg, "energy", "above_idle")  # as a command-line override does
+    OmegaConf.update(cfg, "power_source", "simulated")
+    composed = OmegaConf.to_object(cfg)
+    assert isinstance(composed, AnalysisSettings)
+    assert (composed.energy, composed.power_source) == (EnergyTarget.above_idle, PowerKind.simulated)
+    assert AnalysisSettings(energy="above_idle").energy is EnergyTarget.above_idle  # type: ignore[arg-type]
 
 
 def _imports(path: Path) -> set[str]:

@@ -81,7 +81,7 @@ def test_a_format1_file_reads_as_the_first_version_wrote_it() -> None:
     assert (result.campaign, result.trial_key, result.attempt) == (data["campaign"], data["trial_key"], 1)
     assert result.status is RunStatus.DONE and result.format == FORMAT_VERSION
     assert result.epochs == (EpochRecord(**data["epochs"][0]),)
-    assert [p.phase for p in result.phases] == list(PHASES)
+    assert [p.phase for p in result.phases] == [p for p in PHASES if p != Phase.SETUP]  # format 1 had no setup
     assert result.phases[3] == PhaseRecord("eval", 0.0, 0.0, 1, None)
     assert set(result.trace) == set(SAMPLE_COLUMNS) and result.trace == data["trace"]
     assert result.hardware == data["hardware"] and result.carbontracker is None
@@ -133,7 +133,7 @@ def test_the_enums_are_the_stored_strings() -> None:
     assert tuple(TrialState) == TRIAL_STATES and tuple(RunStatus) == RUN_STATUSES
     assert all(type(s) is str for s in TRIAL_STATES + RUN_STATUSES)
     assert TrialState.DONE == "done" and RunStatus.SUPERSEDED == "superseded" and f"{RunStatus.STALE}" == "stale"
-    assert PHASES == ("warmup", "idle", "train", "eval", "cooldown") == tuple(Phase)
+    assert PHASES == ("warmup", "setup", "idle", "train", "eval", "cooldown") == tuple(Phase)
     # the schema's comments list the stored strings, as before
     assert Trial.__table__.c.state.comment == "pending|running|done|failed|cancelled"
     assert Run.__table__.c.status.comment == "running|done|failed|stale|cancelled|superseded"

@@ -131,6 +131,61 @@ def test_train_images_fall_back_to_the_campaign_config(db_url: str) -> None:
     store.engine.dispose()
 
 
+def _format3(t: Any, name: str, energy_j: float) -> RunResult:
+    """A worker's result with everything the energy-above-idle version records (format 3)."""
+    data = worker_result(t, name, energy_j=energy_j)
+    data.update(format=3, energy_method="nvml_counter", energy_above_idle_j=energy_j - 70.0,
+                energy_uncertainty_j=0.05 * energy_j, uncertainty_basis="nvml power accuracy +-5 %",
+                counter_energy_j=energy_j, integrated_energy_j=1.2 * energy_j, energy_disagreement=0.2,
+                flags=["short_window:idle", "disagreement"], start_temperature_c=41.5)
+    for p in data["phases"]:
+        p.update(energy_above_idle_j=p["energy_j"] - 10.0 * p["duration_s"], uncertainty_j=1.5,
+                 method="nvml_counter", valid=p["phase"] != "idle")
+    for e in data["epochs"]:
+        e.update(energy_above_idle_j=e["energy_j"] - 1.0, uncertainty_j=0.5)
+    return RunResult.from_json(data)
+
+
+def test_energy_above_idle_is_stored_or_computed_from_the_idle_power(db_url: str) -> None:
+    """A result with its own energy above idle keeps it (and its method, uncertainty, flags, per
+    phase and per epoch); one stored before it was recorded gets energy_j - idle_power_w x duration_s
+    in the view (idle 10 W, training 10 s here)."""
+    cfg = compose(["+sweep=smoke", "root=/tmp/unused", "seeds=2", "epochs=[1]"])
+    store = ResultStore(make_engine(db_url))
+    cid, _ = plan_campaign(store, cfg, "above")
+    while (t := store.claim_next(cid, "cpu", "w", "h")) is not None:
+        if t.seed == 0:
+            store.ingest(RunResult.from_json(worker_result(t, "above", energy_j=500.0)))  # format 1
+        else:
+            store.ingest(_format3(t, "above", energy_j=300.0))
+    runs = {r["seed"]: r for r in _rows(db_url, "SELECT * FROM run_summary WHERE campaign = 'above'")}
+    old, new = runs[0], runs[1]
+    assert old["energy_above_idle_j"] == pytest.approx(500.0 - 10.0 * 10.0)
+    assert old["train_energy_above_idle_j"] == pytest.approx(0.8 * 500.0 - 10.0 * 8.0)
+    assert old["idle_energy_above_idle_j"] == pytest.approx(0.0) and old["setup_energy_j"] is None
+    assert old["energy_uncertainty_j"] is None and old["flags"] is None and old["energy_method"] == "integrated"
+    assert old["energy_above_idle_kwh"] == pytest.approx(400.0 / 3.6e6)
+    assert old["energy_above_idle_per_image_j"] == pytest.approx(400.0 / 2048)
+    assert new["energy_above_idle_j"] == pytest.approx(230.0) and new["energy_method"] == "nvml_counter"
+    assert (new["energy_uncertainty_j"], new["uncertainty_basis"]) == (pytest.approx(15.0), "nvml power accuracy +-5 %")
+    assert (new["counter_energy_j"], new["integrated_energy_j"], new["energy_disagreement"]) == (
+        pytest.approx(300.0), pytest.approx(360.0), pytest.approx(0.2))
+    assert new["flags"] == "short_window:idle,disagreement" and new["start_temperature_c"] == pytest.approx(41.5)
+    assert new["train_energy_above_idle_j"] == pytest.approx(0.8 * 300.0 - 80.0)
+    phases = {r["phase"]: r for r in _rows(db_url, "SELECT * FROM run_phase WHERE run_id = :r", r=new["run_id"])}
+    assert phases["idle"]["valid"] in (False, 0) and phases["train"]["valid"] in (True, 1)
+    assert phases["train"]["method"] == "nvml_counter" and phases["train"]["uncertainty_j"] == pytest.approx(1.5)
+    epochs = _rows(db_url, "SELECT energy_j, energy_above_idle_j, uncertainty_j FROM epoch WHERE run_id = :r",
+                   r=new["run_id"])
+    assert [(e["energy_above_idle_j"], e["uncertainty_j"]) for e in epochs] == [(e["energy_j"] - 1.0, 0.5) for e in epochs]
+    trials = _rows(db_url, "SELECT * FROM trial_summary WHERE campaign = 'above'")
+    assert all(r["runs"] == 2 for r in trials)
+    assert all(r["mean_energy_above_idle_j"] == pytest.approx((400.0 + 230.0) / 2) for r in trials)
+    assert all(r["sd_energy_above_idle_j"] == pytest.approx(statistics.stdev([400.0, 230.0])) for r in trials)
+    assert all(r["mean_energy_uncertainty_j"] == pytest.approx(15.0) for r in trials)  # AVG skips the NULL
+    store.engine.dispose()
+
+
 def _counts(engine, names: set[str] | None = None) -> dict[str, int]:  # type: ignore[no-untyped-def]
     """Rows per table of the models that exist in the database (or only ``names``)."""
     present = set(inspect(engine).get_table_names()) if names is None else names
@@ -197,13 +252,18 @@ def test_the_views_know_the_phases_the_meters_tag() -> None:
     assert tuple(PHASES) == tuple(METER_PHASES)
 
 
-def test_the_frozen_phases_of_run_summary_v1_are_the_recorded_phases() -> None:
-    """run_summary version 1 keeps its own copy of the phases (a migration creates it): a phase
-    added to db.records.Phase needs a new version of the view, not an edit of this one."""
+def test_the_frozen_phases_of_the_current_run_summary_are_the_recorded_phases() -> None:
+    """Each version of run_summary keeps its own copy of the phases (a migration creates it): a
+    phase added to db.records.Phase needs a new version of the view, not an edit of an old one.
+    Version 1 had five phases; version 2 (migration 0005) added setup."""
     from db.records import PHASES, Phase
-    from db.views import PHASES_V1, run_summary, run_summary_v1
+    from db.views import CURRENT, PHASES_V1, PHASES_V2, run_summary, run_summary_v1, run_summary_v2
 
-    assert PHASES_V1 == PHASES == tuple(p.value for p in Phase)
-    sql = run_summary_v1("sqlite")
-    assert all(f"AS {p}_energy_j" in sql and f"AS {p}_duration_s" in sql for p in PHASES)
+    assert CURRENT["run_summary"] is run_summary_v2
+    assert PHASES_V2 == PHASES == tuple(p.value for p in Phase)
+    assert tuple(p for p in PHASES if p != Phase.SETUP) == PHASES_V1
+    for version, phases in ((run_summary_v1, PHASES_V1), (run_summary_v2, PHASES_V2)):
+        sql = version("sqlite")
+        assert all(f"AS {p}_energy_j" in sql and f"AS {p}_duration_s" in sql for p in phases)
+    assert "setup_energy_j" not in run_summary_v1("sqlite")
     assert {f"{p}_energy_j" for p in PHASES} <= set(run_summary.columns.keys())

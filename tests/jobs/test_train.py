@@ -11,7 +11,7 @@ from jobs.cell import INPUT, OPS, OUTPUT, CellSpec
 from jobs.data import make_synthetic
 from jobs.network import NetworkConfig, count_params
 from jobs.recipe import RecipeConfig
-from jobs.train import TrainingDiverged, train
+from jobs.train import TrainingDiverged, prepare_training, run_training, train
 
 C3, C1, MP = OPS
 SPEC = CellSpec.create([[0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0]], [INPUT, C3, MP, OUTPUT])
@@ -79,3 +79,15 @@ def test_bad_arguments(synthetic) -> None:
         train(SPEC, dataclasses.replace(SMALL, image_size=16), RecipeConfig(), synthetic, epochs=1, seed=0)
     with pytest.raises(ValueError, match="labels outside 0..4"):
         train(SPEC, dataclasses.replace(SMALL, num_classes=5), RecipeConfig(), synthetic, epochs=1, seed=0)
+
+
+def test_setup_with_a_first_batch_leaves_the_run_unchanged(synthetic) -> None:
+    """The setup's one-off batch (cuDNN autotuning on CUDA) restores what it touched: the same seed
+    trains to the same losses, and ``train`` is setup then run."""
+    small = dataclasses.replace(synthetic, x_train=synthetic.x_train[:512], y_train=synthetic.y_train[:512])
+    recipe = RecipeConfig(batch_size=128)
+    plain = train(SPEC, SMALL, recipe, small, epochs=1, seed=3)
+    prepared = prepare_training(SPEC, SMALL, recipe, small, epochs=1, seed=3, first_batch=True)
+    warmed = run_training(prepared)
+    assert warmed.epochs[0].train_loss == plain.epochs[0].train_loss
+    assert warmed.test_accuracy == plain.test_accuracy and warmed.params == plain.params

@@ -58,7 +58,7 @@ def test_a_worker_with_its_own_engine_gives_it_back(tmp_path: Path) -> None:
 
 def test_a_failing_trial_is_recorded_and_the_worker_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store, url, _ = _campaign(tmp_path)
-    real_train = train_module.train
+    real_train = train_module.run_training
     calls = {"n": 0}
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
@@ -67,7 +67,7 @@ def test_a_failing_trial_is_recorded_and_the_worker_goes_on(tmp_path: Path, monk
             raise train_module.TrainingDiverged("loss is nan at step 3")
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train", flaky)
+    monkeypatch.setattr(train_module, "run_training", flaky)
     summary = run_worker(WorkerSpec(db_url=url, campaign="w", gpu_type="cpu", root=str(tmp_path)), store=store)
     assert (summary.done, summary.failed) == (1, 1)
     runs = store.runs(store.campaign("w").id, status=None)
@@ -82,7 +82,7 @@ def test_max_failures_stops_the_worker(tmp_path: Path, monkeypatch: pytest.Monke
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(train_module, "train", broken)
+    monkeypatch.setattr(train_module, "run_training", broken)
     summary = run_worker(WorkerSpec(db_url=url, campaign="w", gpu_type="cpu", root=str(tmp_path), max_failures=2),
                          store=store)
     assert summary.failed == 2 and "2 trials failed in a row" in summary.stopped_reason
@@ -180,3 +180,38 @@ def test_a_wrong_campaign_name_fails_at_once_not_after_the_database_patience(tmp
         run_worker(WorkerSpec(db_url=url, campaign="nope", gpu_type="cpu", root=str(tmp_path), db_patience_s=600),
                    store=store)
     assert time.monotonic() - started < 60
+
+
+def test_setup_precedes_an_idle_window_of_the_configured_length(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Building the network and moving the data are the setup phase, before idle; the idle window
+    then lasts protocol.idle_s (mark to mark) and every energy figure says how it was obtained."""
+    import logging
+
+    store, url, _ = _campaign(tmp_path, "protocol.idle_s=1", "meter.kind=simulated")
+    with caplog.at_level(logging.INFO, logger="campaign.progress"):
+        summary = run_worker(WorkerSpec(db_url=url, campaign="w", gpu_type="cpu", root=str(tmp_path)), store=store)
+    assert (summary.done, summary.failed) == (2, 0)
+    results = sorted((json.loads(f.read_text()) for f in (tmp_path / "w" / "runs").glob("*/attempt-1.json")),
+                     key=lambda r: r["started_at"])
+    idle_powers = []
+    for r in results:
+        phases = r["trace"]["phase"]
+        assert phases.index("setup") < phases.index("idle") < phases.index("train")
+        assert set(phases[: phases.index("setup")]) <= {"warmup"}  # nothing before the setup but the warm-up
+        by_phase = {p["phase"]: p for p in r["phases"]}
+        assert by_phase["idle"]["duration_s"] == pytest.approx(1.0, rel=0.10)
+        assert by_phase["setup"]["duration_s"] > 0
+        idle_powers.append(by_phase["idle"]["mean_power_w"])
+        assert "simulated" in r["energy_method"] and by_phase["train"]["method"] == "simulated"
+        assert r["energy_uncertainty_j"] > 0 and "simulated" in r["uncertainty_basis"]
+        assert r["energy_above_idle_j"] == pytest.approx(r["energy_j"] - r["idle_power_w"] * (
+            by_phase["train"]["duration_s"] + by_phase["eval"]["duration_s"]))
+        assert "short_window:idle" in r["flags"] and by_phase["idle"]["valid"] is False  # 1 s at 10 Hz
+        assert all(e["uncertainty_j"] > 0 and e["energy_above_idle_j"] is not None for e in r["epochs"])
+        assert r["start_temperature_c"] is None  # the simulated device has no thermometer
+    assert idle_powers[0] == pytest.approx(idle_powers[1], rel=0.15)  # the first trial's idle is as clean
+    said = [rec.getMessage() for rec in caplog.records if rec.name == "campaign.progress"]
+    key = results[0]["trial_key"][:8]
+    assert [m for m in said if m.startswith(f"trial {key}")][:4] == [
+        f"trial {key}: setup", f"trial {key}: idle", f"trial {key}: train epoch 1/1", f"trial {key}: eval epoch 1/1"]
+    assert any(m.startswith(f"trial {key}: done in ") and m.endswith(" J") for m in said)

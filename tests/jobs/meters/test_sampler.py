@@ -146,7 +146,7 @@ def test_mark_and_drain_mean_the_same_for_every_reader(kind: str, tmp_path: Path
     assert all(type(s.phase) is str for s in drained)  # the tag is stored as the plain value
     again = meter.drain()  # drained samples are forgotten: only a new closing sample, if any
     assert [s.t_s for s in again] == ([1.5] if meter.reader.opens_phases else [])
-    with pytest.raises(MeterError, match="'training' is not one of warmup, idle, train, eval, cooldown"):
+    with pytest.raises(MeterError, match="'training' is not one of warmup, setup, idle, train, eval, cooldown"):
         meter.mark("training")
     clock.advance(0.5)
     meter.stop()
@@ -211,3 +211,23 @@ def test_rate_must_be_positive_for_every_meter(tmp_path: Path) -> None:
     ):
         with pytest.raises(MeterError, match="rate_hz"):
             make()
+
+
+def test_a_mark_opens_the_new_phase_with_the_closing_reading_and_latest_keeps_the_last() -> None:
+    """Phases meet exactly at the mark: the opening sample is the closing reading, retagged (same
+    time, power and counter), so a phase spans the time from its mark to the next."""
+    clock = FakeClock()
+    meter = NvmlMeter(nvml=FakeNvml([FakeGpu(power_w=lambda t: 100.0 + t)], clock=clock), clock=clock,
+                      environ={}, run_thread=False)
+    assert meter.latest() == []
+    meter.start()
+    clock.advance(0.25)
+    meter.mark(Phase.TRAIN, 1)
+    first, closing, opening, _ = meter.drain()
+    assert (first.phase, closing.phase, opening.phase, opening.epoch) == ("idle", "idle", "train", 1)
+    assert (opening.t_s, opening.power_w, opening.energy_j) == (closing.t_s, closing.power_w, closing.energy_j)
+    clock.advance(0.1)
+    meter.sample_once()
+    [last] = meter.latest()  # one device: its last reading, drained or not
+    assert last.t_s == pytest.approx(0.35) and last.phase == "train"
+    meter.stop()
