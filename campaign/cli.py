@@ -7,21 +7,33 @@ with one line naming the value and what is allowed, before anything runs or is r
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import logging
+import os
 import re
+import signal
 import sys
+import threading
+from collections.abc import Iterable
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from campaign import cli_db
-from campaign.config import CampaignConfig, compose
+from campaign.config import CampaignConfig, compose, db_url
 from campaign.session import campaign_paths, open_reader, open_store, redacted_url
 from db.errors import CampaignError
 
 if TYPE_CHECKING:
     from campaign.plan import Plan
+    from db.read import CampaignInfo, CampaignReader
+
+STATES = ("pending", "running", "done", "failed", "cancelled")
+#: loggers of other packages: their lines never reach the terminal (errors aside), unless -v
+THIRD_PARTY = ("carbontracker", "ray", "submitit", "urllib3", "matplotlib", "PIL", "filelock", "fsspec", "alembic")
 
 
 def _print_plan(console: Console, cfg: CampaignConfig, plan: Plan) -> None:
@@ -60,7 +72,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
 def _handover(args: argparse.Namespace) -> Any:
     from campaign.launch import Handover
 
-    return Handover(follow=args.wait, max_failures=args.max_failures)
+    return Handover(follow=args.wait, max_failures=args.max_failures, quiet=args.quiet)
 
 
 def cmd_launch(args: argparse.Namespace, console: Console) -> int:
@@ -76,32 +88,119 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace, console: Console) -> int:
+    from campaign.checks import check_folder
     from campaign.launch import ingest_files
 
     cfg = compose(args.overrides)
     store = open_store(cfg)
     info = store.campaign(args.name)
-    stored = ingest_files(store, campaign_paths(args.overrides, cfg, info))
+    paths = campaign_paths(args.overrides, cfg, info)
+    check_folder(paths, db_url(cfg))  # a folder another campaign or database owns is refused
+    stored = ingest_files(store, paths)
     console.print(f"stored {stored} new result file(s) of {info.name}")
     return 0
+
+
+SIMULATED_SOURCES = frozenset({"simulated"})  # power sources that are not measurements
+
+
+def energy_kind(sources: Iterable[str | None]) -> str | None:
+    """``simulated``, ``measured`` or ``mixed`` for the power sources of some energy (None: none)."""
+    kinds = {"simulated" if s in SIMULATED_SOURCES else "measured" for s in sources if s}
+    return None if not kinds else kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def utc_text(value: Any) -> str:
+    """A timestamp as ISO 8601 with its time zone (the database stores UTC)."""
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat(timespec="seconds")
+    return str(value)
+
+
+def status_document(reader: CampaignReader, info: CampaignInfo) -> dict[str, Any]:
+    """``campaign status --json``: the campaign, one row per GPU type x epoch budget (trials by
+    state, energy of finished runs by power source), totals (with the attempts by run status:
+    done, failed, cancelled, stale, ...), and the power sources. Energy from a simulated source
+    is labelled ``simulated``, never measured."""
+    rows = reader.status_rows(info.id)
+    by_source: dict[tuple[str, int], dict[str, float]] = {}
+    sources: dict[str, dict[str, Any]] = {}
+    attempts: dict[str, int] = {}
+    for run in reader.runs(info.id, status=None):
+        attempts[str(run["status"])] = attempts.get(str(run["status"]), 0) + 1
+        if run["status"] != "done":
+            continue
+        src = run["power_source"] or "unknown"
+        cell = by_source.setdefault((run["gpu_type"], run["epochs"]), {})
+        cell[src] = cell.get(src, 0.0) + float(run["energy_j"] or 0.0)
+        entry = sources.setdefault(src, {"source": src, "kind": energy_kind([src]), "runs": 0, "energy_j": 0.0})
+        entry["runs"] += 1
+        entry["energy_j"] += float(run["energy_j"] or 0.0)
+    out_rows = []
+    for r in rows:
+        split = by_source.get((r["gpu_type"], r["epochs"]), {})
+        out_rows.append({**{k: r[k] for k in ("gpu_type", "epochs", *STATES)}, "energy_j": r["energy_j"],
+                         "energy_kind": energy_kind(split), "energy_j_by_source": split})
+    totals: dict[str, Any] = {s: sum(r[s] for r in rows) for s in STATES}
+    totals["trials"] = sum(totals[s] for s in STATES)
+    totals["attempts"] = dict(sorted(attempts.items()))
+    for kind in ("simulated", "measured"):
+        totals[f"{kind}_energy_j"] = sum(e["energy_j"] for e in sources.values() if e["kind"] == kind)
+    campaign = {"name": info.name, "sweep": info.sweep, "created_at": utc_text(info.created_at), "root": info.root,
+                "code_revision": info.code_revision}
+    return {"campaign": campaign, "rows": out_rows, "totals": totals, "power_sources": sorted(
+        sources.values(), key=lambda e: str(e["source"]))}
+
+
+def _energy_cell(split: dict[str, float]) -> str:
+    parts = [f"{j / 1e3:.2f} {src}" for src, j in sorted(split.items())]
+    return " + ".join(parts) if len(parts) > 1 else f"{sum(split.values()) / 1e3:.2f}"
+
+
+def energy_summary(doc: dict[str, Any]) -> str:
+    """``1.234 Wh simulated`` / ``Wh measured (nvml)`` / both, for the status line."""
+    parts = [f"{e['energy_j'] / 3.6e3:.3f} Wh {e['kind']}" + (f" ({e['source']})" if e["kind"] == "measured" else "")
+             for e in doc["power_sources"]]
+    return " + ".join(parts) if parts else "no energy yet"
+
+
+def print_status(console: Console, doc: dict[str, Any]) -> None:
+    c = doc["campaign"]
+    table = Table(title=f"campaign {c['name']} (sweep {c['sweep']}, created {c['created_at']})")
+    for col in ("GPU type", "epochs", "pending", "running", "done", "failed", "cancelled", "energy (kJ)",
+                "power source"):
+        table.add_column(col, justify="left" if col in ("GPU type", "power source") else "right")
+    for r in doc["rows"]:
+        table.add_row(r["gpu_type"], str(r["epochs"]), *(str(r[s]) for s in STATES),
+                      _energy_cell(r["energy_j_by_source"]), ", ".join(sorted(r["energy_j_by_source"])) or "-")
+    console.print(table)
+    t = doc["totals"]
+    others = ", ".join(f"{n} {status}" for status, n in t["attempts"].items() if status not in ("done", "running"))
+    console.print(f"{t['done']}/{t['trials']} trials done; {energy_summary(doc)} so far"
+                  + (f"; attempts not done: {others}" if others else ""))
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
     cfg = compose(args.overrides)
     reader = open_reader(cfg)
     info = reader.campaign(args.name)
-    rows = reader.status_rows(info.id)
-    table = Table(title=f"campaign {info.name} (sweep {info.sweep}, created {info.created_at:%Y-%m-%d %H:%M})")
-    for col in ("GPU type", "epochs", "pending", "running", "done", "failed", "energy (kJ)", "power source"):
-        table.add_column(col, justify="left" if col in ("GPU type", "power source") else "right")
-    for r in rows:
-        table.add_row(r["gpu_type"], str(r["epochs"]), str(r["pending"]), str(r["running"]), str(r["done"]),
-                      str(r["failed"] + r["cancelled"]), f"{r['energy_j'] / 1e3:.2f}", r["power_source"] or "-")
-    console.print(table)
-    done = sum(r["done"] for r in rows)
-    total = sum(r[s] for r in rows for s in ("pending", "running", "done", "failed", "cancelled"))
-    console.print(f"{done}/{total} trials done; {sum(r['energy_j'] for r in rows) / 3.6e3:.3f} Wh measured so far")
-    return 0
+    if args.json:
+        print(json.dumps(status_document(reader, info), indent=1, default=utc_text))
+        return 0
+    if not args.watch:
+        print_status(console, status_document(reader, info))
+        return 0
+    try:
+        while True:
+            doc = status_document(reader, info)
+            if console.is_terminal:
+                console.clear()
+            print_status(console, doc)
+            if not doc["totals"]["pending"] + doc["totals"]["running"]:
+                return 0
+            threading.Event().wait(args.interval)  # the refresh interval of a display
+    except KeyboardInterrupt:  # Ctrl-C ends watching, quietly
+        return 0
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
@@ -145,17 +244,27 @@ def cmd_db(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _verbosity(p: argparse.ArgumentParser, default: Any) -> None:
+    """-q and -v, accepted before the command and after it (``default`` SUPPRESS on a command's
+    own parser, so that it does not undo a flag given before the command)."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true", default=default, help="log debug messages")
+    group.add_argument("-q", "--quiet", action="store_true", default=default,
+                       help="print only errors and the final summary")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="campaign",
         description="Energy measurement campaigns for deep-learning training. "
         "Every command accepts Hydra overrides such as root=DIR db.url=URL +sweep=NAME.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    _verbosity(parser, False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Any, help_: str, with_name: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
+        _verbosity(p, argparse.SUPPRESS)
         if with_name:
             p.add_argument("name", help="campaign name")
         p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. +sweep=smoke seeds=5 root=DIR")
@@ -163,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("plan", cmd_plan, "print the plan of a sweep (trials per GPU type and epoch budget); runs nothing")
-    launch = add("launch", cmd_launch, "plan, record and run a sweep (campaign launch +sweep=smoke)")
+    launch = add("launch", cmd_launch, "plan, record and run a sweep (campaign launch +sweep=smoke); Ctrl-C "
+                 "cancels the running attempts (their trials back to pending) and says how to resume")
     resume = add("resume", cmd_resume, "run again what is not done: never started, failed, stale, cancelled",
                  with_name=True)
     for p in (launch, resume):
@@ -172,13 +282,22 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
                         help="a running trial without heartbeat this long is stale (default launcher.stale_after_s)")
     add("ingest", cmd_ingest, "store result files that did not reach the database", with_name=True)
-    add("status", cmd_status, "trials by state and energy so far, per GPU type x epoch budget", with_name=True)
+    status = add("status", cmd_status, "trials by state and energy so far (simulated energy labelled simulated), "
+                 "per GPU type x epoch budget", with_name=True)
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true",
+                       help="print one JSON document (campaign, rows, totals, power_sources) for scripts")
+    shown.add_argument("--watch", action="store_true",
+                       help="refresh until nothing is pending or running (Ctrl-C ends it)")
+    status.add_argument("--interval", type=float, default=5.0, metavar="SECONDS",
+                        help="seconds between refreshes with --watch (default 5)")
     add("list", cmd_list, "list the campaigns in a database")
     add("analyze", cmd_analyze, "write the report folder ROOT/NAME/report/", with_name=True)
-    cli_db.register(sub)
+    cli_db.register(sub, lambda p: _verbosity(p, argparse.SUPPRESS))
     db = sub.add_parser("db", help="database maintenance", description="database maintenance")
     dbsub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     up = dbsub.add_parser("upgrade", help="create or migrate the schema to the newest revision")
+    _verbosity(up, argparse.SUPPRESS)
     up.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. db.url=URL")
     up.set_defaults(fn=cmd_db)
     return parser
@@ -197,20 +316,54 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    """Our warnings on stderr (debug with -v, errors only with -q); other packages' lines only
+    with -v (Carbontracker's go to each trial's log folder)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    from campaign.launch import Interrupted
+
+    raise Interrupted(signum)
+
+
+def _exit_now_if_threads_linger(code: int) -> None:
+    """After an interrupt: a thread that is not a daemon (a library's) must not hold the exit up."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose, args.quiet)
     # Piped output (logs, CI, scripts) gets whole lines and unsqueezed tables.
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        saved = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return int(args.fn(args, console))
-    except KeyboardInterrupt:
-        print("campaign: interrupted; `campaign resume` continues where this stopped", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        from campaign.launch import Interrupted
+
+        stop = Interrupted.of(exc, getattr(exc, "hint", None))
+        print(f"campaign: interrupted by {stop.signal_name}" + (f"; {stop.hint}" if stop.hint else ""),
+              file=sys.stderr, flush=True)
+        if argv is None:
+            _exit_now_if_threads_linger(stop.exit_code)
+        return stop.exit_code
     except CampaignError as exc:
         print(f"campaign: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

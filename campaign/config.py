@@ -20,6 +20,7 @@ from typing import Any
 
 from analysis.settings import AnalysisSettings
 from db.errors import ConfigError
+from db.paths import check_name
 from jobs.data import DatasetConfig
 from jobs.heartbeat import check_heartbeat
 from jobs.network import NetworkConfig
@@ -124,7 +125,7 @@ class CampaignConfig:
     """The whole configuration of a campaign (conf/config.yaml and its groups)."""
 
     root: str = "./campaigns"  # one folder per campaign: ROOT/NAME/{runs,slurm,report,export}
-    name: str | None = None  # campaign name; default: <sweep>-<UTC timestamp>
+    name: str | None = None  # campaign name (letters, digits, .-_, no leading dot); default: <sweep>-<UTC timestamp>
     sweep: str = "none"  # set by the sweep config
     seeds: int = 3  # repetitions per (architecture, epochs, GPU type): seeds 0..seeds-1
     epochs: list[int] = field(default_factory=lambda: [4, 12, 36, 108])  # epoch budgets
@@ -143,6 +144,8 @@ class CampaignConfig:
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
 
     def __post_init__(self) -> None:
+        if self.name is not None:
+            check_name(self.name)  # ROOT/NAME must stay below ROOT
         self.device = enum_value(Device, "device", self.device)
         known = gpu_types()
         if not self.gpus:

@@ -5,9 +5,13 @@ result files that never reached the database, decides what to run again, and han
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+import shlex
+import signal
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -17,17 +21,76 @@ from campaign.session import campaign_paths, open_store, override_keys, redacted
 from db.paths import CampaignPaths
 
 if TYPE_CHECKING:
-    from campaign.launchers.base import Launcher
+    from campaign.launchers.base import Launcher, Submitted
     from campaign.plan import Plan
     from db.store import ResultStore
+    from jobs.worker import WorkerSpec
 
 
 @dataclasses.dataclass(frozen=True)
 class Handover:
-    """How the command line asked to run: follow to the end, and the failure limit of a worker."""
+    """How the command line asked to run: follow to the end, the failure limit of a worker, and
+    how much to say (``quiet``: only errors and the final summary; ``display``: the follow
+    display, ``live``/``lines``/``quiet``, chosen from the terminal when None)."""
 
     follow: bool = False
     max_failures: int | None = None
+    quiet: bool = False
+    display: str | None = None
+
+    def note(self, console: Console, text: str) -> None:
+        """Print a line that is not the final summary (left out with ``-q``)."""
+        if not self.quiet:
+            console.print(text)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM during a command; ``hint`` says what was done and what continues, where
+    anything does (the command line prints it on one line)."""
+
+    def __init__(self, signum: int = signal.SIGINT, hint: str | None = None) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+        self.hint = hint
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
+
+    @staticmethod
+    def of(exc: BaseException, hint: str | None) -> Interrupted:
+        """``exc`` (an Interrupted, or a plain KeyboardInterrupt: SIGINT) with ``hint``."""
+        return Interrupted(getattr(exc, "signum", signal.SIGINT), hint)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored while inside (a second Ctrl-C must not cut a clean-up short);
+    a no-op outside the main thread."""
+    saved: dict[signal.Signals, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            saved[sig] = signal.signal(sig, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for held, handler in saved.items():
+            signal.signal(held, handler)
+
+
+def where(cfg: CampaignConfig) -> str:
+    """``root=... db.url=...`` for the hints a command prints (the password left out)."""
+    return f"root={shlex.quote(str(cfg.root))} db.url={shlex.quote(redacted_url(cfg))}"
+
+
+def resume_hint(cfg: CampaignConfig, name: str) -> str:
+    return f"continue with: campaign resume {shlex.quote(name)} {where(cfg)}"
 
 
 def plan(cfg: CampaignConfig) -> Plan:
@@ -39,6 +102,7 @@ def plan(cfg: CampaignConfig) -> Plan:
 
 def launch(cfg: CampaignConfig, console: Console, how: Handover) -> int:
     """Plan, check (data, launcher), record the campaign and its trials, hand them over."""
+    from campaign.checks import check_before_record
     from campaign.launchers import make_launcher
     from campaign.revision import code_revision
     from jobs.data import check_dataset
@@ -50,10 +114,15 @@ def launch(cfg: CampaignConfig, console: Console, how: Handover) -> int:
     check_dataset(cfg.dataset)
     launcher = make_launcher(cfg, paths)
     launcher.preflight(list(cfg.gpus))
-    store = open_store(cfg)
-    campaign_id = store.create_campaign(name, cfg.sweep, str(paths.root), code_revision(), cfg.to_dict(),
-                                        the_plan.archs, the_plan.trials)
-    console.print(f"campaign [bold]{name}[/]: {len(the_plan.trials)} trials recorded in {redacted_url(cfg)}")
+    check_before_record(cfg, paths)  # root, meter, database, folder marker: before the store is opened
+    try:
+        store = open_store(cfg)
+        campaign_id = store.create_campaign(name, cfg.sweep, str(paths.root), code_revision(), cfg.to_dict(),
+                                            the_plan.archs, the_plan.trials)
+    except KeyboardInterrupt as exc:  # recorded whole or not at all (one transaction)
+        raise Interrupted.of(exc, f"if `campaign status {name} {where(cfg)}` shows it, {resume_hint(cfg, name)}") \
+            from None
+    how.note(console, f"campaign [bold]{name}[/]: {len(the_plan.trials)} trials recorded in {redacted_url(cfg)}")
     submit: dict[str, list[str]] = {}
     for t in the_plan.trials:
         submit.setdefault(t.gpu_type, []).append(t.trial_key)
@@ -63,31 +132,65 @@ def launch(cfg: CampaignConfig, console: Console, how: Handover) -> int:
 
 def hand_over(cfg: CampaignConfig, launcher: Launcher, store: ResultStore, campaign_id: int, paths: CampaignPaths,
               submit: dict[str, list[str]], epochs_of: dict[str, int], how: Handover, console: Console) -> int:
-    """Give the trials to the launcher; follow them when asked (or when the launcher must be)."""
+    """Give the trials to the launcher; follow them when asked (or when the launcher must be).
+    An interrupt (SIGINT, SIGTERM) while following stops this launch's work (``interrupt``)."""
     from campaign.launchers.base import worker_specs
-    from campaign.launchers.follow import follow
+    from campaign.launchers.follow import Display, follow
 
     max_failures = how.max_failures or cfg.max_failures
     total = sum(len(v) for v in submit.values())
     specs = worker_specs(cfg, gpu_types(), paths, db_url(cfg), submit, epochs_of, max_failures)
-    submitted = launcher.submit(specs)
-    name, root = paths.name, cfg.root
+    name = paths.name
+    try:
+        submitted = launcher.submit(specs)
+    except KeyboardInterrupt as exc:
+        raise Interrupted.of(exc, f"its trials are recorded and pending; {resume_hint(cfg, name)}") from None
     if not launcher.in_process:
         for gpu_type, ids in submitted.jobs.items():
-            console.print(f"{gpu_type}: {len(ids)} worker task(s) on {submitted.launcher}: {', '.join(map(str, ids))}")
+            how.note(console, f"{gpu_type}: {len(ids)} worker task(s) on {submitted.launcher}: {', '.join(map(str, ids))}")
     if not (how.follow or cfg.launcher.wait or launcher.must_follow):
-        console.print(f"submitted; follow with: campaign status {name} root={root}"
-                      f"  (resume after a crash: campaign resume {name})")
+        console.print(f"submitted; follow with: campaign status {name} {where(cfg)}"
+                      f"  (resume after a crash: campaign resume {name} {where(cfg)})")
         return 0
-    rows, summaries = follow(store, campaign_id, total, lambda: launcher.wait(submitted), console)
+    display = Display(how.display) if how.display else Display.choose(how.quiet, console.file)
+    try:
+        rows, summaries = follow(store, campaign_id, total, lambda: launcher.wait(submitted), console,
+                                 display=display)
+    except KeyboardInterrupt as exc:
+        raise interrupt(exc, cfg, launcher, submitted, store, campaign_id, specs) from None
     done = sum(r["done"] for r in rows)
     failed = sum(s.failed for s in summaries)
     console.print(f"{done} trials of the campaign done ({failed} failed in this launch)")
     for s in summaries:
         if s.stopped_reason != "no pending trials left":
             console.print(f"[red]worker {s.worker_id} stopped: {s.stopped_reason}[/]")
-    console.print(f"next: campaign status {name} root={root}  |  campaign analyze {name} root={root}")
+    console.print(f"next: campaign status {name} {where(cfg)}  |  campaign analyze {name} {where(cfg)}")
     return 0 if failed == 0 else 1
+
+
+def interrupt(exc: BaseException, cfg: CampaignConfig, launcher: Launcher, submitted: Submitted,
+              store: ResultStore, campaign_id: int, specs: Mapping[str, Sequence[WorkerSpec]]) -> Interrupted:
+    """Stop what this launch started after SIGINT or SIGTERM, and say how to go on.
+
+    Where the work lives only as long as this process (local, Ray): the launcher drops its
+    queued tasks and stops its running ones, and this launch's running attempts are marked
+    ``cancelled`` with the reason, their trials back to pending (a worker still running sees that
+    at its next heartbeat and abandons the attempt). Slurm tasks run on without this process:
+    only the following stops."""
+    stop = Interrupted.of(exc, None)
+    name = cfg.name or ""
+    if not launcher.must_follow:
+        stop.hint = (f"stopped following; the {submitted.launcher} tasks run on "
+                     f"(stop them: campaign cancel {shlex.quote(name)} {where(cfg)})")
+        return stop
+    with signals_held():
+        launcher.cancel(submitted)
+        worker_ids = [s.worker_id for group in specs.values() for s in group]
+        cancelled = len(store.cancel_runs(campaign_id, worker_ids=worker_ids,
+                                          reason=f"interrupted by {stop.signal_name}"))
+    stop.hint = (f"{cancelled} running attempt(s) cancelled, their trials back to pending; "
+                 f"{resume_hint(cfg, name)}")
+    return stop
 
 
 def resume_launcher(recorded: LauncherConfig, composed: LauncherConfig, keys: set[str]) -> LauncherConfig:
@@ -97,6 +200,27 @@ def resume_launcher(recorded: LauncherConfig, composed: LauncherConfig, keys: se
         return composed
     changed = {k.split(".")[1] for k in keys if k.startswith("launcher.")}
     return dataclasses.replace(recorded, **{k: getattr(composed, k) for k in changed})
+
+
+# The groups of a trial's settings whose accepted overrides a resume carries to its workers (what
+# changes a trial's identity is refused first, by campaign.checks.check_resume_overrides).
+_WORKER_GROUPS = ("meter", "dataset", "protocol")
+
+
+def with_settings_overrides(recorded: CampaignConfig, composed: CampaignConfig, keys: set[str]) -> CampaignConfig:
+    """``recorded`` with the worker settings the command line overrides (``meter=simulated``,
+    ``meter.kind=...``, ``dataset.root=...``, ``protocol.heartbeat_s=...``) taken from ``composed``."""
+    out = copy.deepcopy(recorded)
+    for key in sorted(keys):
+        group, _, field = key.partition(".")
+        if group not in _WORKER_GROUPS:
+            continue
+        if not field:  # a whole group chosen (meter=simulated)
+            setattr(out, group, copy.deepcopy(getattr(composed, group)))
+        else:
+            top = field.split(".")[0]
+            setattr(getattr(out, group), top, copy.deepcopy(getattr(getattr(composed, group), top)))
+    return dataclasses.replace(out)  # checked again as a whole (heartbeat against the stale limit)
 
 
 def recorded_config(config: dict[str, Any]) -> CampaignConfig:
@@ -115,6 +239,7 @@ def ingest_files(store: ResultStore, paths: CampaignPaths) -> int:
 def resume(name: str, cfg: CampaignConfig, overrides: Sequence[str], console: Console, how: Handover,
            stale_after_s: float | None = None) -> int:
     """Run again exactly what is not done: never started, failed, cancelled, stale (never a done trial)."""
+    from campaign.checks import check_before_record, check_resume_overrides
     from campaign.launchers import make_launcher
     from campaign.resume import apply, decide
 
@@ -122,19 +247,23 @@ def resume(name: str, cfg: CampaignConfig, overrides: Sequence[str], console: Co
     info = store.campaign(name)
     paths = campaign_paths(overrides, cfg, info)
     recorded = recorded_config(info.config)
+    keys = override_keys(overrides)
+    check_resume_overrides(recorded, cfg, keys)
     run_cfg = dataclasses.replace(
-        recorded, launcher=resume_launcher(recorded.launcher, cfg.launcher, override_keys(overrides)),
-        db=cfg.db, root=str(paths.root), name=info.name)
+        with_settings_overrides(recorded, cfg, keys),
+        launcher=resume_launcher(recorded.launcher, cfg.launcher, keys), db=cfg.db, root=str(paths.root),
+        name=info.name)
     launcher = make_launcher(run_cfg, paths)
     launcher.preflight(list(run_cfg.gpus))
+    check_before_record(run_cfg, paths)
     stored = ingest_files(store, paths)
     if stored:
-        console.print(f"stored {stored} result file(s) that had not reached the database")
+        how.note(console, f"stored {stored} result file(s) that had not reached the database")
     stale = run_cfg.launcher.stale_after_s if stale_after_s is None else stale_after_s
     now = store.now()
     rows = store.trial_states(info.id)
     actions = apply(store, info.id, decide(rows, now, stale), now, stale)
-    console.print(f"campaign {info.name}: {actions.done} done, {len(actions.still_running)} still running, "
+    how.note(console, f"campaign {info.name}: {actions.done} done, {len(actions.still_running)} still running, "
                   f"{len(actions.mark_stale)} stale, {len(actions.reopen)} failed/cancelled reopened; "
                   f"{actions.to_run} trial(s) to run")
     if actions.to_run == 0:

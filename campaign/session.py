@@ -4,6 +4,7 @@ campaign root it works in, and the keys its command line set."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,11 +23,19 @@ def override_keys(overrides: Sequence[str]) -> set[str]:
 
 
 def open_store(cfg: CampaignConfig) -> ResultStore:
-    """The writable store (the schema created or migrated first): for commands that record."""
-    from db.engine import make_engine
+    """The writable store (the schema created or migrated first): for commands that record. An
+    unreachable or unwritable database is one DatabaseError line naming it and what to do."""
+    from db.engine import database_errors, make_engine
     from db.store import ResultStore
 
-    return ResultStore(make_engine(db_url(cfg), echo=cfg.db.echo))
+    url = db_url(cfg)
+    engine = make_engine(url, echo=cfg.db.echo)
+    try:
+        with database_errors(url, "opening the database"):
+            return ResultStore(engine)
+    except BaseException:
+        engine.dispose()
+        raise
 
 
 def open_reader(cfg: CampaignConfig) -> CampaignReader:
@@ -41,6 +50,22 @@ def redacted_url(cfg: CampaignConfig) -> str:
     from db.engine import redact
 
     return redact(db_url(cfg))
+
+
+def check_export_folder(out: Path) -> None:
+    """Refuse, before anything is read or written, an export folder that is an existing file (or
+    lies below one) or cannot be created: ConfigError, one line naming the path."""
+    from db.errors import ConfigError
+
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path} is an existing file, not a folder: give a folder (created if missing); "
+                          "the file is left as it is")
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"--out {path} cannot be created: {existing} is a file")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {path} cannot be written: {existing} is not writable (choose another --out)")
 
 
 def campaign_paths(overrides: Sequence[str], cfg: CampaignConfig, info: CampaignInfo) -> CampaignPaths:

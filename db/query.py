@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from db.engine import DatabaseError, parse_url, redact
+from db.engine import DatabaseError, database_errors, is_db_error, one_line, parse_url, redact
 from db.views import VIEW_NAMES
 
+__all__ = ["QueryError", "QueryResult", "database_errors", "missing_views", "read_only_engine", "require_views",
+           "run_query", "sqlite_read_only_uri"]
+
 SQLITE_READONLY = 8  # sqlite3's result code for a write refused by a read-only connection
+SQLITE_AUTH = 23  # ... and for a statement the read-only authorizer refused
 PG_READ_ONLY_SQL_TRANSACTION = "25006"
 
 
@@ -39,45 +43,30 @@ class QueryResult:
     truncated: bool  # more rows existed than were fetched
 
 
-def _password(url: str) -> str | None:
-    try:
-        return make_url(url).password
-    except ArgumentError:
-        return None
-
-
-def one_line(exc: BaseException, url: str | None = None) -> str:
-    """The driver's own message (SQLAlchemy's wrapper removed), first line only, password hidden."""
-    orig = getattr(exc, "orig", None) or exc
-    lines = [ln.strip() for ln in str(orig).strip().splitlines() if ln.strip()]
-    msg = lines[0] if lines else type(orig).__name__
-    secret = _password(url) if url else None
-    return msg.replace(secret, "***") if secret else msg
-
-
 def _is_read_only_refusal(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None) or exc
-    if getattr(orig, "sqlite_errorcode", None) == SQLITE_READONLY:
+    if getattr(orig, "sqlite_errorcode", None) in (SQLITE_READONLY, SQLITE_AUTH):
+        return True
+    if isinstance(orig, sqlite3.Error) and "not authorized" in str(orig):  # the authorizer (some codes vary)
         return True
     return getattr(orig, "sqlstate", None) == PG_READ_ONLY_SQL_TRANSACTION
 
 
-def _is_db_error(exc: BaseException) -> bool:
-    """An error of SQLAlchemy or of a driver (sqlite3; psycopg's own, on the raw-connection path)."""
-    return isinstance(exc, (SQLAlchemyError, sqlite3.Error)) or type(exc).__module__.split(".")[0] == "psycopg"
+# What a read-only SQLite connection may do (sqlite3's authorizer actions): read, call functions,
+# recurse, and read pragmas. Everything else is refused before it runs: writes, ATTACH and DETACH
+# (which create a file even beside a read-only main database, as does VACUUM INTO through ATTACH),
+# and pragmas that set something (``query_only=OFF`` among them).
+_SQLITE_ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+_SQLITE_READ_PRAGMAS = {"table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
+                        "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check"}
 
 
-@contextlib.contextmanager
-def database_errors(url: str, doing: str) -> Iterator[None]:
-    """Turn driver and SQLAlchemy errors raised inside into one-line ``DatabaseError``s."""
-    try:
-        yield
-    except DatabaseError:
-        raise
-    except Exception as exc:
-        if not _is_db_error(exc):
-            raise
-        raise DatabaseError(f"{doing} failed on {redact(url)}: {one_line(exc, url)}") from exc
+def _read_only_authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+    if action in _SQLITE_ALLOWED:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and (arg2 is None or (arg1 or "").lower() in _SQLITE_READ_PRAGMAS):
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
 
 
 def _sqlite_path(url: str) -> Path:
@@ -87,19 +76,32 @@ def _sqlite_path(url: str) -> Path:
     return Path(database).expanduser().resolve()
 
 
+def sqlite_read_only_uri(path: Path) -> str:
+    """The URI that opens ``path`` read-only: ``mode=ro``, and ``immutable=1`` where the file or its
+    folder cannot be written (read-only media, a copy without write permission): SQLite then reads
+    the file as it is, without the journal files it could not create there."""
+    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+    return f"{path.as_uri()}?mode=ro" + ("" if writable else "&immutable=1")
+
+
 def read_only_engine(url: str) -> Engine:
-    """An engine whose every connection is read-only (SQLite ``mode=ro``, PostgreSQL READ ONLY)."""
+    """An engine whose every connection is read-only (SQLite ``mode=ro`` with an authorizer that
+    refuses anything but reading, PostgreSQL READ ONLY). Nothing is ever created: a missing SQLite
+    file is refused (DatabaseError, one line)."""
     parsed = parse_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         path = _sqlite_path(url)
+        if path.is_dir():
+            raise DatabaseError(f"db.url={redact(url)} names the folder {path}, not a SQLite file (check db.url=)")
         if not path.is_file():
             raise DatabaseError(f"no SQLite database at {path} (check root= or db.url=)")
-        uri = f"{path.as_uri()}?mode=ro"
+        uri = sqlite_read_only_uri(path)
 
         def connect() -> sqlite3.Connection:
             con = sqlite3.connect(uri, uri=True, timeout=60, check_same_thread=False)
             con.execute("PRAGMA query_only=ON")
+            con.set_authorizer(_read_only_authorizer)
             return con
 
         return create_engine("sqlite://", creator=connect, poolclass=NullPool)
@@ -175,10 +177,11 @@ def run_query(engine: Engine, url: str, sql: str, params: Mapping[str, Any] | No
     except Exception as exc:
         if isinstance(exc, DatabaseError):
             raise
-        if not _is_db_error(exc):
+        if not is_db_error(exc):
             raise
         if _is_read_only_refusal(exc):
-            raise QueryError(f"refused: queries run on a read-only connection ({one_line(exc, url)})") from exc
+            raise QueryError(f"refused: queries run on a read-only connection, on this one database "
+                             f"(no writes, ATTACH or settings) ({one_line(exc, url)})") from exc
         hint = ""
         if any(v in str(exc) for v in VIEW_NAMES):
             with contextlib.suppress(Exception):

@@ -9,13 +9,14 @@ older than this code reads is refused with one line that names the fix. The writ
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from db.engine import DatabaseError, redact
 from db.errors import CampaignError
@@ -51,8 +52,17 @@ class CampaignInfo:
 class CampaignReader:
     """Every read of a campaign's records, over one engine (read-only or not)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, url: str | None = None) -> None:
         self.engine = engine
+        self._url = url  # what messages name (a read-only engine's own URL says nothing)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        """A connection whose driver errors become one-line DatabaseErrors (the driver's error as
+        their cause: ``db.engine.is_connectivity_error`` still tells an outage)."""
+        url = getattr(self, "_url", None) or self.engine.url.render_as_string(hide_password=True)
+        with database_errors(url, "reading the database"), self.engine.connect() as conn:
+            yield conn
 
     @staticmethod
     def open(url: str) -> CampaignReader:
@@ -68,11 +78,11 @@ class CampaignReader:
         except BaseException:
             engine.dispose()
             raise
-        return CampaignReader(engine)
+        return CampaignReader(engine, url)
 
     def campaign(self, name: str) -> CampaignInfo:
         """The campaign called ``name``; CampaignNotFound names the ones that exist."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(select(Campaign).where(Campaign.name == name)).one_or_none()
             if row is None:
                 names = list(conn.execute(select(Campaign.name).order_by(Campaign.id)).scalars())
@@ -83,7 +93,7 @@ class CampaignReader:
 
     def list_campaigns(self) -> list[dict[str, Any]]:
         """One row per campaign with trial counts by state."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             camps = conn.execute(select(Campaign.id, Campaign.name, Campaign.sweep, Campaign.created_at)
                                  .order_by(Campaign.id)).all()
             counts = conn.execute(select(Trial.campaign_id, Trial.state, func.count())
@@ -100,7 +110,7 @@ class CampaignReader:
 
     def status_rows(self, campaign_id: int) -> list[dict[str, Any]]:
         """Per (GPU type, epoch budget): trials by state, and energy of finished runs (J)."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             counts = conn.execute(select(Trial.gpu_type, Trial.epochs, Trial.state, func.count())
                                   .where(Trial.campaign_id == campaign_id)
                                   .group_by(Trial.gpu_type, Trial.epochs, Trial.state)).all()
@@ -129,7 +139,7 @@ class CampaignReader:
              .where(Trial.campaign_id == campaign_id).order_by(run.c.id))
         if status is not None:
             q = q.where(run.c.status == status)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(q)]
         for d in rows:
             d["run_id"] = d.pop("id")
@@ -140,21 +150,21 @@ class CampaignReader:
     def phases(self, run_ids: Sequence[int]) -> list[dict[str, Any]]:
         """Pre-aggregated per-phase energy of the given runs."""
         table = RunPhase.__table__
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [dict(r._mapping) for r in conn.execute(select(table).where(table.c.run_id.in_(list(run_ids))))]
 
     def trace(self, run_id: int) -> list[dict[str, Any]]:
         """A run's trace samples in time order."""
         table = TraceSample.__table__
         q = select(table).where(table.c.run_id == run_id).order_by(table.c.device, table.c.t_s)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     def epochs(self, run_ids: Sequence[int]) -> list[dict[str, Any]]:
         """Per-epoch rows of the given runs, by run and epoch."""
         table = Epoch.__table__
         q = select(table).where(table.c.run_id.in_(list(run_ids))).order_by(table.c.run_id, table.c.epoch)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     def train_utilization(self, run_ids: Sequence[int]) -> dict[int, float | None]:
@@ -162,7 +172,7 @@ class CampaignReader:
         t = TraceSample.__table__
         q = (select(t.c.run_id, func.avg(t.c.gpu_util))
              .where(t.c.run_id.in_(list(run_ids)), t.c.phase == Phase.TRAIN).group_by(t.c.run_id))
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return {int(rid): (None if util is None else float(util)) for rid, util in conn.execute(q)}
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,6 +59,9 @@ class WorkerSpec:
     worker_id: str = ""
     max_failures: int = 3
     db_patience_s: float = 600.0  # how long to wait for an unreachable database
+    # The trial settings of this launch as plain data (a resume may change the meter or the data
+    # folder, never what identifies a trial); None: the campaign's recorded ones.
+    settings: Mapping[str, Any] | None = None
 
 
 @dataclasses.dataclass
@@ -208,7 +211,7 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
         patience_s)
     if recovered:
         log.warning("worker %s restarted: %d interrupted trial(s) will run again", worker_id, len(recovered))
-    settings = TrialSettings.from_recorded(info.config)
+    settings = TrialSettings.from_recorded(spec.settings if spec.settings is not None else info.config)
     device = resolve_device(settings.device)
     summary = WorkerSummary(worker_id)
 

@@ -23,7 +23,31 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     proc = _campaign("launch", "+sweep=smoke", "name=e2e", f"root={root}", f"db.url={url}",
                      "protocol.warmup_s=0.5", "protocol.cooldown_s=0.2", "protocol.idle_s=0.3")
     assert proc.returncode == 0, proc.stderr + proc.stdout
+    (root / "launch.out").write_text(proc.stdout + proc.stderr)
     return root, url
+
+
+@pytest.mark.slow
+def test_the_launch_without_a_terminal_prints_each_phase_and_finished_trial(smoke: tuple[Path, str]) -> None:
+    import re
+
+    root, url = smoke
+    lines = (root / "launch.out").read_text().splitlines()
+    assert not [line for line in lines if line.startswith("CarbonTracker")]
+    trials: dict[str, list[str]] = {}
+    for line in lines:
+        m = re.fullmatch(r"\d\d:\d\d:\d\d trial (\w{8}): (.+)", line)
+        if m:
+            trials.setdefault(m.group(1), []).append(m.group(2))
+    assert len(trials) == 8
+    for said in trials.values():  # in order: setup, idle, each epoch's train and eval, cool-down, done
+        words = [s.split()[0] for s in said]
+        assert words[:2] == ["setup", "idle"] and words[-2:] == ["cooldown", "done"], said
+        assert "train" in words and "eval" in words
+        assert re.fullmatch(r"done in \d+ s, [\d.]+ J", said[-1]), said
+    progress = [line for line in lines if " progress: " in line]
+    assert progress[-1].endswith("8/8 trials, ETA 0 s"), progress
+    assert lines[-1].startswith("next: campaign status e2e") and f"db.url={url}" in lines[-1]
 
 
 @pytest.mark.slow
@@ -40,11 +64,11 @@ def test_smoke_campaign_records_runs_epochs_and_traces(smoke: tuple[Path, str]) 
     phases = {p for (p,) in con.execute("select distinct phase from trace_sample")}
     assert {"warmup", "idle", "train", "eval", "cooldown"} <= phases
     assert {s for (s,) in con.execute("select distinct source from trace_sample")} == {"simulated"}
-    # a trace starts with the warm-up (first run only) or the idle baseline, never with the gap
-    # between trials
+    # a trace starts with the warm-up (first run only), the trial's setup or its idle baseline,
+    # never with the gap between trials
     firsts = con.execute("select s.phase from trace_sample s join (select run_id, min(t_s) t from trace_sample "
                          "group by run_id) m on m.run_id = s.run_id and m.t = s.t_s").fetchall()
-    assert {p for (p,) in firsts} <= {"warmup", "idle"}, firsts
+    assert {p for (p,) in firsts} <= {"warmup", "setup", "idle"}, firsts
     # every sample of a training epoch carries that epoch
     assert con.execute("select count(*) from trace_sample where phase = 'train' and epoch is null").fetchone()[0] == 0
     # results were written to the campaign folder first

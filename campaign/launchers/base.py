@@ -163,13 +163,15 @@ def worker_specs(
     out: dict[str, list[WorkerSpec]] = {}
     tag = uuid.uuid4().hex[:6]
     campaign = paths.name
+    plain = cfg.to_dict()  # the trial settings this launch runs with, as the workers read them
+    settings = {k: plain[k] for k in ("device", "dataset", "network", "recipe", "protocol", "meter")}
     for gpu_type, keys in submit.items():
         gpu = gpu_of(gpus, gpu_type)
         est = [(k, trial_seconds(epochs_of[k], gpu, cfg.protocol)) for k in keys]
         chunks = chunk(est, 60.0 * time_limit_min(cfg.launcher, gpu), cfg.protocol.warmup_s, cfg.launcher.chunk_size)
         out[gpu_type] = [
             WorkerSpec(db_url=db_url, campaign=campaign, gpu_type=gpu_type, root=str(paths.root), keys=c,
-                       worker_id=f"{campaign}/{gpu_type}/{tag}-{i}", max_failures=max_failures)
+                       worker_id=f"{campaign}/{gpu_type}/{tag}-{i}", max_failures=max_failures, settings=settings)
             for i, c in enumerate(chunks)
         ]
     return out

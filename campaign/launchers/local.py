@@ -75,10 +75,15 @@ class LocalLauncher:
         return summaries
 
     def cancel(self, submitted: Submitted) -> None:
-        """Drop the tasks not started yet (one running inside ``wait`` finishes its chunk)."""
+        """Drop the tasks not started yet, and let the running one claim no further trial (its
+        chunk emptied: the worker reads it before each claim). The trial it runs now goes on
+        until the database says its attempt is cancelled (``ResultStore.cancel_runs``, seen at
+        the next heartbeat) or this process ends."""
         for task in submitted.all_handles():
             if task.state == "queued":
                 task.state = "ended"
+            elif task.state == "running":
+                task.spec.keys = []
 
     def active(self, submitted: Submitted) -> dict[str, int]:
         """Tasks not run to their end yet (queued, or running inside ``wait``)."""

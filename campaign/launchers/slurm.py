@@ -4,6 +4,7 @@ task (``jobs.worker.WorkerTask.checkpoint``), which continues with what is not d
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -67,6 +68,77 @@ def partitions() -> list[str]:
     return sorted({p.strip() for p in out.split()})
 
 
+#: submitit parameters -> sbatch options, for ``sbatch --test-only``
+SBATCH_OPTIONS = {
+    "timeout_min": "--time",
+    "cpus_per_task": "--cpus-per-task",
+    "slurm_partition": "--partition",
+    "slurm_constraint": "--constraint",
+    "slurm_gres": "--gres",
+    "slurm_account": "--account",
+    "slurm_qos": "--qos",
+}
+
+
+def sbatch_test_args(params: Mapping[str, Any]) -> list[str]:
+    """``sbatch --test-only`` asking for one task with the resources of ``params`` (pure)."""
+    args = ["sbatch", "--test-only", "--nodes=1", "--ntasks=1", "--output=/dev/null", "--wrap=true",
+            f"--mem={max(1, round(float(params['mem_gb']) * 1024))}M"]
+    args += [f"{opt}={params[key]}" for key, opt in SBATCH_OPTIONS.items() if params.get(key) not in (None, "")]
+    return args
+
+
+def would_accept(gpu_type: str, params: Mapping[str, Any]) -> None:
+    """Ask Slurm (``sbatch --test-only``) whether it would accept one task of the GPU type's array
+    as configured; ConfigError with Slurm's reason and the resources asked for where not."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(sbatch_test_args(params), capture_output=True, text=True, timeout=60)
+    except (subprocess.SubprocessError, OSError) as exc:
+        raise ConfigError(f"Slurm does not answer (sbatch --test-only failed: {exc})") from exc
+    if proc.returncode == 0:
+        return
+    lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+    asked = ", ".join(f"{k}={params[k]}" for k in ("mem_gb", "cpus_per_task", "timeout_min", "slurm_partition",
+                                                   "slurm_gres") if params.get(k) not in (None, ""))
+    raise ConfigError(f"Slurm would refuse GPU type {gpu_type!r}'s tasks ({asked}): "
+                      f"{lines[-1] if lines else f'sbatch --test-only exit {proc.returncode}'}; "
+                      f"set launcher.mem_gb=, launcher.cpus_per_task= or conf/gpu/{gpu_type}.yaml to what its nodes have")
+
+
+JOB_ID = re.compile(r"^\d+(_\d+)?$")
+
+
+def recorded_jobs(paths: CampaignPaths, launcher: LauncherConfig) -> set[str]:
+    """The Slurm job ids submitit's job folders name (``GPU_TYPE/JOB_ID`` below the campaign's
+    Slurm folder): every task this campaign's launches submitted."""
+    base = paths.slurm(launcher.folder)
+    return {p.name for p in base.glob("*/*") if p.is_dir() and JOB_ID.match(p.name)} if base.is_dir() else set()
+
+
+def scancel(job_ids: Iterable[str]) -> str:
+    """``scancel`` the arrays of those tasks still in Slurm's queue; what was done, in words."""
+    import shutil
+    import subprocess
+
+    ids = {j for j in job_ids if j and JOB_ID.match(j)}
+    if not ids:
+        return "no Slurm jobs recorded"
+    if not shutil.which("scancel"):
+        return f"{len(ids)} Slurm task(s) recorded but scancel is not on PATH here; cancel them where Slurm runs"
+    queued = in_queue(ids)
+    live = sorted(ids if queued is None else ids & queued)
+    arrays = sorted({j.split("_")[0] for j in live})
+    if not arrays:
+        return "no Slurm job of it is queued or running"
+    proc = subprocess.run(["scancel", *arrays], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        detail = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        return f"scancel {' '.join(arrays)} failed: {detail}"
+    return f"Slurm job(s) {', '.join(arrays)} cancelled (scancel)"
+
+
 def in_queue(job_ids: Iterable[str]) -> set[str] | None:
     """The tasks among ``job_ids`` (``ARRAY_TASK``) that Slurm still holds: pending, running or
     requeued (``squeue``; it answers without accounting, and a pending array cancelled as a
@@ -121,13 +193,16 @@ class SlurmLauncher:
         self.gpus = gpu_types()
 
     def preflight(self, gpu_types: Sequence[str]) -> None:
-        """Slurm answers and every GPU type's partition exists."""
+        """Slurm answers, every GPU type's partition exists, and Slurm would accept a task of each
+        GPU type's array with the resources it will ask for (``sbatch --test-only``)."""
         wanted = {g: gpu_of(self.gpus, g).slurm.partition for g in gpu_types}
         have = partitions()
         for g, partition in wanted.items():
             if partition and partition not in have:
                 raise ConfigError(f"GPU type {g!r} runs in Slurm partition {partition!r}, which this cluster lacks "
                                   f"(partitions: {', '.join(have)}); set it in conf/gpu/{g}.yaml")
+        for g in gpu_types:
+            would_accept(g, slurm_parameters(self.launcher, gpu_of(self.gpus, g), self.paths.name, 1))
 
     def submit(self, specs: Mapping[str, Sequence[WorkerSpec]]) -> Submitted:
         """One array per GPU type; the job ids are Slurm's (``ARRAY_TASK``)."""

@@ -13,7 +13,9 @@ Carbontracker (2.4.x) can hurt the job it measures; this adapter closes each way
 - ``sys.exit`` and exceptions escaping its calls, and a stop that waits on its thread: every
   call runs in a helper thread with a deadline (``call_timeout_s``); on an error or a timeout the
   tracker is abandoned, the record says why, and the trial goes on;
-- console output: its stream handlers are removed after construction (its log files stay).
+- console output: while it is constructed its loggers' console handlers are swapped for a file
+  in ``log_dir`` (``<prefix>_console.log``) and none of them propagates, so not one of its lines
+  reaches the terminal (its own log files stay).
 
 Records are parsed from its log files (kept in ``log_dir``), not from its own parser, which
 misreads the epoch count of an interrupted run. Its energy figures include a PUE factor (1.58 in
@@ -351,40 +353,70 @@ class CarbonTrackerRun:
     def _construct(self) -> None:
         from unittest import mock
 
-        from carbontracker.emissions.intensity.fetcher import IntensityFetch
-        from carbontracker.emissions.intensity.intensity import IntensityService
-        from carbontracker.tracker import CarbonTracker
+        from carbontracker import loggerutil
 
-        configured = IntensityFetch(
-            carbon_intensity=self.intensity_g_per_kwh,
-            address=self.intensity_source,
-            country="configured",
-            is_fetched=False,
-            is_localized=True,
-        )
+        # Imported and constructed with its logger set-up redirected: importing the tracker makes
+        # a module-level logger of its own (CPU detection), which would print otherwise.
         with (
             _construct_lock,
-            mock.patch.object(IntensityService, "_fetch_geo_location", lambda _self: None),
-            mock.patch.object(IntensityService, "_get_default_carbon_intensity", lambda _self: configured),
+            mock.patch.object(loggerutil.Logger, "_setup", self._setup_to_files(loggerutil.Logger._setup)),
         ):
-            tracker = CarbonTracker(
-                epochs=self.epochs,
-                epochs_before_pred=self.epochs_before_pred,
-                monitor_epochs=-1,
-                update_interval=self.update_interval_s,
-                interpretable=False,
-                stop_and_confirm=False,
-                ignore_errors=True,
-                components=",".join(self._present),
-                devices_by_pid=False,
-                log_dir=str(self.log_dir),
-                log_file_prefix=self.log_prefix,
-                verbose=0,
-                api_keys=None,
+            from carbontracker.emissions.intensity.fetcher import IntensityFetch
+            from carbontracker.emissions.intensity.intensity import IntensityService
+            from carbontracker.tracker import CarbonTracker
+
+            configured = IntensityFetch(
+                carbon_intensity=self.intensity_g_per_kwh,
+                address=self.intensity_source,
+                country="configured",
+                is_fetched=False,
+                is_localized=True,
             )
+            with (
+                mock.patch.object(IntensityService, "_fetch_geo_location", lambda _self: None),
+                mock.patch.object(IntensityService, "_get_default_carbon_intensity", lambda _self: configured),
+            ):
+                tracker = CarbonTracker(
+                    epochs=self.epochs,
+                    epochs_before_pred=self.epochs_before_pred,
+                    monitor_epochs=-1,
+                    update_interval=self.update_interval_s,
+                    interpretable=False,
+                    stop_and_confirm=False,
+                    ignore_errors=True,
+                    components=",".join(self._present),
+                    devices_by_pid=False,
+                    log_dir=str(self.log_dir),
+                    log_file_prefix=self.log_prefix,
+                    verbose=0,
+                    api_keys=None,
+                )
         self._tracker = tracker
         self._ct_logger = getattr(tracker, "logger", None)
         self._quiet_console()
+
+    def _setup_to_files(self, setup: Callable[..., Any]) -> Callable[..., Any]:
+        """Carbontracker's logger set-up, its console handlers replaced by a file in ``log_dir``:
+        what it would print (detected CPU, TDP fallback, intensity warnings) goes to the trial's
+        log folder, never to the terminal."""
+        console = self.log_dir / f"{self.log_prefix}_console.log"
+
+        def setup_to_files(logger: Any, *args: Any, **kwargs: Any) -> Any:
+            loggers = setup(logger, *args, **kwargs)
+            for lg in loggers:
+                lg.propagate = False
+                for h in list(lg.handlers):
+                    if type(h) is logging.StreamHandler:
+                        to_file = logging.FileHandler(console, delay=True)
+                        to_file.setLevel(h.level)
+                        to_file.setFormatter(h.formatter)
+                        for f in h.filters:
+                            to_file.addFilter(f)
+                        lg.removeHandler(h)
+                        lg.addHandler(to_file)
+            return loggers
+
+        return setup_to_files
 
     def epoch_start(self) -> None:
         """Tell Carbontracker an epoch begins (no-op once it is gone)."""
@@ -468,6 +500,9 @@ class CarbonTrackerRun:
             for h in list(lg.handlers):
                 h.close()
                 lg.removeHandler(h)
+            # Its loggers are shared by name with its module-level ones: without any handler a
+            # warning of theirs would reach the terminal through logging's last resort.
+            lg.addHandler(logging.NullHandler())
 
     def _build_record(self) -> CarbonRecord:
         std, out, files = self._paths

@@ -99,3 +99,14 @@ def test_preemption_requeues_and_reruns_the_interrupted_trial(slurm_cluster, tmp
     assert [a[:2] for a in attempts] == [(1, "failed"), (2, "done")]
     assert "interrupted" in attempts[0][2]
     assert set(done_once(url).values()) == {1}
+
+
+def test_resources_the_node_lacks_are_refused_before_anything_is_recorded(slurm_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url = url_for(tmp_path)
+    proc = campaign("launch", *TINY, "name=big", f"root={tmp_path}", f"db.url={url}", "launcher=slurm",
+                    "gpus=[a100]", "launcher.cpus_per_task=1", "launcher.mem_gb=100000", check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Slurm would refuse" in line and "mem_gb=100000" in line, line
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "cluster.db").exists() or not rows(url, "select id from campaign")

@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from db.engine import DatabaseError, make_engine
 from db.migrate import upgrade
-from db.query import QueryError, read_only_engine, run_query
+from db.query import QueryError, read_only_engine, run_query, sqlite_read_only_uri
 
 WRITES = (
     "DELETE FROM run",
@@ -107,3 +107,48 @@ def test_cli_query_prints_a_table_and_refuses_writes_in_one_line(smoke_db, cli, 
     assert cli(["query", "nope", "SELECT 1", *where]) == 2
     err = capsys.readouterr().err
     assert "no campaign 'nope'" in err and "known: smoke" in err
+
+
+# Statements that would create a file beside a read-only database, or switch its protection off.
+ESCAPES = (
+    "ATTACH '{new}' AS y",
+    "VACUUM INTO '{new}'",
+    "PRAGMA query_only=OFF",
+    "DETACH main",
+)
+
+
+@pytest.mark.parametrize("sql", ESCAPES)
+def test_attach_vacuum_into_and_settings_are_refused_and_create_nothing(smoke_db, tmp_path: Path, sql: str) -> None:  # type: ignore[no-untyped-def]
+    url, _ = smoke_db
+    if not url.startswith("sqlite"):
+        pytest.skip("SQLite statements")
+    new = tmp_path / "created.db"
+    engine = read_only_engine(url)
+    with pytest.raises(QueryError, match="read-only") as err:
+        run_query(engine, url, sql.format(new=new))
+    assert "\n" not in str(err.value) and not new.exists()
+    # the connection is still read-only: a write after the refused setting is refused too
+    with pytest.raises(QueryError, match="read-only"):
+        run_query(engine, url, "DELETE FROM run")
+    engine.dispose()
+
+
+def test_a_database_on_read_only_media_is_read_immutable(smoke_db, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    url, _ = smoke_db
+    if not url.startswith("sqlite"):
+        pytest.skip("SQLite files")
+    path = Path(url.removeprefix("sqlite:///"))
+    assert sqlite_read_only_uri(path) == f"{path.as_uri()}?mode=ro"
+    monkeypatch.setattr("db.query.os.access", lambda p, mode: False)  # as a read-only mount answers
+    assert sqlite_read_only_uri(path) == f"{path.as_uri()}?mode=ro&immutable=1"
+    engine = read_only_engine(url)
+    res = run_query(engine, url, "SELECT COUNT(*) FROM campaign WHERE name = :campaign", {"campaign": "smoke"})
+    assert res.rows == [(1,)]
+    engine.dispose()
+
+
+def test_a_sqlite_url_naming_a_folder_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseError, match="names the folder") as err:
+        read_only_engine(f"sqlite:///{tmp_path}")
+    assert "\n" not in str(err.value)

@@ -91,3 +91,34 @@ def test_user_facing_errors_share_one_base() -> None:
     # the store's old names are the same objects
     assert (store.CampaignNotFound, store.CampaignExists, store.CampaignInfo, store.ClaimedTrial) == (
         CampaignNotFound, CampaignExists, CampaignInfo, ClaimedTrial)
+
+
+def test_a_file_that_is_not_a_database_is_one_line_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("these are notes, not a database\n" * 200)
+    before = path.read_bytes()
+    with pytest.raises(DatabaseError) as info:
+        CampaignReader.open(f"sqlite:///{path}")
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "not a SQLite database" in message
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+
+def test_a_reader_error_is_one_line_and_still_tells_an_outage(smoke_db) -> None:  # type: ignore[no-untyped-def]
+    from db.engine import is_connectivity_error
+
+    url, _ = smoke_db
+    reader = CampaignReader.open(url)
+    info = reader.campaign("smoke")
+    reader.engine.dispose()
+
+    def refuse(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        from sqlalchemy.exc import OperationalError
+
+        raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly\nmore"))
+
+    reader.engine.connect = refuse  # type: ignore[method-assign]
+    with pytest.raises(DatabaseError) as err:
+        reader.status_rows(info.id)
+    assert str(err.value).count("\n") == 0 and "server closed the connection" in str(err.value)
+    assert is_connectivity_error(err.value)  # judged by its cause: a worker still waits it out
