@@ -140,7 +140,7 @@ def result_for(trial_key: str, trace: dict[str, list[Any]], phases: list[PhaseRe
         started_at="2026-01-01T00:00:00+00:00", ended_at="2026-01-01T02:00:00+00:00", host="node1",
         worker_id="node1-1", power_source=SOURCE, dataset="cifar10", device="cuda:0",
         energy_method="nvml_counter", counter_energy_j=energy, energy_uncertainty_j=0.05 * energy,
-        uncertainty_basis="nvml power accuracy +-5 %", hardware={"host": "node1", "gpu_name": "NVIDIA A100-SXM4-40GB", "gpu_count": 1},
+        error_basis="nvml power accuracy +-5 %", hardware={"host": "node1", "gpu_name": "NVIDIA A100-SXM4-40GB", "gpu_count": 1},
         trace_anchor_unix_s=1767225600.0, phases=tuple(phases), trace=trace,
         energy_j=energy, duration_s=trace["t_s"][-1] - trace["t_s"][0] if trace["t_s"] else 0.0,
         valid_accuracy=0.9, test_accuracy=0.9, train_images_per_s=1000.0, train_images=40000,

@@ -210,7 +210,7 @@ def render() -> str:
         "- Energy above idle: `energy_above_idle_j = energy_j - idle_power_w x duration_s`, with the idle",
         "  power of the same trial's idle window (per phase and per epoch alike). Each energy figure says",
         "  how it was obtained (`energy_method`, `run_phase.method`) and how sure it is",
-        "  (`energy_uncertainty_j` and `uncertainty_basis`); `flags` names what is wrong with a",
+        "  (`energy_uncertainty_j` and `error_basis`); `flags` names what is wrong with a",
         "  measurement (a window with too few samples, a counter and integrated power that disagree).",
         "- Energy per image: `energy_per_image_j = energy_j / (epochs x train_images)`, with",
         "  `train_images` the training images per epoch (40 000 for CIFAR-10's NAS-Bench-101 split).",

@@ -422,7 +422,7 @@ def _write_run(conn: Connection, trial_id: int, existing: Any, result: RunResult
         energy_j=result.energy_j,
         energy_above_idle_j=result.energy_above_idle_j,
         energy_uncertainty_j=result.energy_uncertainty_j,
-        uncertainty_basis=result.uncertainty_basis,
+        error_basis=result.error_basis,
         counter_energy_j=result.counter_energy_j,
         integrated_energy_j=result.integrated_energy_j,
         energy_disagreement=result.energy_disagreement,

@@ -88,7 +88,7 @@ class EpochRecord:
     train_accuracy: float
     valid_accuracy: float
     energy_above_idle_j: float | None = None  # energy_j - the trial's idle power x duration_s
-    uncertainty_j: float | None = None  # stated uncertainty of energy_j (basis: the run's uncertainty_basis)
+    uncertainty_j: float | None = None  # stated uncertainty of energy_j (basis: the run's error_basis)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +142,7 @@ class RunResult:
     energy_j: float | None = None  # the training phases' energy (train + eval)
     energy_above_idle_j: float | None = None  # energy_j - idle_power_w x duration of train + eval
     energy_uncertainty_j: float | None = None  # stated uncertainty of energy_j, in joules
-    uncertainty_basis: str | None = None  # what the uncertainty is made of (device accuracy, integration bound, ...)
+    error_basis: str | None = None  # what the uncertainty is made of (device accuracy, integration bound, ...)
     counter_energy_j: float | None = None  # train + eval energy from the device counter, where it has one
     integrated_energy_j: float | None = None  # train + eval energy from the sampled power
     energy_disagreement: float | None = None  # |counter - integrated| / counter, where both exist

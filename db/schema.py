@@ -175,9 +175,9 @@ class Run(Base):
         Float, comment="energy_j - idle_power_w x duration_s: the dynamic energy of train + eval (J)"
     )
     energy_uncertainty_j: Mapped[float | None] = mapped_column(
-        Float, comment="stated uncertainty of energy_j (J), made of what uncertainty_basis says"
+        Float, comment="stated uncertainty of energy_j (J), made of what error_basis says"
     )
-    uncertainty_basis: Mapped[str | None] = mapped_column(
+    error_basis: Mapped[str | None] = mapped_column(
         Text, comment="what the uncertainty is made of (device accuracy, counter resolution, integration bound)"
     )
     counter_energy_j: Mapped[float | None] = mapped_column(
@@ -231,7 +231,7 @@ class Epoch(Base):
         Float, comment="energy_j - the run's idle_power_w x duration_s (J)"
     )
     uncertainty_j: Mapped[float | None] = mapped_column(
-        Float, comment="stated uncertainty of energy_j (J; basis: run.uncertainty_basis)"
+        Float, comment="stated uncertainty of energy_j (J; basis: run.error_basis)"
     )
     train_loss: Mapped[float] = mapped_column(Float, comment="mean training cross-entropy loss of the epoch")
     train_accuracy: Mapped[float] = mapped_column(Float, comment="0-1")

@@ -79,7 +79,7 @@ run_summary = Table(
          "energy_j, idle_power_w and duration_s", "J"),
     _col("energy_above_idle_kwh", Float, "energy_above_idle_j in kilowatt-hours", "kWh"),
     _col("energy_uncertainty_j", Float, "stated uncertainty of energy_j (NULL for runs stored before it was)", "J"),
-    _col("uncertainty_basis", String, "what the uncertainty is made of (device accuracy, counter resolution, "
+    _col("error_basis", String, "what the uncertainty is made of (device accuracy, counter resolution, "
          "integration bound)"),
     _col("counter_energy_j", Float, "train + eval energy from the device's energy counter (NULL without one)", "J"),
     _col("integrated_energy_j", Float, "train + eval energy from the sampled power, integrated", "J"),
@@ -168,7 +168,7 @@ def _run_summary(dialect: str, phases: tuple[str, ...], v2: bool) -> str:
   {above_idle} AS energy_above_idle_j,
   {above_idle} / 3600000.0 AS energy_above_idle_kwh,
   r.energy_uncertainty_j,
-  r.uncertainty_basis,
+  r.error_basis,
   r.counter_energy_j,
   r.integrated_energy_j,
   r.energy_disagreement,

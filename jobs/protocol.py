@@ -150,7 +150,7 @@ def summarise(
     - ``epoch_figures``: ``{epoch: {energy_j, duration_s, energy_above_idle_j, uncertainty_j, method}}``;
     - ``method``: the method of the run's energy (train + eval; the whole trace where it has none);
     - ``run``: the run's ``energy_j``, ``duration_s`` (of the trace's train + eval),
-      ``energy_above_idle_j``, ``energy_uncertainty_j``, ``uncertainty_basis``, ``counter_energy_j``,
+      ``energy_above_idle_j``, ``energy_uncertainty_j``, ``error_basis``, ``counter_energy_j``,
       ``integrated_energy_j``, ``energy_disagreement``;
     - ``flags``: ``short_window:<phase>`` for each phase that breaks ``rule``, ``disagreement`` where
       the counter and the integrated power of the run differ by more than ``max_disagreement``;
@@ -208,7 +208,7 @@ def summarise(
         "run": {
             "energy_j": run.energy_j, "duration_s": run.duration_s, "energy_above_idle_j": run.above(idle_power),
             "energy_uncertainty_j": run.uncertainty_j if run.samples else None,
-            "uncertainty_basis": describe_parts(main.method or "none", main.parts, main.notes) if run.samples else None,
+            "error_basis": describe_parts(main.method or "none", main.parts, main.notes) if run.samples else None,
             "counter_energy_j": counter, "integrated_energy_j": run.integrated_j if run.samples else None,
             "energy_disagreement": disagreement,
         },  # fmt: skip

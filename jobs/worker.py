@@ -421,7 +421,7 @@ def _figures(summary: dict[str, Any], outcome: Any, train_images: int) -> dict[s
     per_epoch = summary["epoch_figures"]
     return dict(
         energy_j=run["energy_j"], energy_above_idle_j=run["energy_above_idle_j"],
-        energy_uncertainty_j=run["energy_uncertainty_j"], uncertainty_basis=run["uncertainty_basis"],
+        energy_uncertainty_j=run["energy_uncertainty_j"], error_basis=run["error_basis"],
         counter_energy_j=run["counter_energy_j"], integrated_energy_j=run["integrated_energy_j"],
         energy_disagreement=run["energy_disagreement"],
         duration_s=sum(e.duration_s for e in outcome.epochs),

@@ -381,7 +381,7 @@ def test_flags_methods_and_uncertainties_stored_in_the_database_reach_the_page(t
     def newer(i: int, result: dict[str, Any]) -> dict[str, Any]:
         energy = result["energy_j"]
         return {"format": 3, "energy_method": "nvml_counter", "energy_above_idle_j": energy * 0.6,
-                "energy_uncertainty_j": energy * 0.05, "uncertainty_basis": "NVML +-5 %",
+                "energy_uncertainty_j": energy * 0.05, "error_basis": "NVML +-5 %",
                 "flags": ["short_window:idle", "disagreement"] if i == 1 else []}
 
     store, info = make_campaign(f"sqlite:///{tmp_path / 'n.db'}", tmp_path, "newer", 2, (1, 2), ("cpu",), 2,

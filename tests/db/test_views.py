@@ -135,7 +135,7 @@ def _format3(t: Any, name: str, energy_j: float) -> RunResult:
     """A worker's result with everything the energy-above-idle version records (format 3)."""
     data = worker_result(t, name, energy_j=energy_j)
     data.update(format=3, energy_method="nvml_counter", energy_above_idle_j=energy_j - 70.0,
-                energy_uncertainty_j=0.05 * energy_j, uncertainty_basis="nvml power accuracy +-5 %",
+                energy_uncertainty_j=0.05 * energy_j, error_basis="nvml power accuracy +-5 %",
                 counter_energy_j=energy_j, integrated_energy_j=1.2 * energy_j, energy_disagreement=0.2,
                 flags=["short_window:idle", "disagreement"], start_temperature_c=41.5)
     for p in data["phases"]:
@@ -167,7 +167,7 @@ def test_energy_above_idle_is_stored_or_computed_from_the_idle_power(db_url: str
     assert old["energy_above_idle_kwh"] == pytest.approx(400.0 / 3.6e6)
     assert old["energy_above_idle_per_image_j"] == pytest.approx(400.0 / 2048)
     assert new["energy_above_idle_j"] == pytest.approx(230.0) and new["energy_method"] == "nvml_counter"
-    assert (new["energy_uncertainty_j"], new["uncertainty_basis"]) == (pytest.approx(15.0), "nvml power accuracy +-5 %")
+    assert (new["energy_uncertainty_j"], new["error_basis"]) == (pytest.approx(15.0), "nvml power accuracy +-5 %")
     assert (new["counter_energy_j"], new["integrated_energy_j"], new["energy_disagreement"]) == (
         pytest.approx(300.0), pytest.approx(360.0), pytest.approx(0.2))
     assert new["flags"] == "short_window:idle,disagreement" and new["start_temperature_c"] == pytest.approx(41.5)

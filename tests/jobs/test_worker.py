@@ -203,7 +203,7 @@ def test_setup_precedes_an_idle_window_of_the_configured_length(tmp_path: Path, 
         assert by_phase["setup"]["duration_s"] > 0
         idle_powers.append(by_phase["idle"]["mean_power_w"])
         assert "simulated" in r["energy_method"] and by_phase["train"]["method"] == "simulated"
-        assert r["energy_uncertainty_j"] > 0 and "simulated" in r["uncertainty_basis"]
+        assert r["energy_uncertainty_j"] > 0 and "simulated" in r["error_basis"]
         assert r["energy_above_idle_j"] == pytest.approx(r["energy_j"] - r["idle_power_w"] * (
             by_phase["train"]["duration_s"] + by_phase["eval"]["duration_s"]))
         assert "short_window:idle" in r["flags"] and by_phase["idle"]["valid"] is False  # 1 s at 10 Hz

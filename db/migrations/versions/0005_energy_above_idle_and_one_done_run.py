@@ -57,8 +57,8 @@ COMMENTS = {
 ABOVE_IDLE = "energy_j - the run's idle_power_w x duration_s (J)"
 RUN_COLUMNS = (
     ("energy_above_idle_j", sa.Float(), "energy_j - idle_power_w x duration_s: the dynamic energy of train + eval (J)"),
-    ("energy_uncertainty_j", sa.Float(), "stated uncertainty of energy_j (J), made of what uncertainty_basis says"),
-    ("uncertainty_basis", sa.Text(),
+    ("energy_uncertainty_j", sa.Float(), "stated uncertainty of energy_j (J), made of what error_basis says"),
+    ("error_basis", sa.Text(),
      "what the uncertainty is made of (device accuracy, counter resolution, integration bound)"),
     ("counter_energy_j", sa.Float(), "train + eval energy from the device's energy counter (J); null without one"),
     ("integrated_energy_j", sa.Float(), "train + eval energy from the sampled power, integrated (J)"),
@@ -70,7 +70,7 @@ RUN_COLUMNS = (
 )
 EPOCH_COLUMNS = (
     ("energy_above_idle_j", sa.Float(), ABOVE_IDLE),
-    ("uncertainty_j", sa.Float(), "stated uncertainty of energy_j (J; basis: run.uncertainty_basis)"),
+    ("uncertainty_j", sa.Float(), "stated uncertainty of energy_j (J; basis: run.error_basis)"),
 )
 RUN_PHASE_COLUMNS = (
     ("energy_above_idle_j", sa.Float(), ABOVE_IDLE),

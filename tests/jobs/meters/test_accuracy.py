@@ -92,7 +92,7 @@ def test_energy_within_half_a_percent_and_the_uncertainty_covers_the_error(name:
     sampling = combine({k: v for k, v in w.parts.items() if k != "device accuracy"})
     assert abs(w.energy_j - truth) <= sampling
     assert s["run"]["energy_uncertainty_j"] == pytest.approx(got["uncertainty_j"])
-    assert name in ("step", "ramp", "noise") and s["run"]["uncertainty_basis"].startswith(got["method"])
+    assert name in ("step", "ramp", "noise") and s["run"]["error_basis"].startswith(got["method"])
     assert "disagreement" not in s["flags"]
 
 
@@ -121,5 +121,5 @@ def test_a_simulated_window_says_so_and_states_an_uncertainty() -> None:
     samples = [Sample(t_s=0.1 * i, phase="train", epoch=1, power_w=30.0 + (i % 3), energy_j=0.0) for i in range(50)]
     s = summarise(samples, {0: simulated_accuracy(2.5)})
     assert s["method"] == "simulated" and s["run"]["counter_energy_j"] is None
-    assert s["run"]["energy_uncertainty_j"] > 0 and "not a measurement" in s["run"]["uncertainty_basis"]
+    assert s["run"]["energy_uncertainty_j"] > 0 and "not a measurement" in s["run"]["error_basis"]
     assert math.isfinite(s["run"]["integrated_energy_j"])
