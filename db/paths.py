@@ -152,16 +152,21 @@ class CampaignPaths:
         self.folder.mkdir(parents=True, exist_ok=True)
         body = json.dumps({"campaign": self.name, "database": database}, indent=2) + "\n"
         try:
-            fd = os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            write_exclusive(self.marker, body)
         except FileExistsError:
             self.check_owner(database)
-            return
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(body)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except BaseException:
-            with contextlib.suppress(OSError):
-                self.marker.unlink()
-            raise
+
+
+def write_exclusive(path: Path, data: str) -> None:
+    """Create ``path`` with ``data``, durably, only where no file is there yet (FileExistsError
+    otherwise, the file left as it was); a partly written file is removed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from db.errors import CampaignError
-from db.paths import CampaignPaths
+from db.paths import CampaignPaths, write_exclusive
 from db.records import ResultFormatError, RunResult
 
 # Where a file system has no hard links, the file is created exclusively and written in place.
@@ -53,26 +53,14 @@ def write_atomic(path: Path, result: RunResult) -> Path:
         except OSError as exc:
             if exc.errno not in _NO_LINKS:
                 raise
-            _write_exclusive(path, data)
+            try:
+                write_exclusive(path, data)
+            except FileExistsError:
+                raise _exists(path) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
     _sync_folder(path.parent)
     return path
-
-
-def _write_exclusive(path: Path, data: str) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        raise _exists(path) from None
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
 
 
 def _sync_folder(folder: Path) -> None:
