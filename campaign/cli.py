@@ -62,17 +62,21 @@ def _print_plan(console: Console, cfg: CampaignConfig, plan: Plan) -> None:
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from campaign.estimate import campaign_estimate, print_estimate
     from campaign.launch import plan
 
     cfg = compose(args.overrides)
-    _print_plan(console, cfg, plan(cfg))
+    the_plan = plan(cfg)
+    _print_plan(console, cfg, the_plan)
+    print_estimate(console, campaign_estimate(cfg, the_plan))
     return 0
 
 
 def _handover(args: argparse.Namespace) -> Any:
     from campaign.launch import Handover
 
-    return Handover(follow=args.wait, max_failures=args.max_failures, quiet=args.quiet)
+    return Handover(follow=args.wait, max_failures=args.max_failures, quiet=args.quiet,
+                    dry_run=getattr(args, "dry_run", False))
 
 
 def cmd_launch(args: argparse.Namespace, console: Console) -> int:
@@ -271,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    add("plan", cmd_plan, "print the plan of a sweep (trials per GPU type and epoch budget); runs nothing")
+    add("plan", cmd_plan, "print the plan of a sweep (trials per GPU type and epoch budget) and its estimate "
+        "(GPU-hours, kWh, CO2eq); runs nothing")
     launch = add("launch", cmd_launch, "plan, record and run a sweep (campaign launch +sweep=smoke); Ctrl-C "
                  "cancels the running attempts (their trials back to pending) and says how to resume")
     resume = add("resume", cmd_resume, "run again what is not done: never started, failed, stale, cancelled",
@@ -279,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (launch, resume):
         p.add_argument("--max-failures", type=int, default=None, help="stop a worker after N failed trials in a row")
         p.add_argument("--wait", action="store_true", help="follow the campaign with a live progress display")
+    launch.add_argument("--dry-run", action="store_true",
+                        help="plan, estimate (GPU-hours, kWh, CO2eq) and check the budget; record and run nothing")
     resume.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
                         help="a running trial without heartbeat this long is stale (default launcher.stale_after_s)")
     add("ingest", cmd_ingest, "store result files that did not reach the database", with_name=True)
@@ -359,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             _exit_now_if_threads_linger(stop.exit_code)
         return stop.exit_code
     except CampaignError as exc:
+        sys.stdout.flush()  # what was printed comes first: the error is the last line
         print(f"campaign: error: {exc}", file=sys.stderr)
         return 2
     finally:

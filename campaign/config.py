@@ -27,7 +27,8 @@ from jobs.network import NetworkConfig
 from jobs.recipe import RecipeConfig
 from jobs.settings import Device, MeterConfig, ProtocolConfig, at_least, enum_value
 
-__all__ = ["CampaignConfig", "ConfigError", "GpuType", "LauncherConfig", "compose", "db_url", "gpu_types"]
+__all__ = ["BudgetConfig", "CampaignConfig", "ConfigError", "EstimateConfig", "GpuType", "LauncherConfig", "OnExceed",
+           "compose", "db_url", "gpu_types"]
 
 
 def _conf_dir() -> Path:
@@ -120,6 +121,45 @@ class ArchitecturesConfig:
             raise ConfigError("architectures.file is not set (a JSON or YAML list of {matrix, ops}) for source=file")
 
 
+class OnExceed(enum.StrEnum):
+    """What a launch does when its estimate's upper end exceeds a budget limit."""
+
+    refuse = "refuse"  # refuse the launch in one line, before anything is recorded
+    warn = "warn"  # print the warning and launch
+
+
+@dataclass
+class BudgetConfig:
+    """Limits a launch's pre-launch estimate (its upper end) is checked against; null: no limit."""
+
+    max_kwh: float | None = None  # energy, total (training, eval, warm-up, idle, cool-down), kWh
+    max_gpu_hours: float | None = None
+    max_co2_kg: float | None = None  # CO2eq at meter.carbon_intensity_g_per_kwh and estimate.pue
+    on_exceed: OnExceed = OnExceed.refuse
+
+    def __post_init__(self) -> None:
+        self.on_exceed = enum_value(OnExceed, "budget.on_exceed", self.on_exceed)
+        for key in ("max_kwh", "max_gpu_hours", "max_co2_kg"):
+            if getattr(self, key) is not None:
+                at_least(f"budget.{key}", getattr(self, key), 0, strict=True)
+
+
+@dataclass
+class EstimateConfig:
+    """How the pre-launch estimate bounds trials no measured run describes (the GPU type's TDP)."""
+
+    pue: float = 1.0  # power usage effectiveness of the data centre, multiplies the energy for CO2eq
+    tdp_low_fraction: float = 0.3  # the low end of a trial's power, as a fraction of the TDP
+    idle_fraction: float = 0.1  # idle power as a fraction of the TDP, where no run measured it
+
+    def __post_init__(self) -> None:
+        at_least("estimate.pue", self.pue, 1)
+        for key in ("tdp_low_fraction", "idle_fraction"):
+            at_least(f"estimate.{key}", getattr(self, key), 0)
+            if getattr(self, key) > 1:
+                raise ConfigError(f"estimate.{key}={getattr(self, key)} is not allowed (must be <= 1)")
+
+
 @dataclass
 class CampaignConfig:
     """The whole configuration of a campaign (conf/config.yaml and its groups)."""
@@ -142,6 +182,8 @@ class CampaignConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    estimate: EstimateConfig = field(default_factory=EstimateConfig)
 
     def __post_init__(self) -> None:
         if self.name is not None:

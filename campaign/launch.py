@@ -37,6 +37,7 @@ class Handover:
     max_failures: int | None = None
     quiet: bool = False
     display: str | None = None
+    dry_run: bool = False  # plan, estimate and print; record and run nothing
 
     def note(self, console: Console, text: str) -> None:
         """Print a line that is not the final summary (left out with ``-q``)."""
@@ -101,13 +102,24 @@ def plan(cfg: CampaignConfig) -> Plan:
 
 
 def launch(cfg: CampaignConfig, console: Console, how: Handover) -> int:
-    """Plan, check (data, launcher), record the campaign and its trials, hand them over."""
+    """Plan, estimate (and keep the budget), check (data, launcher), record the campaign and its
+    trials, hand them over. ``how.dry_run``: plan, estimate and print only."""
     from campaign.checks import check_before_record
+    from campaign.estimate import campaign_estimate, check_budget, print_estimate
     from campaign.launchers import make_launcher
     from campaign.revision import code_revision
     from jobs.data import check_dataset
 
     the_plan = plan(cfg)
+    estimate = campaign_estimate(cfg, the_plan)
+    if how.dry_run or not how.quiet:
+        print_estimate(console, estimate)
+    warning = check_budget(cfg, estimate)  # BudgetExceeded (one line) before anything is recorded
+    if warning:
+        console.print(warning, markup=False)
+    if how.dry_run:
+        console.print(f"dry run: {len(the_plan.trials)} trials planned and estimated; nothing recorded or run")
+        return 0
     name = cfg.name or f"{cfg.sweep}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
     cfg = dataclasses.replace(cfg, name=name)
     paths = CampaignPaths.of(cfg.root, name)
