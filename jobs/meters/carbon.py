@@ -491,7 +491,10 @@ class CarbonTrackerRun:
                     elif path.name.endswith("_carbontracker_output.log"):
                         out = path
         if self.log_dir.is_dir():
-            files = sorted(str(p) for p in self.log_dir.glob(f"{self.log_prefix}_*"))
+            # Carbontracker's own log files; the console lines it would have printed are kept beside
+            # them in <prefix>_console.log, which is ours, not one of its logs.
+            files = sorted(str(p) for p in self.log_dir.glob(f"{self.log_prefix}_*")
+                           if not p.name.endswith("_console.log"))
         return std, out, files
 
     def _close_logs(self) -> None:
