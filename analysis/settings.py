@@ -249,6 +249,10 @@ class AnalysisSettings:
     min_group_size: int = MIN_GROUP_SIZE
     #: Runs columns drawn as box plots and tested (energy per training image).
     factors: tuple[str, ...] = ("arch_hash", "gpu_type", "epochs")
+    #: Shapiro-Wilk: smallest group whose normality is assessed (smaller: "not assessable").
+    normality_min_n: int = 5
+    #: Bootstrap resamples of the effect-size intervals (eta squared, Cliff's delta), seeded by ``seed``.
+    bootstrap: int = 1000
     #: Online estimators: first epoch of the stable window (003: 10); None detects it per run.
     stable_epoch: int | None = None
     #: Online estimators: stable epochs averaged (003: 5).
@@ -278,6 +282,8 @@ class AnalysisSettings:
         self.factors = tuple(self.factors)
         _require(0 < self.alpha < 1, "alpha", self.alpha, "must be between 0 and 1")
         _require(self.min_group_size >= 2, "min_group_size", self.min_group_size, "must be >= 2")
+        _require(self.normality_min_n >= 3, "normality_min_n", self.normality_min_n, "must be >= 3")
+        _require(self.bootstrap >= 100, "bootstrap", self.bootstrap, "must be >= 100 resamples")
         _require(self.window >= 2, "window", self.window, "must be >= 2 epochs")
         _require(self.stable_epoch is None or self.stable_epoch >= 1, "stable_epoch", self.stable_epoch,
                  "must be >= 1 (1-based) or null to detect it")

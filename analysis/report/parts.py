@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 #: The report's sections, in page order (a figure's or a note's ``section``).
-SECTIONS = ("summary", "statistics", "surrogate", "estimators", "pareto", "carbon", "traces", "runs")
+SECTIONS = ("design", "summary", "statistics", "surrogate", "estimators", "pareto", "carbon", "traces", "runs")
 #: How the page names the default factors.
 FACTOR_NAMES = {"arch_hash": "architecture", "gpu_type": "GPU type", "epochs": "epoch budget"}
 

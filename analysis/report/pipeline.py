@@ -66,6 +66,7 @@ def analyze(
                     left_out=left_out)
     steps: list[tuple[str, Callable[[], None]]] = [
         ("runs", lambda: sections.runs(report)),
+        ("design", lambda: sections.design(report)),
         ("summary", lambda: sections.summary(report, phases)),
         ("statistics", lambda: sections.statistics(report)),
         ("surrogate", lambda: sections.surrogate(report)),

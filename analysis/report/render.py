@@ -112,6 +112,16 @@ def _notes(report: PageSource, section: str) -> list[Block]:
     return [("note", n) for n in report.notes.get(section, [])]
 
 
+def design_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
+    b: list[Block] = [("h2", "Design"),
+                      ("p", "The design factors, their levels, the runs in each cell of their full crossing "
+                            "(seeds are the replicates), and whether every cell holds the same number of runs. "
+                            "What this campaign's size allows and does not:")]
+    if "design" in report.tables:
+        b.insert(1, ("table", report.tables["design"], None))
+    return b + _notes(report, "design")
+
+
 def summary_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
     s, t = report.settings, report.tables
     b: list[Block] = [("h2", "Summary"), ("list", [f"{k}: {v}" for k, v in report.meta.items()])]
@@ -156,7 +166,14 @@ def statistics_part(report: PageSource, figs: Figures, model_files: Sequence[Pat
               "epochs). Per factor: "
               "Shapiro-Wilk per group and Levene (Brown-Forsythe) across groups, Kruskal-Wallis with "
               "eta squared = (H - k + 1) / (n - k), Dunn's post-hoc test with the "
-              f"`{s.p_adjust}` correction; groups under {s.min_group_size} runs are left out and named.")]
+              f"`{s.p_adjust}` correction; groups under {s.min_group_size} runs are left out and named. "
+              "Each factor is tested within each combination of the other design factors (the `stratum` "
+              "column; `runs` names the runs a test rests on), and pooled over every run (stratum `all`) only "
+              "where the design is balanced. Eta squared has a percentile bootstrap interval "
+              f"({s.bootstrap} resamples within groups, seed {s.seed}). Beside the non-parametric tests: Welch's "
+              "ANOVA, Games-Howell pairs, Cliff's delta with its bootstrap interval and the median difference "
+              f"(`tables/pairwise_effects.csv`). Shapiro-Wilk needs {s.normality_min_n} runs in a group "
+              "(analysis.normality_min_n); smaller groups are \"not assessable\".")]
     if "energy_per_image" in t:
         b.append(("table", t["energy_per_image"], None))
     for factor in s.factors:
@@ -170,8 +187,11 @@ def statistics_part(report: PageSource, figs: Figures, model_files: Sequence[Pat
                 b += [("p", f"Dunn's test, adjusted p-values ({s.p_adjust}):"), ("matrix", m)]
             else:
                 b.append(("p", f"Dunn's test: {len(m)} groups; the matrix is in `tables/dunn.csv`."))
-    for name, title in (("group_tests", "Kruskal-Wallis and Levene"), ("shapiro_wilk", "Shapiro-Wilk per group"),
-                        ("dunn", "Dunn post-hoc pairs"), ("spearman", "Spearman correlations")):
+    for name, title in (("group_tests", "Kruskal-Wallis, Welch's ANOVA and Levene, within strata"),
+                        ("shapiro_wilk", "Shapiro-Wilk per group"), ("dunn", "Dunn post-hoc pairs"),
+                        ("pairwise_effects", "Games-Howell, Cliff's delta and median difference per pair"),
+                        ("spearman", "Spearman correlations"),
+                        ("seed_spread", "Within-architecture variability over seeds")):
         if name in t:
             b += [("h3", title), ("table", t[name], 40)]
     return b + _notes(report, "statistics")
@@ -194,6 +214,8 @@ def surrogate_part(report: PageSource, figs: Figures, model_files: Sequence[Path
     b += _figs(figs, "surrogate")
     if "surrogate_predictions" in t:
         b += [("h3", f"Predicted energy at budgets {list(ss.predict_budgets)}"),
+              ("p", "Rows with extrapolation = True predict a budget outside the measured ones; "
+                    "budget_ratio_to_nearest is their distance from the training data. They are not results."),
               ("table", t["surrogate_predictions"], 40)]
     return b + _notes(report, "surrogate")
 
@@ -259,7 +281,7 @@ def timings_part(report: PageSource, figs: Figures, model_files: Sequence[Path])
 
 
 #: The page's parts in order: one per section (analysis.report.parts.SECTIONS), then the timings.
-PARTS: tuple[Part, ...] = (summary_part, statistics_part, surrogate_part, estimators_part, pareto_part,
+PARTS: tuple[Part, ...] = (design_part, summary_part, statistics_part, surrogate_part, estimators_part, pareto_part,
                            carbon_part, traces_part, runs_part, timings_part)
 
 

@@ -49,12 +49,26 @@ from analysis.report.parts import FigureSpec, factor_figure, factor_name, slug
 from analysis.settings import AnalysisError, EnergyTarget, PowerKind
 from analysis.stats import (
     DEFAULT_SPEARMAN_PAIRS,
-    analyze_factor,
+    dunn_test,
     power_source_counts,
     spearman_correlations,
 )
+from analysis.strata import (
+    POOLED,
+    TEST_COLUMNS,
+    design_conclusions,
+    design_table,
+    factor_tests,
+    is_balanced,
+    per_architecture,
+    present_factors,
+    seed_spread,
+    strata,
+)
 from analysis.surrogate import fit_surrogate, learning_curve, predict
 
+#: Run columns that are properties of the architecture (correlated one value per architecture).
+ARCHITECTURE_PROPERTIES = ("params", "flops")
 #: Columns a runs table must have for any section.
 REQUIRED_RUN_COLUMNS = ("run_id", "arch_hash", "epochs", "gpu_type", "power_source", "energy_j", "duration_s")
 ESTIMATOR_NAMES = {
@@ -223,13 +237,26 @@ def summary(report: Report, phases: pd.DataFrame | None) -> None:
         report.tables["phases"] = phase_energy(phases, df)
 
 
+def design(report: Report) -> None:
+    """The campaign's design: factors, levels, runs per cell, balance, and what its size allows."""
+    df, s = report.runs, report.settings
+    report.tables["design"] = design_table(df, s.factors)
+    for text in design_conclusions(df, s.factors, s.min_group_size):
+        report.note("design", text)
+
+
 def statistics(report: Report) -> None:
-    """Energy per training image by each factor: Shapiro-Wilk, Levene, Kruskal-Wallis, Dunn; Spearman."""
+    """Energy per training image by each factor, within each stratum of the other factors:
+    Kruskal-Wallis (eta squared with a bootstrap interval), Welch's ANOVA, Dunn, Games-Howell,
+    Cliff's delta; Shapiro-Wilk and Levene; Spearman with one value per architecture."""
     df, s = report.runs, report.settings
     value = "energy_per_image_j"
     if df[value].notna().sum() == 0:
         report.note("statistics", "energy per training image is undefined: the runs record no train_images")
-    per_level, tests, normality, pairs = [], [], [], []
+    balanced = is_balanced(df, present_factors(df, s.factors))
+    opts: dict[str, Any] = {"min_n": s.min_group_size, "p_adjust": s.p_adjust.value, "alpha": s.alpha,
+                            "n_boot": s.bootstrap, "seed": s.seed, "normality_min_n": s.normality_min_n}
+    per_level, tests, normality, pairs, effects = [], [], [], [], []
     for factor in s.factors:
         name = factor_name(factor)
         if factor not in df.columns:
@@ -243,36 +270,90 @@ def statistics(report: Report) -> None:
         if len(levels) < 2:
             text = f"not testable: one level ({', '.join(map(str, levels)) or 'none'})"
             report.factor_text[factor] = text
-            tests.append({"factor": factor, "test": "kruskal", "k": len(levels), "n": int(df[value].notna().sum()),
-                          "note": text})
+            tests.append({"factor": factor, "stratum": POOLED, "test": "kruskal", "k": len(levels),
+                          "n": int(df[value].notna().sum()), "note": text})
         else:
-            fa = analyze_factor(df, value, factor, s.p_adjust.value, s.alpha, s.min_group_size)
-            kw, lev = fa.kruskal, fa.levene
-            tests += [{**kw.as_dict()}, {**lev.as_dict(), "eta_squared": math.nan}]
-            normality.append(fa.normality)
-            if not fa.dunn.pairs.empty:
-                pairs.append(fa.dunn.pairs.assign(factor=factor, p_adjust=fa.dunn.p_adjust))
-                report.dunn[factor] = fa.dunn.pvalues
-            report.factor_text[factor] = _kruskal_text(kw, lev, fa.dunn, s.alpha)
+            within = [(label, sub) for label, sub in strata(df, factor, s.factors) if label != POOLED]
+            if balanced or not within:
+                within.insert(0, (POOLED, df))
+            texts = []
+            for label, sub in within:
+                res = factor_tests(sub, value, factor, label, **opts)
+                tests += res.rows
+                pairs.append(res.dunn)
+                effects.append(res.effects)
+                normality.append(res.normality)
+                texts.append(_stratum_text(res.rows[0], label))
+            if balanced:
+                dunn = dunn_test(df, value, factor, s.p_adjust.value, s.alpha, s.min_group_size)
+                if not dunn.pairs.empty:
+                    report.dunn[factor] = dunn.pvalues
+            tested = [t for t in texts if t.startswith("Kruskal-Wallis H")]
+            report.factor_text[factor] = "; ".join(tested + [t for t in texts if t not in tested]) + (
+                f" ({len(tested)} of {len(texts)} test(s) possible; within strata of the other design factors"
+                + (", plus the pooled test of the balanced design)" if balanced else ")"))
         report.figures.append(FigureSpec(
             factor_figure(name),
             f"{target_name(report).capitalize()} per training image by {name}; error bars: stated uncertainty. "
             f"{report.factor_text[factor]}",
-            partial(factor_boxplot, report.runs, factor, test_text=report.factor_text[factor],
+            partial(factor_boxplot, report.runs, factor, test_text=report.factor_text[factor][:300],
                     label=report.source_label, value_label=f"{target_name(report)} per training image (J)",
                     err="energy_per_image_uncertainty_j"),
             "statistics"))
     report.tables["energy_per_image"] = pd.DataFrame(per_level)
-    test_cols = ["factor", "test", "k", "n", "statistic", "p_value", "eta_squared", "skipped", "note"]
-    report.tables["group_tests"] = pd.DataFrame(tests).reindex(columns=test_cols)
+    report.tables["group_tests"] = pd.DataFrame(tests).reindex(columns=TEST_COLUMNS)
     if normality:
         report.tables["shapiro_wilk"] = pd.concat(normality, ignore_index=True)
+    pairs = [p for p in pairs if not p.empty]
     if pairs:
-        cols = ["factor", "group_a", "group_b", "n_a", "n_b", "z", "p_unadjusted", "p_adjusted", "p_adjust",
-                "significant"]
+        cols = ["factor", "stratum", "group_a", "group_b", "n_a", "n_b", "z", "p_unadjusted", "p_adjusted",
+                "p_adjust", "significant"]
         report.tables["dunn"] = pd.concat(pairs, ignore_index=True)[cols]
-    by = "gpu_type"  # energy and utilization mean different things on different devices
-    report.tables["spearman"] = spearman_correlations(df, DEFAULT_SPEARMAN_PAIRS, by=by, min_n=s.min_group_size)
+    if effects:
+        report.tables["pairwise_effects"] = pd.concat(effects, ignore_index=True)
+    _correlations(report, value)
+
+
+def _stratum_text(kw: Mapping[str, Any], label: str) -> str:
+    where = "pooled over every run" if label == POOLED else label
+    if not np.isfinite(kw.get("statistic", math.nan)):
+        return f"Kruskal-Wallis not testable in {where} ({kw.get('note') or 'too few runs'})"
+    return (f"Kruskal-Wallis H = {kw['statistic']:.3g}, p = {_fmt_p(kw['p_value'])}, eta squared = "
+            f"{kw['eta_squared']:.3g} [{kw['eta_squared_ci_low']:.2g}, {kw['eta_squared_ci_high']:.2g}] "
+            f"(k = {kw['k']}, n = {kw['n']}; {where})")
+
+
+def _correlations(report: Report, value: str) -> None:
+    """Spearman: architecture properties against energy with one value per architecture (median over
+    seeds) within each GPU type and budget; run-level pairs per GPU type; circular pairs left out."""
+    df, s = report.runs, report.settings
+    arch_pairs = [(x, y) for x, y in DEFAULT_SPEARMAN_PAIRS if x in ARCHITECTURE_PROPERTIES]
+    run_pairs = [(x, y) for x, y in DEFAULT_SPEARMAN_PAIRS if x not in ARCHITECTURE_PROPERTIES]
+    if report.simulated:
+        circular = [(x, y) for x, y in run_pairs if x.startswith("gpu_util")]
+        run_pairs = [p for p in run_pairs if p not in circular]
+        if circular:
+            report.note("statistics", "Left out: " + ", ".join(f"{x} vs {y}" for x, y in circular) + ". The power "
+                        "is simulated from the training load, so its correlation with that load is circular, "
+                        "not a finding.")
+    tables = []
+    if arch_pairs and "arch_hash" in df.columns:
+        per_arch = per_architecture(df, sorted({c for p in arch_pairs for c in p}))
+        per_arch["stratum"] = [f"gpu_type={g}, epochs={e}" for g, e in zip(per_arch["gpu_type"], per_arch["epochs"],
+                                                                            strict=True)]
+        # n = architectures; below 3 no p-value
+        tables.append(spearman_correlations(per_arch, arch_pairs, by="stratum", min_n=3).assign(
+            unit="architecture (median over seeds)"))
+        report.tables["seed_spread"] = seed_spread(df, value)
+        report.note("statistics", "Architecture properties are correlated with energy one value per architecture "
+                    "(the median over its seeds) within each GPU type and budget: n is the number of "
+                    "architectures, and below 3 no p-value is given. The spread over seeds is the "
+                    "within-architecture variability (tables/seed_spread.csv), not further observations.")
+    if run_pairs:
+        run_level = spearman_correlations(df, run_pairs, by="gpu_type", min_n=s.min_group_size)
+        tables.append(run_level.rename(columns={"gpu_type": "stratum"}).assign(unit="run"))
+    if tables:
+        report.tables["spearman"] = pd.concat(tables, ignore_index=True)
     if "gpu_util_mean" in df.columns and report.simulated:
         report.note("statistics", "simulated runs have no GPU: their gpu_util is the training process's CPU load")
 
@@ -284,18 +365,6 @@ def target_name(report: Report) -> str:
 
 def _fmt_p(p: float) -> str:
     return "n/a" if not np.isfinite(p) else (f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}")
-
-
-def _kruskal_text(kw: Any, lev: Any, dunn: Any, alpha: float) -> str:
-    skipped = f"; left out (too small): {', '.join(f'{g} (n={n})' for g, n in kw.skipped.items())}" if kw.skipped else ""
-    if not np.isfinite(kw.statistic):
-        return f"Kruskal-Wallis not testable: {kw.note}{skipped}"
-    text = (f"Kruskal-Wallis H = {kw.statistic:.3g}, p = {_fmt_p(kw.p_value)}, eta squared = {kw.eta_squared:.3g} "
-            f"(k = {kw.k} groups, n = {kw.n} runs); Levene p = {_fmt_p(lev.p_value)}")
-    if not dunn.pairs.empty:
-        n_sig = int(dunn.pairs["significant"].sum())
-        text += f"; Dunn ({dunn.p_adjust}): {n_sig} of {len(dunn.pairs)} pairs differ at alpha {alpha:g}"
-    return text + skipped
 
 
 def surrogate(report: Report) -> None:
@@ -367,14 +436,27 @@ def surrogate(report: Report) -> None:
         # the model predicts energy per epoch: encode the cells once, scale to each budget
         per_epoch = predict(fit.model, list(archs["matrix"]), list(archs["ops"]), archs["params"].to_numpy(), 1)
         for budget in s.predict_budgets:
+            nearest = min(seen, key=lambda b: abs(math.log(budget / b)))
+            ratio = budget / nearest
             for arch, wh in zip(archs["arch_hash"], per_epoch * budget, strict=True):
                 predictions.append({
                     "gpu_type": gpu, "arch_hash": arch, "epochs": budget, "predicted_energy_wh": float(wh),
                     "measured_mean_wh": float(measured.get((arch, budget), math.nan)),
-                    "note": "" if budget in seen else f"budget not measured (trained on {seen})"})
+                    "extrapolation": budget not in seen, "nearest_measured_budget": nearest,
+                    "budget_ratio_to_nearest": ratio,
+                    "note": "" if budget in seen else
+                    f"extrapolation: budget not measured ({ratio:.3g} x the nearest measured budget {nearest}; "
+                    f"trained on {seen})"})
     report.tables["surrogate_metrics"] = pd.DataFrame(rows, columns=metric_cols)
     if predictions:
-        report.tables["surrogate_predictions"] = pd.DataFrame(predictions)
+        table = pd.DataFrame(predictions)
+        report.tables["surrogate_predictions"] = table
+        if table["extrapolation"].any():
+            far = table.loc[table["extrapolation"], "budget_ratio_to_nearest"]
+            report.note("surrogate", f"{int(table['extrapolation'].sum())} prediction(s) are extrapolation beyond the "
+                        f"measured budgets (up to {far.max():.3g} x the nearest measured budget; column "
+                        "budget_ratio_to_nearest): the surrogate was not trained there, so they are not results. "
+                        "Every prediction is for a measured architecture.")
 
 
 def estimators(report: Report, gpu_specs: Mapping[str, Mapping[str, Any] | GpuSpec] | None) -> None:
