@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 progress = logging.getLogger("campaign.progress")
 
 
+# Sampling periods the device is left alone at the end of setup, before the idle window opens.
+SETTLE_PERIODS = 2
+
+
 class TrialAbandoned(RuntimeError):
     """The database no longer lists this attempt as running (declared stale or cancelled)."""
 
@@ -367,6 +371,9 @@ def run_trial(
         prepared = train_module.prepare_training(
             CellSpec.create(trial.matrix, trial.ops), settings.network, settings.recipe, data,
             epochs=trial.epochs, seed=trial.seed, device=device)  # fmt: skip
+        # Setup ends settled: a meter's reading is its device's average over the interval before
+        # it, so the reading that closes setup must not carry setup's load into the idle window.
+        protocol.pause(SETTLE_PERIODS / settings.meter.rate_hz)
         mark(Phase.IDLE, None)
         protocol.pause(settings.protocol.idle_s)  # nothing else runs in this process meanwhile
         outcome = train_module.run_training(prepared, mark=mark, on_step=on_step)
