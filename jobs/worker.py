@@ -39,6 +39,8 @@ progress = logging.getLogger("campaign.progress")
 
 # Sampling periods the device is left alone at the end of setup, before the idle window opens.
 SETTLE_PERIODS = 2
+# How often at most the training loop tells the terminal's display which batch it is at.
+BATCH_RECORD_EVERY_S = 0.5
 
 
 class TrialAbandoned(RuntimeError):
@@ -351,9 +353,17 @@ def run_trial(
     started, t0 = dt.datetime.now(dt.UTC), time.monotonic()
     label = trial.trial_key[:8]
 
+    steps = [0, 0.0]  # optimizer steps so far, when the last batch record was given
+
     def on_step() -> None:
         if abandoned():
             raise TrialAbandoned("attempt abandoned: the database declared it stale or cancelled")
+        steps[0] += 1
+        now = time.monotonic()
+        if now - steps[1] >= BATCH_RECORD_EVERY_S:  # the terminal's bar; never a plain line
+            steps[1] = now
+            per_epoch = prepared.steps_per_epoch
+            progress.debug("trial %s: batch", label, extra={"batch": ((steps[0] - 1) % per_epoch + 1, per_epoch)})
 
     status, error, trace_text = RunStatus.FAILED, None, None
     outcome = None

@@ -110,25 +110,33 @@ class Tally:
 
 
 class _Records(logging.Handler):
-    def __init__(self, on_message: Callable[[str], None]) -> None:
-        super().__init__(logging.INFO)
+    def __init__(self, on_message: Callable[[str], None], on_batch: Callable[[int, int], None] | None) -> None:
+        super().__init__(logging.DEBUG)
         self.on_message = on_message
+        self.on_batch = on_batch
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.on_message(record.getMessage())
+            batch = getattr(record, "batch", None)
+            if batch is None:
+                if record.levelno >= logging.INFO:
+                    self.on_message(record.getMessage())
+            elif self.on_batch is not None:
+                self.on_batch(*batch)
         except Exception:  # a display must never break the work
             self.handleError(record)
 
 
 @contextlib.contextmanager
-def progress_records(on_message: Callable[[str], None]) -> Iterator[None]:
+def progress_records(on_message: Callable[[str], None],
+                     on_batch: Callable[[int, int], None] | None = None) -> Iterator[None]:
     """While inside, every INFO record of ``campaign.progress`` (from workers in this process)
-    goes to ``on_message`` and nowhere else."""
+    goes to ``on_message`` and nowhere else; its DEBUG batch records (``extra={"batch": (i, n)}``,
+    the batch of the epoch running) go to ``on_batch``."""
     logger = logging.getLogger(PROGRESS_LOGGER)
-    handler = _Records(on_message)
+    handler = _Records(on_message, on_batch)
     saved = logger.level, logger.propagate
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG if on_batch is not None else logging.INFO)
     logger.propagate = False
     logger.addHandler(handler)
     try:
@@ -141,6 +149,8 @@ def progress_records(on_message: Callable[[str], None]) -> Iterator[None]:
 
 class _View(Protocol):
     def message(self, text: str) -> None: ...
+
+    def batch(self, i: int, n: int) -> None: ...
 
     def rows(self, tally: Tally, rows: list[dict[str, Any]], ended: bool) -> None: ...
 
@@ -162,6 +172,9 @@ class _Lines:
 
     def message(self, text: str) -> None:
         self._say(text)
+
+    def batch(self, i: int, n: int) -> None:
+        """Plain lines carry phases and trials only (a line per batch would bury them)."""
 
     def rows(self, tally: Tally, rows: list[dict[str, Any]], ended: bool) -> None:
         self.said_unreachable = False
@@ -187,6 +200,9 @@ class _Live:
         self.current = text
         self.progress.update(self.task, description=text)
 
+    def batch(self, i: int, n: int) -> None:
+        self.progress.update(self.task, description=f"{self.current}, batch {i}/{n}")
+
     def rows(self, tally: Tally, rows: list[dict[str, Any]], ended: bool) -> None:
         tally.update(finished_count(rows))
         self.running = sum(r["running"] for r in rows)
@@ -199,6 +215,9 @@ class _Live:
 
 class _Quiet:
     def message(self, text: str) -> None:
+        pass
+
+    def batch(self, i: int, n: int) -> None:
         pass
 
     def rows(self, tally: Tally, rows: list[dict[str, Any]], ended: bool) -> None:
@@ -242,7 +261,7 @@ def follow(reader: StatusReader, campaign_id: int, total: int, wait: Callable[[]
     tally = Tally(total)
     with contextlib.suppress(Exception):  # what was finished before this launch: the ETA's baseline
         tally.update(finished_count(reader.status_rows(campaign_id)))
-    with _view(display, console, total) as view, progress_records(view.message):
+    with _view(display, console, total) as view, progress_records(view.message, view.batch):
         threading.Thread(target=waiter, name="campaign-follow", daemon=True).start()
         while True:
             ended = finished.is_set()  # before the read: the last read comes after the end

@@ -121,3 +121,33 @@ def test_eta_from_the_pace_of_this_launch() -> None:
     assert tally.update(6)
     assert tally.eta_s() == pytest.approx(120.0)  # 2 trials in 60 s, 4 left
     assert eta_text(120.0) == "ETA 2 min" and eta_text(7200) == "ETA 2.0 h"
+
+
+def test_batch_progress_reaches_the_bar_and_never_the_plain_lines() -> None:
+    from campaign.launchers.follow import progress_records
+
+    seen: list[tuple[int, int]] = []
+    messages: list[str] = []
+    logger = logging.getLogger(PROGRESS_LOGGER)
+    with progress_records(messages.append, lambda i, n: seen.append((i, n))):
+        logger.info("trial aaaa1111: train epoch 1/2")
+        logger.debug("trial aaaa1111: batch", extra={"batch": (3, 32)})
+    assert messages == ["trial aaaa1111: train epoch 1/2"] and seen == [(3, 32)]
+
+    stream, reader = _Stream(), _Reader()
+
+    def work() -> None:
+        logger.info("trial aaaa1111: train epoch 1/2")
+        logger.debug("trial aaaa1111: batch", extra={"batch": (7, 32)})
+        reader.done = 2
+
+    follow(reader, 1, 2, work, Console(file=stream), poll_s=0.01, display=Display.lines)
+    assert "batch" not in stream.getvalue() and "train epoch 1/2" in stream.getvalue()
+    from rich.progress import Progress
+
+    from campaign.launchers.follow import _Live
+
+    bar = _Live(Progress(console=Console(file=_Stream())), 2)
+    bar.message("trial aaaa1111: train epoch 1/2")
+    bar.batch(7, 32)
+    assert bar.progress.tasks[0].description == "trial aaaa1111: train epoch 1/2, batch 7/32"
