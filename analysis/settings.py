@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from db.errors import ConfigError
+from db.errors import ConfigError, enum_value
 from db.records import WORLD_AVERAGE_G_PER_KWH
 
 #: Smallest group a statistical test uses by default (Shapiro-Wilk's own minimum).
@@ -134,10 +134,7 @@ def _require(ok: bool, key: str, value: Any, rule: str) -> None:
 
 def _member(kind: type[enum.StrEnum], key: str, value: Any) -> Any:
     """``value`` as a member of ``kind``; AnalysisError names the key, the value and the members."""
-    try:
-        return kind(value)
-    except ValueError:
-        raise AnalysisError(f"analysis.{key}={value!r} is not allowed (allowed: {', '.join(kind)})") from None
+    return enum_value(kind, f"analysis.{key}", value, AnalysisError)
 
 
 @dataclass

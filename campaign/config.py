@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from analysis.settings import AnalysisSettings
-from db.errors import ConfigError
+from db.errors import ConfigError, enum_value
 from db.paths import check_name
 from jobs.data import DatasetConfig
 from jobs.heartbeat import check_heartbeat
 from jobs.network import NetworkConfig
 from jobs.recipe import RecipeConfig
-from jobs.settings import Device, MeterConfig, ProtocolConfig, at_least, enum_value
+from jobs.settings import Device, MeterConfig, ProtocolConfig, at_least
 
 __all__ = ["BudgetConfig", "CampaignConfig", "ConfigError", "EstimateConfig", "GpuType", "LauncherConfig", "OnExceed",
            "compose", "db_url", "gpu_types"]

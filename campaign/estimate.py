@@ -27,12 +27,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from campaign.config import CampaignConfig, EstimateConfig
 from db.errors import CampaignError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from campaign.config import CampaignConfig
     from campaign.plan import Plan
     from db.read import CampaignReader
 
@@ -95,9 +95,9 @@ class Settings:
     idle_s: float = 0.0
     cooldown_s: float = 0.0
     intensity_g_per_kwh: float = 0.0
-    pue: float = 1.0
-    tdp_low_fraction: float = 0.3
-    idle_fraction: float = 0.1
+    pue: float = EstimateConfig.pue  # the configured defaults, written once (campaign.config)
+    tdp_low_fraction: float = EstimateConfig.tdp_low_fraction
+    idle_fraction: float = EstimateConfig.idle_fraction
     workers: Mapping[str, int] = dataclasses.field(default_factory=dict)  # parallel workers per GPU type
 
 
@@ -290,25 +290,23 @@ def settings_of(cfg: CampaignConfig, plan: Plan) -> Settings:
 
 def measured_runs(reader: CampaignReader) -> list[MeasuredRun]:
     """Every done run of every campaign in the database, as the estimate reads them."""
-    from sqlalchemy import select
+    return [MeasuredRun(str(r["arch_hash"]), int(r["epochs"]), str(r["gpu_type"]), float(r["energy_j"]),
+                        _float_or_none(r["energy_above_idle_j"]), float(r["duration_s"]),
+                        _float_or_none(r["idle_power_w"]))
+            for r in reader.done_run_figures()]
 
-    from db.views import run_summary as v
 
-    q = select(v.c.arch_hash, v.c.epochs, v.c.gpu_type, v.c.energy_j, v.c.energy_above_idle_j, v.c.duration_s,
-               v.c.idle_power_w).where(v.c.energy_j.is_not(None), v.c.duration_s > 0, v.c.epochs > 0)
-    with reader.engine.connect() as conn:
-        return [MeasuredRun(str(r[0]), int(r[1]), str(r[2]), float(r[3]), None if r[4] is None else float(r[4]),
-                            float(r[5]), None if r[6] is None else float(r[6])) for r in conn.execute(q)]
+def _float_or_none(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 def database_runs(url: str) -> list[MeasuredRun]:
     """The measured runs of the database at ``url``, read-only; none where it does not exist yet
     (a SQLite file is never created here) or cannot be read."""
-    from sqlalchemy.engine import make_url
-
+    from db.engine import parse_url
     from db.read import CampaignReader
 
-    parsed = make_url(url)
+    parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite" and (not parsed.database or not Path(parsed.database).is_file()):
         return []
     try:

@@ -24,6 +24,7 @@ from db.migrate import schema_problem
 from db.query import database_errors, read_only_engine
 from db.records import Phase, RunStatus, TrialState
 from db.schema import Architecture, Campaign, Epoch, Run, RunPhase, TraceSample, Trial
+from db.views import run_summary
 
 # The trial states ``list_campaigns`` counts per campaign (cancelled ones only count in "trials").
 LISTED_STATES = (TrialState.PENDING, TrialState.RUNNING, TrialState.DONE, TrialState.FAILED)
@@ -174,6 +175,17 @@ class CampaignReader:
              .where(t.c.run_id.in_(list(run_ids)), t.c.phase == Phase.TRAIN).group_by(t.c.run_id))
         with self._connect() as conn:
             return {int(rid): (None if util is None else float(util)) for rid, util in conn.execute(q)}
+
+    def done_run_figures(self) -> list[dict[str, Any]]:
+        """Every done run of every campaign (run_summary) with a positive duration and budget: its
+        arch_hash, epochs, gpu_type, energy_j, energy_above_idle_j, duration_s and idle_power_w,
+        what a pre-launch estimate learns from."""
+        v = run_summary
+        q = (select(v.c.arch_hash, v.c.epochs, v.c.gpu_type, v.c.energy_j, v.c.energy_above_idle_j, v.c.duration_s,
+                    v.c.idle_power_w)
+             .where(v.c.energy_j.is_not(None), v.c.duration_s > 0, v.c.epochs > 0))
+        with self._connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
 
 
 def open_reader(url: str) -> CampaignReader:

@@ -15,7 +15,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from db.errors import ConfigError
+from db.errors import ConfigError, enum_value
 from db.records import WORLD_AVERAGE_G_PER_KWH
 from jobs.data import DatasetConfig
 from jobs.network import NetworkConfig
@@ -36,15 +36,6 @@ class MeterKind(enum.StrEnum):
     auto = "auto"  # NVML where a GPU is visible, else simulated (labelled so)
     nvml = "nvml"
     simulated = "simulated"
-
-
-def enum_value(kind: type[enum.StrEnum], key: str, value: Any) -> Any:
-    """``value`` as a member of ``kind``; ConfigError names ``key``, the value and the members."""
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(m.value for m in kind)
-        raise ConfigError(f"{key}={value!r} is not allowed (allowed: {allowed})") from None
 
 
 def at_least(key: str, value: float, low: float, strict: bool = False) -> None:
