@@ -18,7 +18,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from db.engine import is_connectivity_error, make_engine
 from db.paths import CampaignPaths
@@ -45,12 +45,6 @@ BATCH_RECORD_EVERY_S = 0.5
 
 class TrialAbandoned(RuntimeError):
     """The database no longer lists this attempt as running (declared stale or cancelled)."""
-
-
-class WorkerEvents(Protocol):
-    def trial_started(self, trial: ClaimedTrial) -> None: ...
-
-    def trial_finished(self, trial: ClaimedTrial, status: str, energy_j: float | None) -> None: ...
 
 
 @dataclasses.dataclass
@@ -195,7 +189,7 @@ def _retry(what: str, fn: Callable[[], Any], patience_s: float) -> Any:
             delay = min(delay * 2, 30.0)
 
 
-def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: ResultStore | None = None) -> WorkerSummary:
+def run_worker(spec: WorkerSpec, store: ResultStore | None = None) -> WorkerSummary:
     """Run pending trials of ``spec.campaign`` for ``spec.gpu_type`` (only ``spec.keys`` if given)
     until none are left or the worker fails ``max_failures`` trials in a row.
 
@@ -205,7 +199,7 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
     if store is None:  # the worker's own engine, given back when it ends (a Ray process runs many)
         engine = make_engine(spec.db_url)
         try:
-            return run_worker(spec, events, ResultStore(engine))
+            return run_worker(spec, ResultStore(engine))
         finally:
             engine.dispose()  # closes the connections and finishes the pending WAL checkpoint
     worker_id = spec.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -243,8 +237,6 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
                 info.id, spec.gpu_type, worker_id, socket.gethostname(), spec.keys, **scheduler), patience_s)
             if trial is None:
                 break
-            if events:
-                events.trial_started(trial)
             path = paths.result(trial.trial_key, trial.attempt)
             # The heartbeat runs beside the whole trial (idle, training, cool-down, writing and
             # storing its result), not from the training loop: a long pause never looks stale.
@@ -257,8 +249,6 @@ def run_worker(spec: WorkerSpec, events: WorkerEvents | None = None, store: Resu
                 write_atomic(path, result)
                 if not _store_result(store, result):
                     unstored.append(result)
-            if events:
-                events.trial_finished(trial, result.status, result.energy_j)
             if result.status == RunStatus.DONE:
                 summary.done += 1
                 failures_in_row = 0
