@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from campaign import cli_db
+from campaign import cli_bench, cli_db
 from campaign.config import CampaignConfig, compose, db_url
 from campaign.session import campaign_paths, open_reader, open_store, redacted_url
 from db.errors import CampaignError
@@ -301,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("list", cmd_list, "list the campaigns in a database")
     add("analyze", cmd_analyze, "write the report folder ROOT/NAME/report/", with_name=True)
     cli_db.register(sub, lambda p: _verbosity(p, argparse.SUPPRESS))
+    cli_bench.register(sub, lambda p: _verbosity(p, argparse.SUPPRESS))
     db = sub.add_parser("db", help="database maintenance", description="database maintenance")
     dbsub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     up = dbsub.add_parser("upgrade", help="create or migrate the schema to the newest revision")

@@ -61,6 +61,7 @@ class ArchSource(enum.StrEnum):
     list = "list"  # architectures.specs
     sample = "sample"  # architectures.n cells drawn uniformly (architectures.seed)
     file = "file"  # architectures.file: a JSON or YAML list of {matrix, ops}
+    all = "all"  # every cell of the space within architectures.max_vertices and max_edges, enumerated
 
 
 @dataclass
@@ -83,12 +84,15 @@ class LauncherConfig:
     local_resources: dict[str, float] | None = None  # custom resources of a local Ray, e.g. {gpu_a100: 2}
     local_num_cpus: int = 0  # CPUs of a local Ray; 0: Ray's default
     stale_after_s: float = 600.0  # a running attempt without heartbeat this long is stale
+    max_workers: int = 256  # worker tasks per GPU type at most (each pulls trials until none is left)
+    max_array_size: int = 0  # tasks per Slurm array at most; 0: the cluster's MaxArraySize (scontrol), else 1001
+    max_submissions: int = 20  # submissions per GPU type in all, automatic resubmissions included
 
     def __post_init__(self) -> None:
         self.name = enum_value(LauncherName, "launcher.name", self.name)
-        for key in ("chunk_size", "max_parallel", "local_num_cpus", "gpus_per_task"):
+        for key in ("chunk_size", "max_parallel", "local_num_cpus", "gpus_per_task", "max_array_size"):
             at_least(f"launcher.{key}", getattr(self, key), 0)
-        for key in ("timeout_min", "mem_gb", "cpus_per_task", "stale_after_s"):
+        for key in ("timeout_min", "mem_gb", "cpus_per_task", "stale_after_s", "max_workers", "max_submissions"):
             at_least(f"launcher.{key}", getattr(self, key), 0, strict=True)
 
 
@@ -105,9 +109,15 @@ class ArchitecturesConfig:
     n: int = 0  # source=sample: how many distinct cells to draw
     seed: int = 0  # source=sample
     file: str | None = None  # source=file: a JSON or YAML list of {matrix, ops}
+    max_vertices: int = 7  # source=all|sample: cells with at most this many vertices (EC-NAS's 4V/5V/7V spaces)
+    max_edges: int = 9  # source=all|sample: cells with at most this many edges
 
     def __post_init__(self) -> None:
         self.source = enum_value(ArchSource, "architectures.source", self.source)
+        if not 2 <= self.max_vertices <= 7:
+            raise ConfigError(f"architectures.max_vertices={self.max_vertices} is not allowed (2 to 7)")
+        if not 1 <= self.max_edges <= 9:
+            raise ConfigError(f"architectures.max_edges={self.max_edges} is not allowed (1 to 9)")
 
     def check(self) -> None:
         """What the chosen source needs, checked when a plan is made (the schema's own default, an
