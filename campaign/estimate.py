@@ -5,13 +5,21 @@ share (warm-up, idle, cool-down) shown apart, and a budget check against the upp
 ``estimate`` is pure over plain data. Each trial takes the best source available, named per line:
 
 1. ``measured``: done runs of the same (architecture, epoch budget, GPU type) in this database (any
-   campaign): mean +- 2 standard deviations of energy_j, energy_above_idle_j and duration_s; where
-   that budget has no run, the architecture's runs at other budgets of that GPU type scaled per
-   epoch (``measured (per-epoch)``).
-2. a surrogate: not used (yet).
+   campaign): their mean and the 95 % prediction interval of one more run (Student t; one run
+   gives no spread) of energy_j, energy_above_idle_j and duration_s.
+2. ``surrogate``: where the GPU type has done runs of at least ``SURROGATE_MIN_ARCHS`` architectures
+   (and ``SURROGATE_MIN_RUNS`` runs), a log-linear least-squares fit of energy, energy above idle
+   and time on log parameters, log FLOPs and log epochs (per epoch when the runs cover one budget
+   only), with the regression's 95 % prediction interval: how energy grows with the budget is
+   learnt from the runs, not assumed linear. Refitted from the database at each estimate.
+   Where that budget has no run and no surrogate exists, the architecture's runs at other budgets
+   of that GPU type are scaled per epoch (``measured (per-epoch)``).
 3. ``rough bound (TDP)``: the GPU type's ``epoch_s_estimate`` x epochs as time, its TDP x time as
    the energy's upper end and ``estimate.tdp_low_fraction`` of it as the lower end; idle power from
    measured runs of that GPU type, else ``estimate.idle_fraction`` of the TDP.
+
+Where two sources exist for the same trials (measured runs and the surrogate's leave-one-out
+prediction, measured runs and the TDP bound), the notes say how far they agree.
 
 Idle and cool-down take each trial's protocol time at idle power; warm-up takes one
 ``protocol.warmup_s`` per worker at the GPU type's training power.
@@ -29,6 +37,8 @@ from typing import TYPE_CHECKING
 
 from campaign.config import CampaignConfig, EstimateConfig
 from db.errors import CampaignError
+from db.intervals import prediction_interval, t95
+from db.records import J_PER_KWH
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -36,13 +46,14 @@ if TYPE_CHECKING:
     from campaign.plan import Plan
     from db.read import CampaignReader
 
-J_PER_KWH = 3.6e6
 MEASURED = "measured"
 SCALED = "measured (per-epoch)"
+SURROGATE = "surrogate"
 TDP = "rough bound (TDP)"
 NONE = "no estimate (set tdp_w and epoch_s_estimate)"
-SURROGATE_NOTE = "surrogate: not used"
-MAX_REMOTE_WORKERS = 64  # a Slurm or Ray launch without launcher.max_parallel: one task per chunk, at most this
+SURROGATE_NOTE = "surrogate: no GPU type has runs enough to fit one"
+SURROGATE_MIN_ARCHS = 3  # architectures of a GPU type with done runs before a surrogate is fitted
+SURROGATE_MIN_RUNS = 6
 
 
 class BudgetExceeded(CampaignError):
@@ -62,10 +73,9 @@ class Interval:
 
     @staticmethod
     def spread(values: Sequence[float]) -> Interval:
-        """mean +- 2 standard deviations (no spread from one value), never below 0."""
-        mean = statistics.fmean(values)
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return Interval(max(0.0, mean - 2 * sd), mean + 2 * sd)
+        """The 95 % prediction interval of one more value (Student t; none from one value), never below 0."""
+        r = prediction_interval(values)
+        return Interval(r.low, r.high)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +89,8 @@ class MeasuredRun:
     energy_above_idle_j: float | None
     duration_s: float
     idle_power_w: float | None
+    params: int | None = None
+    flops: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,11 +169,96 @@ def _above(r: MeasuredRun) -> float:
     return max(0.0, r.energy_j - (r.idle_power_w or 0.0) * r.duration_s)
 
 
-def _trial(epochs: int, same: list[MeasuredRun], spec: GpuSpec, idle_w: float, s: Settings) -> _Trial:
+TARGETS = ("energy_j", "above_j", "duration_s")
+
+
+@dataclasses.dataclass(frozen=True)
+class Surrogate:
+    """A GPU type's log-linear least-squares model of a trial's energy, energy above idle and time
+    from log parameters, log FLOPs and log epochs (``per_epoch``: of the per-epoch figures, where the
+    runs cover one budget), with the 95 % prediction interval of ordinary least squares."""
+
+    per_epoch: bool
+    coef: dict[str, list[float]]
+    xtx_pinv: list[list[float]]
+    resid_sd: dict[str, float]
+    dof: int
+    runs: int
+    archs: int
+    loo_abs_rel_error: float  # median |leave-one-out error| of the energy, as a fraction of the measured value
+
+    @staticmethod
+    def features(params: float, flops: float, epochs: int, per_epoch: bool) -> list[float]:
+        x = [1.0, math.log(max(params, 1.0)), math.log(max(flops, 1.0))]
+        return x if per_epoch else [*x, math.log(epochs)]
+
+    @staticmethod
+    def fit(runs: Sequence[MeasuredRun]) -> Surrogate | None:
+        """The fit over ``runs`` (one GPU type); None with too few architectures or runs."""
+        import numpy as np
+
+        usable = [r for r in runs if r.params and r.flops and r.energy_j > 0 and r.duration_s > 0 and _above(r) > 0]
+        archs = len({r.arch_hash for r in usable})
+        if archs < SURROGATE_MIN_ARCHS or len(usable) < SURROGATE_MIN_RUNS:
+            return None
+        per_epoch = len({r.epochs for r in usable}) < 2
+        x = np.array([Surrogate.features(float(r.params or 0), float(r.flops or 0), r.epochs, per_epoch)
+                      for r in usable])
+        scale = np.array([r.epochs if per_epoch else 1 for r in usable], dtype=float)
+        pinv = np.linalg.pinv(x.T @ x)
+        rank = int(np.linalg.matrix_rank(x))
+        dof = len(usable) - rank
+        if dof < 1:
+            return None
+        hat = np.einsum("ij,jk,ik->i", x, pinv, x)
+        coef, sd = {}, {}
+        loo = 0.0
+        for target in TARGETS:
+            y = np.log(np.array([getattr(r, target) if target != "above_j" else _above(r) for r in usable]) / scale)
+            beta = pinv @ x.T @ y
+            resid = y - x @ beta
+            coef[target] = [float(b) for b in beta]
+            sd[target] = float(np.sqrt(resid @ resid / dof))
+            if target == "energy_j":  # leave-one-out residuals of OLS: e_i / (1 - h_ii)
+                loo_resid = resid / np.clip(1 - hat, 1e-9, None)
+                loo = float(np.median(np.abs(np.expm1(-loo_resid))))
+        return Surrogate(per_epoch, coef, [[float(v) for v in row] for row in pinv], sd, dof, len(usable), archs, loo)
+
+    def predict(self, params: float, flops: float, epochs: int) -> dict[str, Interval]:
+        """Per target, the 95 % prediction interval of one trial (back-transformed from logs)."""
+        x = self.features(params, flops, epochs, self.per_epoch)
+        lev = sum(x[i] * self.xtx_pinv[i][j] * x[j] for i in range(len(x)) for j in range(len(x)))
+        k = epochs if self.per_epoch else 1
+        out = {}
+        for target in TARGETS:
+            mu = sum(b * v for b, v in zip(self.coef[target], x, strict=True))
+            half = t95(self.dof) * self.resid_sd[target] * math.sqrt(1 + lev)
+            out[target] = Interval(k * math.exp(mu - half), k * math.exp(mu + half))
+        return out
+
+
+def surrogates(runs: Sequence[MeasuredRun]) -> dict[str, Surrogate]:
+    """One surrogate per GPU type whose runs allow one."""
+    by_gpu: dict[str, list[MeasuredRun]] = defaultdict(list)
+    for r in runs:
+        by_gpu[r.gpu_type].append(r)
+    out = {}
+    for gpu_type, rs in by_gpu.items():
+        fitted = Surrogate.fit(rs)
+        if fitted is not None:
+            out[gpu_type] = fitted
+    return out
+
+
+def _trial(epochs: int, same: list[MeasuredRun], spec: GpuSpec, idle_w: float, s: Settings,
+           surrogate: Surrogate | None = None, features: tuple[int, int] | None = None) -> _Trial:
     exact = [r for r in same if r.epochs == epochs]
     if exact:
         return _Trial(MEASURED, Interval.spread([r.duration_s for r in exact]),
                       Interval.spread([r.energy_j for r in exact]), Interval.spread([_above(r) for r in exact]), idle_w)
+    if surrogate is not None and features is not None and features[0] > 0 and features[1] > 0:
+        p = surrogate.predict(features[0], features[1], epochs)
+        return _Trial(SURROGATE, p["duration_s"], p["energy_j"], p["above_j"], idle_w)
     if same:  # other budgets of the same architecture and GPU type, per epoch
         return _Trial(SCALED, Interval.spread([r.duration_s / r.epochs for r in same]) * epochs,
                       Interval.spread([r.energy_j / r.epochs for r in same]) * epochs,
@@ -191,14 +288,17 @@ def _line(gpu_type: str, epochs: int | None, trials: int, sources: Iterable[str]
 
 
 def estimate(trials: Sequence[tuple[str, int, str]], gpus: Mapping[str, GpuSpec], runs: Sequence[MeasuredRun],
-             s: Settings) -> Estimate:
-    """The estimate of ``trials`` (arch_hash, epochs, gpu_type) from ``runs`` and the GPU types' specs."""
+             s: Settings, features: Mapping[str, tuple[int, int]] | None = None) -> Estimate:
+    """The estimate of ``trials`` (arch_hash, epochs, gpu_type) from ``runs`` and the GPU types' specs;
+    ``features``: each architecture's (parameters, FLOPs), for the surrogate."""
     by_key = _by_key(runs)
+    models = surrogates(runs) if features else {}
+    idle = {g: _idle_power(g, runs, gpus.get(g, GpuSpec(None, None)), s) for g in {t[2] for t in trials}}
     groups: dict[tuple[str, int], list[_Trial]] = defaultdict(list)
     for arch, epochs, gpu_type in trials:
         spec = gpus.get(gpu_type, GpuSpec(None, None))
-        idle_w = _idle_power(gpu_type, runs, spec, s)
-        groups[(gpu_type, epochs)].append(_trial(epochs, by_key.get((arch, gpu_type), []), spec, idle_w, s))
+        groups[(gpu_type, epochs)].append(_trial(epochs, by_key.get((arch, gpu_type), []), spec, idle[gpu_type], s,
+                                                 models.get(gpu_type), (features or {}).get(arch)))
     per_trial_s = s.idle_s + s.cooldown_s
     lines: list[Line] = []
     protocol = {"warm-up": (0.0, Interval()), "idle": (0.0, Interval()), "cool-down": (0.0, Interval())}
@@ -230,10 +330,34 @@ def estimate(trials: Sequence[tuple[str, int, str]], gpus: Mapping[str, GpuSpec]
         h, e = protocol["warm-up"]
         protocol["warm-up"] = (h + warm_s / 3600, e + energy * (1 / J_PER_KWH))
     total = _total(lines, s)
-    notes = [SURROGATE_NOTE]
+    notes = agreement(runs, models, gpus, s) if models else [SURROGATE_NOTE]
+    if not models and runs:
+        notes += agreement(runs, {}, gpus, s)
     if any(line.source == NONE for line in lines):
         notes.append("some GPU types have no tdp_w or epoch_s_estimate in conf/gpu/: their trials count as 0")
     return Estimate(lines, total, protocol, notes)
+
+
+def agreement(runs: Sequence[MeasuredRun], models: Mapping[str, Surrogate], gpus: Mapping[str, GpuSpec],
+              s: Settings) -> list[str]:
+    """How far the sources agree where two exist for the same runs: each surrogate's leave-one-out
+    error on the measured runs, and the share of measured runs inside the TDP bound."""
+    notes = []
+    for gpu_type, m in sorted(models.items()):
+        notes.append(f"surrogate {gpu_type}: fitted on {m.runs} runs of {m.archs} architectures"
+                     f"{' (per epoch: one budget measured)' if m.per_epoch else ''}; leave-one-out median "
+                     f"|error| {100 * m.loo_abs_rel_error:.1f} % of the measured energy")
+    by_gpu: dict[str, list[MeasuredRun]] = defaultdict(list)
+    for r in runs:
+        by_gpu[r.gpu_type].append(r)
+    for gpu_type, rs in sorted(by_gpu.items()):
+        spec = gpus.get(gpu_type)
+        if spec is None or spec.tdp_w is None or spec.epoch_s is None:
+            continue
+        inside = sum(1 for r in rs if s.tdp_low_fraction * spec.tdp_w * r.epochs * spec.epoch_s <= r.energy_j
+                     <= spec.tdp_w * r.epochs * spec.epoch_s)
+        notes.append(f"TDP bound {gpu_type}: {inside} of {len(rs)} measured runs inside it")
+    return notes
 
 
 def _total(lines: Sequence[Line], s: Settings) -> Line:
@@ -275,14 +399,15 @@ def budget_message(est: Estimate, over: Sequence[tuple[str, str]]) -> str:
 
 
 def settings_of(cfg: CampaignConfig, plan: Plan) -> Settings:
-    """The plain settings of ``cfg``; workers per GPU type: launcher.max_parallel, else one for the
-    local launcher, else one per trial up to 64."""
+    """The plain settings of ``cfg``; workers per GPU type: one for the local launcher, else
+    launcher.max_workers (at most launcher.max_parallel of them at once where set), never more than
+    the GPU type's trials."""
     counts: dict[str, int] = defaultdict(int)
     for t in plan.trials:
         counts[t.gpu_type] += 1
     local = str(cfg.launcher.name) == "local"
-    workers = {g: max(1, min(n, cfg.launcher.max_parallel or (1 if local else MAX_REMOTE_WORKERS)))
-               for g, n in counts.items()}
+    at_once = 1 if local else min(cfg.launcher.max_workers, cfg.launcher.max_parallel or cfg.launcher.max_workers)
+    workers = {g: max(1, min(n, at_once)) for g, n in counts.items()}
     return Settings(cfg.protocol.warmup_s, cfg.protocol.idle_s, cfg.protocol.cooldown_s,
                     cfg.meter.carbon_intensity_g_per_kwh, cfg.estimate.pue, cfg.estimate.tdp_low_fraction,
                     cfg.estimate.idle_fraction, workers)
@@ -292,8 +417,12 @@ def measured_runs(reader: CampaignReader) -> list[MeasuredRun]:
     """Every done run of every campaign in the database, as the estimate reads them."""
     return [MeasuredRun(str(r["arch_hash"]), int(r["epochs"]), str(r["gpu_type"]), float(r["energy_j"]),
                         _float_or_none(r["energy_above_idle_j"]), float(r["duration_s"]),
-                        _float_or_none(r["idle_power_w"]))
+                        _float_or_none(r["idle_power_w"]), _int_or_none(r.get("params")), _int_or_none(r.get("flops")))
             for r in reader.done_run_figures()]
+
+
+def _int_or_none(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
 
 
 def _float_or_none(value: object) -> float | None:
@@ -327,7 +456,8 @@ def campaign_estimate(cfg: CampaignConfig, plan: Plan) -> Estimate:
 
     specs = {n: GpuSpec(g.tdp_w, g.epoch_s_estimate) for n, g in gpu_types().items()}
     trials = [(t.arch_hash, t.epochs, t.gpu_type) for t in plan.trials]
-    return estimate(trials, specs, database_runs(db_url(cfg)), settings_of(cfg, plan))
+    features = {a.arch_hash: (a.params, a.flops) for a in plan.archs}
+    return estimate(trials, specs, database_runs(db_url(cfg)), settings_of(cfg, plan), features)
 
 
 def check_budget(cfg: CampaignConfig, est: Estimate) -> str | None:
@@ -369,3 +499,12 @@ def print_estimate(console: Console, est: Estimate) -> None:
     console.print(f"protocol share: {share} (of {fmt(est.total.gpu_hours)} GPU-hours, "
                   f"{fmt(est.total.energy_kwh)} kWh)")
     console.print("; ".join(est.notes))
+
+
+def recordable(est: Estimate) -> list[dict[str, object]]:
+    """The estimate per GPU type x epoch budget, per trial, as ``db.budget.record_estimate`` stores it
+    (the warm-up lines are the workers', not a trial's)."""
+    return [dict(gpu_type=line.gpu_type, epochs=line.epochs, trials=line.trials, source=line.source[:100],
+                 energy_kwh_low=line.energy_kwh.low / line.trials, energy_kwh_high=line.energy_kwh.high / line.trials,
+                 gpu_hours_low=line.gpu_hours.low / line.trials, gpu_hours_high=line.gpu_hours.high / line.trials)
+            for line in est.lines if line.epochs is not None and line.trials > 0]

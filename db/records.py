@@ -69,6 +69,7 @@ SAMPLE_COLUMNS: tuple[str, ...] = (
 # The grid's carbon intensity where none is configured: the world average that Carbontracker 2.4
 # falls back to (IEA, 2024). One definition for the meters' default and the analysis' fallback.
 WORLD_AVERAGE_G_PER_KWH = 445.0
+J_PER_KWH = 3.6e6  # joules per kilowatt-hour
 
 
 class ResultFormatError(CampaignError):

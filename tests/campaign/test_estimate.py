@@ -14,7 +14,9 @@ import pytest
 from campaign.config import ConfigError, compose
 from campaign.estimate import (
     MEASURED,
+    NONE,
     SCALED,
+    SURROGATE,
     SURROGATE_NOTE,
     TDP,
     BudgetExceeded,
@@ -75,14 +77,15 @@ def test_measured_exact_then_per_epoch_then_tdp() -> None:
     exact, scaled, tdp = (estimate([trial], gpus, runs, Settings()).total for trial in
                           (("a", 2, "g"), ("a", 4, "g"), ("b", 2, "g")))
     assert (exact.source, scaled.source, tdp.source) == (MEASURED, SCALED, TDP)
+    # n = 2: the 95 % prediction interval mean +- t(1) sd sqrt(1 + 1/2), t(1) = 12.706, never below 0
+    half = 12.706 * math.sqrt(1.5)
     sd = math.sqrt(800.0)  # energies 100, 140: mean 120, sample sd sqrt(800)
-    assert exact.energy_kwh.low == pytest.approx((120 - 2 * sd) / KWH)
-    assert exact.energy_kwh.high == pytest.approx((120 + 2 * sd) / KWH)
-    assert exact.above_idle_kwh.high == pytest.approx((70 + 2 * math.sqrt(200.0)) / KWH)
-    assert exact.gpu_hours.high == pytest.approx((12 + 2 * math.sqrt(8.0)) / 3600)
+    assert exact.energy_kwh.low == 0.0
+    assert exact.energy_kwh.high == pytest.approx((120 + half * sd) / KWH)
+    assert exact.above_idle_kwh.high == pytest.approx((70 + half * math.sqrt(200.0)) / KWH)
+    assert exact.gpu_hours.high == pytest.approx((12 + half * math.sqrt(8.0)) / 3600)
     # 4 epochs from the per-epoch energies 50 and 70 J: mean 60, sd sqrt(200), times 4
-    assert scaled.energy_kwh.low == pytest.approx(4 * (60 - 2 * math.sqrt(200.0)) / KWH)
-    assert scaled.energy_kwh.high == pytest.approx(4 * (60 + 2 * math.sqrt(200.0)) / KWH)
+    assert scaled.energy_kwh.high == pytest.approx(4 * (60 + half * math.sqrt(200.0)) / KWH)
     # no run of b: TDP bound, with the GPU type's measured idle power (2 W) for above idle
     assert tdp.energy_kwh.high == pytest.approx(100 * 20 / KWH)
     assert tdp.above_idle_kwh.low == pytest.approx((30 - 2) * 20 / KWH)
@@ -91,7 +94,8 @@ def test_measured_exact_then_per_epoch_then_tdp() -> None:
 
 
 def test_measured_from_a_database(tmp_path: Path) -> None:
-    """Done runs stored through the store: each trial of the smoke sweep gets its cell's mean +- 2 sd."""
+    """Done runs stored through the store: each trial of the smoke sweep gets its cell's mean and the
+    95 % prediction interval of one more run."""
     url = f"sqlite:///{tmp_path / 'c.db'}"
     cfg = compose(["+sweep=smoke", f"root={tmp_path}", f"db.url={url}"])
     fill_smoke(url, cfg)
@@ -100,15 +104,16 @@ def test_measured_from_a_database(tmp_path: Path) -> None:
     the_plan = plan(cfg)
     est = campaign_estimate(cfg, the_plan)
     p = cfg.protocol
+    half = 12.706 * math.sqrt(50.0) * math.sqrt(1.5)  # seeds 0 and 1: energies E and E + 10 (sd sqrt(50))
     for line in est.lines:
         if line.epochs is None:  # the warm-up
             continue
         assert line.source == MEASURED
         low = high = 0.0
-        for a in the_plan.archs:  # seeds 0 and 1: energies E and E + 10 (sd sqrt(50)), one trial per seed
+        for a in the_plan.archs:  # one trial per seed
             mean = smoke_energy_j(a.arch_hash, line.epochs, 0) + 5.0
-            low += 2 * (mean - 2 * math.sqrt(50.0))
-            high += 2 * (mean + 2 * math.sqrt(50.0))
+            low += 2 * max(0.0, mean - half)
+            high += 2 * (mean + half)
         protocol = 4 * 10.0 * (p.idle_s + p.cooldown_s)
         assert line.energy_kwh.low == pytest.approx((low + protocol) / KWH)
         assert line.energy_kwh.high == pytest.approx((high + protocol) / KWH)
@@ -178,3 +183,56 @@ def test_plan_prints_the_estimate(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     for word in ("kWh", "GPU-hours", "CO2eq", "above idle", "rough bound (TDP)", SURROGATE_NOTE):
         assert word in out.stdout
+
+
+def _law(params: int, flops: int, epochs: int) -> tuple[float, float, float]:
+    """energy, energy above idle (J) and time (s) of a trial under a known power law."""
+    return (3.0 * params ** 0.5 * flops ** 0.25 * epochs ** 0.9, 2.0 * params ** 0.5 * flops ** 0.25 * epochs ** 0.9,
+            0.1 * flops ** 0.5 * epochs)
+
+
+def test_the_surrogate_source_recovers_a_known_law() -> None:
+    """Runs of four architectures at two budgets follow E = 3 p^0.5 f^0.25 e^0.9 exactly: a fifth
+    architecture at an unmeasured budget gets that law's value (no residual, so no spread), a
+    measured trial keeps its measured source, and the notes say how the sources agree."""
+    archs = {"a": (1000, 5000), "b": (4000, 9000), "c": (2000, 30000), "d": (9000, 12000), "new": (3000, 20000)}
+    runs = []
+    for arch in "abcd":
+        p, f = archs[arch]
+        for epochs in (1, 4):
+            e, above, t = _law(p, f, epochs)
+            runs.append(MeasuredRun(arch, epochs, "g", e, above, t, 1.0, p, f))
+    gpus = {"g": GpuSpec(100.0, 10.0)}
+    est = estimate([("new", 12, "g"), ("a", 4, "g")], gpus, runs, Settings(), archs)
+    by_epochs = {line.epochs: line for line in est.lines}
+    new, measured = by_epochs[12], by_epochs[4]
+    assert (new.source, measured.source) == (SURROGATE, MEASURED)
+    e, above, t = _law(3000, 20000, 12)
+    assert new.energy_kwh.low == pytest.approx(e / KWH, rel=1e-6)
+    assert new.energy_kwh.high == pytest.approx(e / KWH, rel=1e-6)
+    assert new.above_idle_kwh.high == pytest.approx(above / KWH, rel=1e-6)
+    assert new.gpu_hours.high == pytest.approx(t / 3600, rel=1e-6)
+    assert any(n.startswith("surrogate g: fitted on 8 runs of 4 architectures") and "0.0 %" in n for n in est.notes)
+    assert any(n.startswith("TDP bound g:") for n in est.notes)
+
+
+def test_the_surrogate_interval_widens_with_noise_and_needs_enough_architectures() -> None:
+    import random
+
+    rng = random.Random(1)
+    archs = {f"a{i}": (rng.randint(1000, 50000), rng.randint(5000, 90000)) for i in range(12)}
+    runs = []
+    for arch, (p, f) in archs.items():
+        for epochs in (1, 2, 4):
+            e, above, t = _law(p, f, epochs)
+            noise = math.exp(rng.gauss(0, 0.05))
+            runs.append(MeasuredRun(arch, epochs, "g", e * noise, above * noise, t * noise, 1.0, p, f))
+    features = {**archs, "new": (20000, 40000)}
+    est = estimate([("new", 8, "g")] * 200, {"g": GpuSpec(None, None)}, runs, Settings(), features)
+    line = est.lines[0]
+    e, _, _ = _law(20000, 40000, 8)
+    assert line.source == SURROGATE
+    assert line.energy_kwh.low < 200 * e / KWH < line.energy_kwh.high  # the law inside the interval
+    assert line.energy_kwh.high / line.energy_kwh.low < 1.5  # 5 % noise: a narrow interval
+    few = [r for r in runs if r.arch_hash in ("a0", "a1")]  # two architectures: no surrogate
+    assert estimate([("new", 8, "g")], {"g": GpuSpec(None, None)}, few, Settings(), features).total.source == NONE
