@@ -121,11 +121,33 @@ def utc_text(value: Any) -> str:
     return str(value)
 
 
-def status_document(reader: CampaignReader, info: CampaignInfo) -> dict[str, Any]:
+def worker_document(reader: CampaignReader, info: CampaignInfo) -> dict[str, Any]:
+    """The campaign's worker tasks as the scheduler sees them now: per GPU type, the recorded
+    submissions and workers submitted, and of them those queued and running (Slurm's squeue;
+    Ray and local tasks end with the command that submitted them, so none of theirs is live
+    here). ``scheduler_answered`` is false when squeue did not answer (counts then unknown)."""
+    from campaign.launchers.slurm import live_workers
+
+    subs = reader.submissions(info.id)
+    live = live_workers(subs)
+    per_gpu: dict[str, dict[str, Any]] = {}
+    for sub in subs:
+        entry = per_gpu.setdefault(sub["gpu_type"], {"submissions": 0, "workers_submitted": 0, "queued": 0,
+                                                     "running": 0, "launcher": sub["launcher"]})
+        entry["submissions"] += 1
+        entry["workers_submitted"] += int(sub["workers"])
+    for gpu_type, counts in (live or {}).items():
+        if gpu_type in per_gpu:
+            per_gpu[gpu_type].update(queued=counts["queued"], running=counts["running"])
+    return {"scheduler_answered": live is not None, "per_gpu": dict(sorted(per_gpu.items()))}
+
+
+def status_document(reader: CampaignReader, info: CampaignInfo, workers: bool = True) -> dict[str, Any]:
     """``campaign status --json``: the campaign, one row per GPU type x epoch budget (trials by
     state, energy of finished runs by power source), totals (with the attempts by run status:
-    done, failed, cancelled, stale, ...), and the power sources. Energy from a simulated source
-    is labelled ``simulated``, never measured."""
+    done, failed, cancelled, stale, ...), the power sources, and the worker tasks queued and
+    running per GPU type (``worker_document``). Energy from a simulated source is labelled
+    ``simulated``, never measured."""
     rows = reader.status_rows(info.id)
     by_source: dict[tuple[str, int], dict[str, float]] = {}
     sources: dict[str, dict[str, Any]] = {}
@@ -152,8 +174,11 @@ def status_document(reader: CampaignReader, info: CampaignInfo) -> dict[str, Any
         totals[f"{kind}_energy_j"] = sum(e["energy_j"] for e in sources.values() if e["kind"] == kind)
     campaign = {"name": info.name, "sweep": info.sweep, "created_at": utc_text(info.created_at), "root": info.root,
                 "code_revision": info.code_revision}
-    return {"campaign": campaign, "rows": out_rows, "totals": totals, "power_sources": sorted(
+    doc = {"campaign": campaign, "rows": out_rows, "totals": totals, "power_sources": sorted(
         sources.values(), key=lambda e: str(e["source"]))}
+    if workers:
+        doc["workers"] = worker_document(reader, info)
+    return doc
 
 
 def _energy_cell(split: dict[str, float]) -> str:
@@ -182,6 +207,13 @@ def print_status(console: Console, doc: dict[str, Any]) -> None:
     others = ", ".join(f"{n} {status}" for status, n in t["attempts"].items() if status not in ("done", "running"))
     console.print(f"{t['done']}/{t['trials']} trials done; {energy_summary(doc)} so far"
                   + (f"; attempts not done: {others}" if others else ""))
+    w = doc.get("workers")
+    if w and w["per_gpu"]:
+        live = "; ".join(f"{g}: {e['queued']} queued, {e['running']} running ({e['launcher']}, "
+                         f"{e['workers_submitted']} submitted in {e['submissions']} submission(s))"
+                         for g, e in w["per_gpu"].items())
+        console.print(f"workers: {live}" if w["scheduler_answered"]
+                      else f"workers: the scheduler does not answer (squeue); submitted: {live}")
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:

@@ -70,7 +70,7 @@ def register(subparsers: Any, common: Callable[[argparse.ArgumentParser], None] 
     query.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS,
                        help=f"print at most N rows (default {DEFAULT_MAX_ROWS}; 0: all)")
     cancel = _add(subparsers, "cancel", cmd_cancel,
-                  "stop a campaign's work: scancel its recorded Slurm jobs, mark its running attempts cancelled "
+                  "stop a campaign's work: scancel every recorded Slurm submission, mark its running attempts cancelled "
                   "and put their trials back to pending (campaign resume NAME continues)", common)
     _overrides(cancel)
     delete = _add(subparsers, "delete", cmd_delete,
@@ -192,8 +192,9 @@ def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
     launcher = recorded_config(info.config).launcher
     jobs = _running_jobs(store, info.id)
     said = []
-    if str(launcher.name) == "slurm" or any(not j.startswith("ray:") for j in jobs):
-        said.append(scancel(recorded_jobs(paths, launcher) | {j for j in jobs if not j.startswith("ray:")}))
+    recorded = {str(j) for sub in store.submissions(info.id) if sub["launcher"] == "slurm" for j in sub["job_ids"]}
+    if str(launcher.name) == "slurm" or recorded or any(not j.startswith("ray:") for j in jobs):
+        said.append(scancel(recorded | recorded_jobs(paths, launcher) | {j for j in jobs if not j.startswith("ray:")}))
     if str(launcher.name) == "ray":
         said.append("Ray tasks end with the launch that started them (Ctrl-C there stops them)")
     n = len(store.cancel_runs(info.id, reason="cancelled by `campaign cancel`"))

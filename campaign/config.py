@@ -70,8 +70,8 @@ class LauncherConfig:
 
     name: LauncherName = LauncherName.local
     wait: bool = True  # follow the campaign with a live progress display until it is done
-    chunk_size: int = 0  # trials per worker task; 0: derived from the trial count and time limit
-    max_parallel: int = 0  # Slurm array parallelism / concurrent Ray tasks; 0: one per chunk (<= 64)
+    chunk_size: int = 0  # ignored: workers pull trials (kept so that configurations recorded before load)
+    max_parallel: int = 0  # Slurm array throttle (%k) / concurrent Ray tasks; 0: no throttle
     timeout_min: int = 240  # Slurm time limit per worker task (a GPU type may override it)
     mem_gb: float = 16.0
     cpus_per_task: int = 4
@@ -177,7 +177,8 @@ class CampaignConfig:
     root: str = "./campaigns"  # one folder per campaign: ROOT/NAME/{runs,slurm,report,export}
     name: str | None = None  # campaign name (letters, digits, .-_, no leading dot); default: <sweep>-<UTC timestamp>
     sweep: str = "none"  # set by the sweep config
-    seeds: int = 3  # repetitions per (architecture, epochs, GPU type): seeds 0..seeds-1
+    seeds: int = 3  # repetitions per (architecture, epochs, GPU type): seeds first_seed..first_seed+seeds-1
+    first_seed: int = 0  # the first training seed (another campaign of the same cells with new seeds)
     epochs: list[int] = field(default_factory=lambda: [4, 12, 36, 108])  # epoch budgets
     gpus: list[str] = field(default_factory=lambda: ["cpu"])  # GPU types, each a file in conf/gpu/
     order_seed: int = 0  # seed of the randomized run order
@@ -212,6 +213,7 @@ class CampaignConfig:
                 raise ConfigError(f"epoch budget {e!r} in epochs is not allowed (must be an integer >= 1)")
         if self.seeds < 1:
             raise ConfigError(f"seeds={self.seeds} is not allowed (must be >= 1 repetition)")
+        at_least("first_seed", self.first_seed, 0)
         at_least("max_failures", self.max_failures, 1)
         check_heartbeat(self.protocol.heartbeat_s, self.launcher.stale_after_s)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from campaign.config import CampaignConfig, LauncherConfig, db_url, gpu_types
+from campaign.launchers.base import live_total, workers_needed
 from campaign.session import campaign_paths, open_store, override_keys, redacted_url
 from db.paths import CampaignPaths
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from campaign.launchers.base import Launcher, Submitted
     from campaign.plan import Plan
     from db.store import ResultStore
-    from jobs.worker import WorkerSpec
+    from jobs.worker import WorkerSpec, WorkerSummary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +119,11 @@ def launch(cfg: CampaignConfig, console: Console, how: Handover) -> int:
     if warning:
         console.print(warning, markup=False)
     if how.dry_run:
-        console.print(f"dry run: {len(the_plan.trials)} trials planned and estimated; nothing recorded or run")
+        pending: dict[str, int] = {}
+        for t in the_plan.trials:
+            pending[t.gpu_type] = pending.get(t.gpu_type, 0) + 1
+        print_submission(console, cfg, planned_submission(cfg, pending), pending, estimate)
+        console.print(f"dry run: {len(the_plan.trials)} trials planned and estimated; nothing recorded or submitted")
         return 0
     name = cfg.name or f"{cfg.sweep}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
     cfg = dataclasses.replace(cfg, name=name)
@@ -135,41 +140,111 @@ def launch(cfg: CampaignConfig, console: Console, how: Handover) -> int:
         raise Interrupted.of(exc, f"if `campaign status {name} {where(cfg)}` shows it, {resume_hint(cfg, name)}") \
             from None
     how.note(console, f"campaign [bold]{name}[/]: {len(the_plan.trials)} trials recorded in {redacted_url(cfg)}")
-    submit: dict[str, list[str]] = {}
-    for t in the_plan.trials:
-        submit.setdefault(t.gpu_type, []).append(t.trial_key)
-    epochs_of = {t.trial_key: t.epochs for t in the_plan.trials}
-    return hand_over(cfg, launcher, store, campaign_id, paths, submit, epochs_of, how, console)
+    pending = store.pending_counts(campaign_id)
+    workers = workers_needed(pending, {}, cfg.launcher.max_workers, one_each=launcher.in_process)
+    return hand_over(cfg, launcher, store, campaign_id, paths, workers, len(the_plan.trials), how, console, "launch")
+
+
+def planned_submission(cfg: CampaignConfig, pending: Mapping[str, int]) -> dict[str, list[int]]:
+    """Per GPU type, the worker tasks a launch would submit: Slurm's arrays (``plan_arrays``, with
+    ``launcher.max_array_size``, else the cluster's MaxArraySize where reachable, else 1001), one
+    pool of Ray tasks, or one local worker."""
+    from campaign.launchers.slurm import max_array_size, plan_arrays
+
+    name = str(cfg.launcher.name)
+    if name == "slurm":
+        return plan_arrays(pending, cfg.launcher.max_workers, max_array_size(cfg.launcher))
+    workers = workers_needed(pending, {}, cfg.launcher.max_workers, one_each=name == "local")
+    return {g: [n] for g, n in workers.items()}
+
+
+def print_submission(console: Console, cfg: CampaignConfig, arrays: Mapping[str, list[int]],
+                     pending: Mapping[str, int], estimate: Any) -> None:
+    """What a launch would submit per GPU type, beside the estimate's hours."""
+    from rich.table import Table
+
+    gpu_h: dict[str, list[float]] = {}
+    wall_h: dict[str, list[float]] = {}
+    for line in getattr(estimate, "lines", []):
+        for into, value in ((gpu_h, line.gpu_hours), (wall_h, line.wall_hours)):
+            lo_hi = into.setdefault(line.gpu_type, [0.0, 0.0])
+            lo_hi[0] += value.low
+            lo_hi[1] += value.high
+    kind = {"slurm": "Slurm arrays (tasks each)", "ray": "Ray tasks", "local": "local workers"}[str(cfg.launcher.name)]
+    table = Table(title=f"would submit ({cfg.launcher.name}; launcher.max_workers={cfg.launcher.max_workers})")
+    for col in ("GPU type", "trials", kind, "tasks", "GPU-hours (est.)", "wall hours (est.)"):
+        table.add_column(col, justify="left" if col == "GPU type" else "right")
+    for g, sizes in arrays.items():
+        span = {k: ("-" if g not in d else f"{d[g][0]:.3g}" if d[g][0] == d[g][1] else f"{d[g][0]:.3g}-{d[g][1]:.3g}")
+                for k, d in (("gpu", gpu_h), ("wall", wall_h))}
+        table.add_row(g, f"{pending.get(g, 0):,}", " + ".join(map(str, sizes)) or "-", str(sum(sizes)),
+                      span["gpu"], span["wall"])
+    console.print(table)
+
+
+def submit_workers(cfg: CampaignConfig, launcher: Launcher, store: ResultStore, campaign_id: int,
+                   paths: CampaignPaths, workers: Mapping[str, int], max_failures: int, by: str,
+                   max_seq: int | None = None) -> tuple[Submitted, dict[str, list[WorkerSpec]]]:
+    """Submit ``workers[g]`` pull workers per GPU type and record each GPU type's submission
+    (``db.submissions``: numbered first, filled with the scheduler's ids after). ``max_seq``: only
+    while the GPU type has had fewer submissions (an automatic resubmission's limit)."""
+    from campaign.launchers.base import Submitted, worker_specs
+
+    seqs: dict[str, int] = {}
+    for g, n in workers.items():
+        if n <= 0:
+            continue
+        seq = store.reserve_submission(campaign_id, g, launcher.name, by, max_seq=max_seq)
+        if seq is not None:
+            seqs[g] = seq
+    if not seqs:
+        return Submitted(launcher.name, {}), {}
+    specs = worker_specs(cfg, gpu_types(), paths, db_url(cfg), {g: workers[g] for g in seqs}, seqs, max_failures,
+                         time_limited=launcher.time_limited)
+    try:
+        submitted = launcher.submit(specs)
+    except BaseException:
+        for g, seq in seqs.items():
+            store.drop_submission(campaign_id, g, seq)
+        raise
+    for g, seq in seqs.items():
+        arrays = submitted.arrays.get(g, [])
+        store.fill_submission(campaign_id, g, seq, [a for a, _ in arrays], [n for _, n in arrays], len(specs[g]))
+    return submitted, specs
 
 
 def hand_over(cfg: CampaignConfig, launcher: Launcher, store: ResultStore, campaign_id: int, paths: CampaignPaths,
-              submit: dict[str, list[str]], epochs_of: dict[str, int], how: Handover, console: Console) -> int:
-    """Give the trials to the launcher; follow them when asked (or when the launcher must be).
+              workers: dict[str, int], total: int, how: Handover, console: Console, by: str) -> int:
+    """Submit the pull workers; follow them when asked (or when the launcher must be), then, while
+    trials stay pending with no live worker for them, submit again (``resubmit_until_done``).
     An interrupt (SIGINT, SIGTERM) while following stops this launch's work (``interrupt``)."""
-    from campaign.launchers.base import worker_specs
     from campaign.launchers.follow import Display, follow
 
     max_failures = how.max_failures or cfg.max_failures
-    total = sum(len(v) for v in submit.values())
-    specs = worker_specs(cfg, gpu_types(), paths, db_url(cfg), submit, epochs_of, max_failures)
     name = paths.name
     try:
-        submitted = launcher.submit(specs)
+        submitted, specs = submit_workers(cfg, launcher, store, campaign_id, paths, workers, max_failures, by)
     except KeyboardInterrupt as exc:
         raise Interrupted.of(exc, f"its trials are recorded and pending; {resume_hint(cfg, name)}") from None
     if not launcher.in_process:
         for gpu_type, ids in submitted.jobs.items():
-            how.note(console, f"{gpu_type}: {len(ids)} worker task(s) on {submitted.launcher}: {', '.join(map(str, ids))}")
+            arrays = submitted.arrays.get(gpu_type, [])
+            how.note(console, f"{gpu_type}: {len(ids)} worker task(s) on {submitted.launcher}"
+                     + (f" in {len(arrays)} array(s) " + " + ".join(str(n) for _, n in arrays)
+                        if submitted.launcher == "slurm" else "")
+                     + f": {', '.join(a for a, _ in arrays)}")
     if not (how.follow or cfg.launcher.wait or launcher.must_follow):
         console.print(f"submitted; follow with: campaign status {name} {where(cfg)}"
                       f"  (resume after a crash: campaign resume {name} {where(cfg)})")
         return 0
     display = Display(how.display) if how.display else Display.choose(how.quiet, console.file)
+    current: dict[str, Any] = {"submitted": submitted, "specs": specs}
     try:
-        rows, summaries = follow(store, campaign_id, total, lambda: launcher.wait(submitted), console,
-                                 display=display)
+        rows, summaries = follow(store, campaign_id, total,
+                                 lambda: resubmit_until_done(cfg, launcher, store, campaign_id, paths, max_failures,
+                                                             current), console, display=display)
     except KeyboardInterrupt as exc:
-        raise interrupt(exc, cfg, launcher, submitted, store, campaign_id, specs) from None
+        raise interrupt(exc, cfg, launcher, current["submitted"], store, campaign_id, current["specs"]) from None
     done = sum(r["done"] for r in rows)
     failed = sum(s.failed for s in summaries)
     console.print(f"{done} trials of the campaign done ({failed} failed in this launch)")
@@ -178,6 +253,36 @@ def hand_over(cfg: CampaignConfig, launcher: Launcher, store: ResultStore, campa
             console.print(f"[red]worker {s.worker_id} stopped: {s.stopped_reason}[/]")
     console.print(f"next: campaign status {name} {where(cfg)}  |  campaign analyze {name} {where(cfg)}")
     return 0 if failed == 0 else 1
+
+
+def resubmit_until_done(cfg: CampaignConfig, launcher: Launcher, store: ResultStore, campaign_id: int,
+                        paths: CampaignPaths, max_failures: int, current: dict[str, Any]) -> list[WorkerSummary]:
+    """Wait for the submitted workers, then for every worker the scheduler still holds (workers
+    resubmit themselves on Slurm); while trials stay pending and no live worker is left for them,
+    submit the workers still needed, up to ``launcher.max_submissions`` per GPU type."""
+    import time
+
+    summaries: list[WorkerSummary] = []
+    delay = 1.0
+    while True:
+        summaries += launcher.wait(current["submitted"])
+        live = launcher.live_workers(store.submissions(campaign_id))
+        if live is None or any(live_total(live).values()):  # workers submitted by workers, or no answer
+            time.sleep(delay)  # polling the scheduler, not synchronisation
+            delay = min(2 * delay, 15.0)
+            current["submitted"] = dataclasses.replace(current["submitted"], jobs={}, handles={}, arrays={})
+            continue
+        delay = 1.0
+        close_dead_attempts(store, campaign_id, launcher)  # killed tasks' attempts: their trials pending again
+        pending = store.pending_counts(campaign_id)
+        workers = workers_needed(pending, {}, cfg.launcher.max_workers, one_each=launcher.in_process)
+        if not workers:
+            return summaries
+        submitted, specs = submit_workers(cfg, launcher, store, campaign_id, paths, workers, max_failures, "follow",
+                                          max_seq=cfg.launcher.max_submissions)
+        if not specs:  # launcher.max_submissions reached for every GPU type still pending
+            return summaries
+        current["submitted"], current["specs"] = submitted, specs
 
 
 def interrupt(exc: BaseException, cfg: CampaignConfig, launcher: Launcher, submitted: Submitted,
@@ -271,15 +376,37 @@ def resume(name: str, cfg: CampaignConfig, overrides: Sequence[str], console: Co
     stored = ingest_files(store, paths)
     if stored:
         how.note(console, f"stored {stored} result file(s) that had not reached the database")
+    # the scheduler first: attempts whose job has ended are reopened now, not after the stale limit
+    dead = close_dead_attempts(store, info.id, launcher)
+    live = launcher.live_workers(store.submissions(info.id))
     stale = run_cfg.launcher.stale_after_s if stale_after_s is None else stale_after_s
     now = store.now()
     rows = store.trial_states(info.id)
     actions = apply(store, info.id, decide(rows, now, stale), now, stale)
+    pending = store.pending_counts(info.id)
+    workers = workers_needed(pending, live_total(live), run_cfg.launcher.max_workers, one_each=launcher.in_process)
+    live_text = ("the scheduler does not answer (live workers unknown)" if live is None else
+                 f"{sum(c['queued'] for c in live.values())} queued and {sum(c['running'] for c in live.values())} "
+                 "running worker(s)")
     how.note(console, f"campaign {info.name}: {actions.done} done, {len(actions.still_running)} still running, "
-                  f"{len(actions.mark_stale)} stale, {len(actions.reopen)} failed/cancelled reopened; "
-                  f"{actions.to_run} trial(s) to run")
-    if actions.to_run == 0:
-        return 0
-    epochs_of = {r["trial_key"]: r["epochs"] for r in rows}
-    return hand_over(run_cfg, launcher, store, info.id, paths, actions.submit, epochs_of, how, console)
+                      f"{dead} ended with their job, {len(actions.mark_stale)} stale, "
+                      f"{len(actions.reopen)} failed/cancelled reopened; {actions.to_run} trial(s) to run; "
+                      f"{live_text}; {sum(workers.values())} worker(s) to submit")
+    if not workers and not (how.follow and any(live_total(live).values())):
+        return 0  # with --wait and live workers: follow them (and resubmit when they are gone)
+    return hand_over(run_cfg, launcher, store, info.id, paths, workers, len(rows), how, console, "resume")
+
+
+def close_dead_attempts(store: ResultStore, campaign_id: int, launcher: Launcher) -> int:
+    """Running attempts whose scheduler job has ended (killed, cancelled, node failed): closed as
+    stale with the scheduler's word, their trials back to pending. Returns how many."""
+    attempts = [a for a in store.running_attempts(campaign_id) if a["scheduler_job"]]
+    ended = launcher.ended_jobs({str(a["scheduler_job"]) for a in attempts})
+    n = 0
+    for a in attempts:
+        state = ended.get(str(a["scheduler_job"]))
+        if state is not None:
+            n += store.close_dead(a["run_id"], a["trial_id"],
+                                  f"stale: its {launcher.name} job {a['scheduler_job']} ended ({state})")
+    return n
 

@@ -109,6 +109,13 @@ class CampaignReader:
             for c in camps
         ]
 
+    def submissions(self, campaign_id: int) -> list[dict[str, Any]]:
+        """The campaign's recorded submissions of worker tasks (``db.submissions``)."""
+        from db.submissions import read_submissions
+
+        with self._connect() as conn:
+            return read_submissions(conn, campaign_id)
+
     def status_rows(self, campaign_id: int) -> list[dict[str, Any]]:
         """Per (GPU type, epoch budget): trials by state, and energy of finished runs (J)."""
         with self._connect() as conn:

@@ -369,3 +369,8 @@ class CarbontrackerEpoch(Base):
     dram_energy_j: Mapped[float | None] = mapped_column(
         Float, comment="DRAM energy of the epoch, raw, without PUE"
     )
+
+
+# The submission table and the trial claim index live in db/submissions.py, on this Base; imported
+# here so that Base.metadata always holds them.
+from db import submissions as _submissions  # noqa: E402, F401

@@ -13,7 +13,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, delete, exists, func, insert, select, update
@@ -33,6 +33,7 @@ from db.schema import (
     TraceSample,
     Trial,
 )
+from db.submissions import Submission
 
 
 class CampaignExists(CampaignError, RuntimeError):
@@ -67,6 +68,38 @@ def _release(conn: Connection, trial_id: int, worker_id: str | None = None) -> i
         q = q.where(Trial.worker_id == worker_id)
     state = case((has_done, TrialState.DONE.value), else_=TrialState.PENDING.value)
     return int(conn.execute(q.values(state=state, worker_id=None, updated_at=utcnow())).rowcount)
+
+
+# The columns create_campaign fills per trial, in the order of its rows.
+TRIAL_COLUMNS = ("campaign_id", "trial_key", "arch_hash", "epochs", "gpu_type", "seed", "order_index", "params",
+                 "flops", "state", "attempts")
+_PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+_BATCH = 20_000  # rows per executemany (bounds the memory of one call)
+
+
+def _insert_many(conn: Connection, table: Any, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
+    """Insert plain row tuples through the driver's own ``executemany`` (one prepared statement, no
+    per-row work in SQLAlchemy), in batches, inside the caller's transaction; through SQLAlchemy's
+    executemany where the driver's parameter style is not a positional one known here."""
+    mark = _PLACEHOLDER.get(conn.dialect.paramstyle)
+    batch: list[tuple[Any, ...]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        if mark is None:
+            conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in batch])
+        else:
+            sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
+                   f"VALUES ({', '.join([mark] * len(columns))})")
+            conn.exec_driver_sql(sql, batch)
+        batch.clear()
+
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= _BATCH:
+            flush()
+    flush()
 
 
 def _campaign_id(conn: Connection, name: str) -> int:
@@ -136,16 +169,11 @@ class TrialStore:
             if new_archs:
                 conn.execute(insert(Architecture), new_archs)
             by_hash = {a.arch_hash: a for a in archs}
-            conn.execute(
-                insert(Trial),
-                [
-                    dict(campaign_id=cid, trial_key=t.trial_key, arch_hash=t.arch_hash, epochs=t.epochs,
-                         gpu_type=t.gpu_type, seed=t.seed, order_index=t.order_index,
-                         params=by_hash[t.arch_hash].params, flops=by_hash[t.arch_hash].flops,
-                         state=TrialState.PENDING, attempts=0)
-                    for t in trials
-                ],
-            )
+            pending = TrialState.PENDING.value
+            _insert_many(conn, Trial.__table__, TRIAL_COLUMNS, (
+                (cid, t.trial_key, t.arch_hash, t.epochs, t.gpu_type, t.seed, t.order_index,
+                 by_hash[t.arch_hash].params, by_hash[t.arch_hash].flops, pending, 0)
+                for t in trials))
         return int(cid)
 
     # -- the worker's transitions ------------------------------------------------------------
@@ -255,6 +283,8 @@ class TrialStore:
                 deleted[table.__tablename__] = conn.execute(delete(table).where(table.run_id.in_(runs))).rowcount
             deleted["run"] = conn.execute(delete(Run).where(Run.trial_id.in_(trials))).rowcount
             deleted["trial"] = conn.execute(delete(Trial).where(Trial.campaign_id == campaign_id)).rowcount
+            deleted["submission"] = conn.execute(
+                delete(Submission).where(Submission.campaign_id == campaign_id)).rowcount
             deleted["campaign"] = conn.execute(delete(Campaign).where(Campaign.id == campaign_id)).rowcount
         return deleted
 
@@ -294,3 +324,53 @@ class TrialStore:
             return int(conn.execute(update(Trial).where(Trial.id.in_(list(trial_ids)),
                                                         Trial.state.in_((TrialState.FAILED, TrialState.CANCELLED)))
                                     .values(state=TrialState.PENDING, worker_id=None, updated_at=utcnow())).rowcount)
+
+    # -- what the launch side asks ------------------------------------------------------------
+    def pending_counts(self, campaign_id: int) -> dict[str, int]:
+        """Pending trials per GPU type (GPU types without any are left out)."""
+        with self.engine.connect() as conn:
+            got = conn.execute(select(Trial.gpu_type, func.count()).where(
+                Trial.campaign_id == campaign_id, Trial.state == TrialState.PENDING).group_by(Trial.gpu_type)).all()
+        return {str(g): int(n) for g, n in got if n}
+
+    def next_pending_epochs(self, campaign_id: int, gpu_type: str) -> int | None:
+        """The epoch budget of the next pending trial of the GPU type in run order (None: none)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(select(Trial.epochs).where(
+                Trial.campaign_id == campaign_id, Trial.gpu_type == gpu_type, Trial.state == TrialState.PENDING)
+                .order_by(Trial.order_index).limit(1)).scalar()
+        return None if value is None else int(value)
+
+    def trial_walltimes(self, campaign_id: int, gpu_type: str, limit: int = 2000) -> dict[int, list[float]]:
+        """Wall seconds (start to end of the attempt) of the GPU type's latest done runs in the
+        campaign, per epoch budget: what a worker's deadline decision estimates from."""
+        q = (select(Trial.epochs, Run.started_at, Run.ended_at).join(Trial, Trial.id == Run.trial_id)
+             .where(Trial.campaign_id == campaign_id, Trial.gpu_type == gpu_type, Run.status == RunStatus.DONE,
+                    Run.ended_at.is_not(None)).order_by(Run.id.desc()).limit(limit))
+        out: dict[int, list[float]] = {}
+        with self.engine.connect() as conn:
+            for epochs, started, ended in conn.execute(q):
+                seconds = (_as_utc(ended) - _as_utc(started)).total_seconds()
+                if seconds >= 0:
+                    out.setdefault(int(epochs), []).append(seconds)
+        return out
+
+    def running_attempts(self, campaign_id: int) -> list[dict[str, Any]]:
+        """The campaign's running attempts: run_id, trial_id, trial_key, gpu_type, worker_id,
+        scheduler_job (as the worker recorded it)."""
+        q = (select(Run.id.label("run_id"), Run.trial_id, Trial.trial_key, Trial.gpu_type, Run.worker_id,
+                    Run.scheduler_job).join(Trial, Trial.id == Run.trial_id)
+             .where(Trial.campaign_id == campaign_id, Run.status == RunStatus.RUNNING).order_by(Run.id))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def close_dead(self, run_id: int, trial_id: int, reason: str) -> bool:
+        """A running attempt whose scheduler job has ended (killed, cancelled, node failed)
+        becomes ``stale`` with ``reason`` at once, whatever its heartbeat says, and its trial goes
+        back to pending (compare-and-set on the run's status)."""
+        with self.engine.begin() as conn:
+            n = conn.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+                             .values(status=RunStatus.STALE, ended_at=utcnow(), error=reason)).rowcount
+            if n == 1:
+                _release(conn, trial_id)
+        return n == 1

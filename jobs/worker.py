@@ -55,13 +55,21 @@ class WorkerSpec:
     campaign: str
     gpu_type: str
     root: str
-    keys: Sequence[str] | None = None  # only these trials (a chunk); None: any pending one
+    keys: Sequence[str] | None = None  # only these trials; None: any pending one (an emptied list: stop)
     worker_id: str = ""
     max_failures: int = 3
     db_patience_s: float = 600.0  # how long to wait for an unreachable database
     # The trial settings of this launch as plain data (a resume may change the meter or the data
     # folder, never what identifies a trial); None: the campaign's recorded ones.
     settings: Mapping[str, Any] | None = None
+    # The allocation's wall-time limit (Slurm); the deadline is SLURM_JOB_END_TIME where the
+    # scheduler sets it, else the worker's start plus this. None: no deadline (Ray, local).
+    time_limit_s: float | None = None
+    deadline: float | None = None  # the allocation's end (Unix seconds) where the launcher knows it
+    deadline_margin_s: float = 10.0  # kept free before the deadline (writing, storing, exiting)
+    # Configured seconds of one trial per epoch budget, used until the database has measurements.
+    estimate_s: Mapping[int, float] | None = None
+    submission: int = 0  # the submission (seq, per GPU type) this worker belongs to
 
 
 @dataclasses.dataclass
@@ -70,6 +78,57 @@ class WorkerSummary:
     done: int = 0
     failed: int = 0
     stopped_reason: str = "no pending trials left"
+    out_of_time: bool = False  # stopped because the next trial would not finish before the deadline
+
+
+# Done runs of a GPU type and budget needed before their measured wall times replace the
+# configured estimate, and the quantile of them taken (a high one: a trial cut off is lost work).
+MIN_MEASURED = 3
+ESTIMATE_QUANTILE = 0.9
+ESTIMATE_REFRESH = 10  # trials between two reads of the measured durations
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (linear interpolation; ``values`` not empty)."""
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def trial_estimate(epochs: int, measured: Mapping[int, Sequence[float]],
+                   configured: Mapping[int, float] | None) -> float | None:
+    """Seconds a trial of ``epochs`` is expected to take on this GPU type: a high quantile of the
+    measured wall times of done runs of that budget (at least ``MIN_MEASURED`` of them), else
+    the configured estimate; None when neither is known."""
+    got = measured.get(epochs) or []
+    if len(got) >= MIN_MEASURED:
+        return quantile(got, ESTIMATE_QUANTILE)
+    if configured and epochs in configured:
+        return float(configured[epochs])
+    return None
+
+
+def fits_before(deadline: float | None, now: float, estimate_s: float | None, margin_s: float) -> bool:
+    """Whether a trial estimated at ``estimate_s`` seconds, started ``now``, ends ``margin_s``
+    before ``deadline`` (Unix seconds). No deadline, or no estimate: it fits."""
+    if deadline is None or estimate_s is None:
+        return True
+    return now + estimate_s + margin_s <= deadline
+
+
+def worker_deadline(time_limit_s: float | None, started: float, env: Mapping[str, str],
+                    known_end: float | None = None) -> float | None:
+    """When the allocation ends (Unix seconds): ``known_end`` where the launcher asked the
+    scheduler, else ``SLURM_JOB_END_TIME`` where the scheduler sets it, else ``started`` plus the
+    time limit; None without a limit."""
+    if known_end is not None:
+        return float(known_end)
+    end = env.get("SLURM_JOB_END_TIME", "")
+    if end.isdigit() and int(end) > 0:
+        return float(end)
+    return None if not time_limit_s else started + float(time_limit_s)
 
 
 def resolve_device(device: str) -> str:
@@ -223,6 +282,8 @@ def run_worker(spec: WorkerSpec, store: ResultStore | None = None) -> WorkerSumm
     hardware = {**host_description(), **meter.hardware()}
     unstored: list[RunResult] = []
     scheduler = scheduler_identity()
+    deadline = worker_deadline(spec.time_limit_s, time.time(), os.environ, spec.deadline)
+    measured: dict[int, list[float]] = {}
     meter.start()
     if rapl is not None:
         rapl.start()
@@ -233,6 +294,21 @@ def run_worker(spec: WorkerSpec, store: ResultStore | None = None) -> WorkerSumm
         failures_in_row = 0
         while True:
             unstored = [r for r in unstored if not _store_result(store, r)]
+            if deadline is not None and summary.done + summary.failed > 0:  # the first trial always runs
+                epochs = _retry("reading the next trial", lambda: store.next_pending_epochs(info.id, spec.gpu_type),
+                                patience_s)
+                if epochs is None:
+                    break
+                if (summary.done + summary.failed) % ESTIMATE_REFRESH == 1 or epochs not in measured:
+                    measured = _retry("reading trial durations",
+                                      lambda: store.trial_walltimes(info.id, spec.gpu_type), patience_s)
+                estimate = trial_estimate(epochs, measured, spec.estimate_s)
+                now = time.time()
+                if not fits_before(deadline, now, estimate, spec.deadline_margin_s):
+                    summary.out_of_time = True
+                    summary.stopped_reason = (f"out of time: the next trial ({epochs} epochs, about {estimate:.0f} s) "
+                                              f"would not end before the allocation does (in {deadline - now:.0f} s)")
+                    break
             trial = _retry("claiming a trial", lambda: store.claim_next(
                 info.id, spec.gpu_type, worker_id, socket.gethostname(), spec.keys, **scheduler), patience_s)
             if trial is None:
@@ -301,7 +377,7 @@ class WorkerTask:
     """The callable sent to Slurm (submitit) and Ray: runs a worker.
 
     On preemption or a time limit submitit calls ``checkpoint``; the same task (same worker
-    id) is requeued and continues with the trials of its chunk that are not done."""
+    id) is requeued and goes on claiming pending trials."""
 
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec

@@ -13,6 +13,7 @@
 #   CAMPAIGN_SLURM_GPUS_PER_TYPE=4        fake GPUs per node (symlinks to /dev/null)
 #   CAMPAIGN_SLURM_CPUS=8 CAMPAIGN_SLURM_MEMORY_MB=16000 (per node)
 #   CAMPAIGN_SLURM_MEM_PER_CPU_MB=500     DefMemPerCPU
+#   CAMPAIGN_SLURM_MAX_ARRAY_SIZE=1001    MaxArraySize (an array of N tasks needs N <= it)
 # and on every start: CAMPAIGN_SLURM_START_TIMEOUT_S=120, the deadline for each wait below.
 set -euo pipefail
 
@@ -65,11 +66,14 @@ GPUS_PER_TYPE=${CAMPAIGN_SLURM_GPUS_PER_TYPE:-4}
 CPUS=${CAMPAIGN_SLURM_CPUS:-8}
 MEMORY_MB=${CAMPAIGN_SLURM_MEMORY_MB:-16000}
 MEM_PER_CPU_MB=${CAMPAIGN_SLURM_MEM_PER_CPU_MB:-500}
+MAX_ARRAY_SIZE=${CAMPAIGN_SLURM_MAX_ARRAY_SIZE:-1001}
 EOF
   mv "$STATE_DIR/hardware.tmp" "$STATE_DIR/hardware"
 fi
 # shellcheck source=/dev/null
 . "$STATE_DIR/hardware"
+MAX_ARRAY_SIZE=${MAX_ARRAY_SIZE:-1001} # a state folder made before this knob
+[[ $MAX_ARRAY_SIZE =~ ^[1-9][0-9]*$ ]] || die "MAX_ARRAY_SIZE=$MAX_ARRAY_SIZE in $STATE_DIR/hardware is not a positive integer"
 for t in $GPU_TYPES; do
   [[ $t =~ ^[a-z0-9]+$ ]] || die "GPU type '$t' in $STATE_DIR/hardware is not lower-case letters and digits (it names a node, a partition and a GRES type)"
 done
@@ -235,6 +239,8 @@ SlurmdParameters=config_overrides
 ReturnToService=2
 # Without a default, a job with no --mem takes the whole node and serializes the rest.
 DefMemPerCPU=$MEM_PER_CPU_MB
+# Arrays of at most this many tasks (indices 0..MaxArraySize-1); Slurm's default is 1001.
+MaxArraySize=$MAX_ARRAY_SIZE
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=100000,sched_interval=2,bf_interval=2
 KillWait=5

@@ -1,18 +1,18 @@
-"""The launcher port, and what every launcher shares: sizing worker chunks, and the worker specs
-sent to them.
+"""The launcher port, and what every launcher shares: how many pull workers a GPU type needs, and
+the worker specs sent to them.
 
 A launcher (local, Slurm, Ray; one file each, registered in ``campaign.launchers``) is small,
 like submitit's ``Executor``: ``preflight`` checks before anything is recorded, ``submit`` hands
 worker specs out, ``wait`` blocks until every task has ended, ``cancel`` stops them and
-``active`` counts those still queued or running. Every task runs the same worker
-(``jobs.worker.WorkerTask``); the database, not a task's outcome, says what is done.
+``active`` counts those still queued or running; ``live_workers`` and ``ended_jobs`` ask the
+scheduler about the submissions a campaign recorded (resume, status). Every task runs the same
+pull worker (``jobs.worker.WorkerTask``): it claims the next pending trial of its GPU type until
+none is left; the database, not a task's outcome, says what is done.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from db.paths import CampaignPaths
     from jobs.settings import ProtocolConfig
 
-MAX_TASKS = 64
-
-
 @dataclasses.dataclass
 class Submitted:
     """What a launcher reports back: where each GPU type's workers went."""
@@ -34,10 +31,14 @@ class Submitted:
     launcher: str
     jobs: dict[str, list[str]]  # GPU type -> job ids (Slurm ids, Ray task ids, local worker ids)
     handles: dict[str, list[Any]] = dataclasses.field(default_factory=dict)  # GPU type -> Jobs / refs / specs
+    # GPU type -> (scheduler id, tasks) per array / group submitted: what the submission table records
+    arrays: dict[str, list[tuple[str, int]]] = dataclasses.field(default_factory=dict)
 
-    def add(self, gpu_type: str, ids: Sequence[str], handles: Sequence[Any]) -> None:
-        self.jobs[gpu_type] = list(ids)
-        self.handles[gpu_type] = list(handles)
+    def add(self, gpu_type: str, ids: Sequence[str], handles: Sequence[Any],
+            arrays: Sequence[tuple[str, int]] | None = None) -> None:
+        self.jobs.setdefault(gpu_type, []).extend(ids)
+        self.handles.setdefault(gpu_type, []).extend(handles)
+        self.arrays.setdefault(gpu_type, []).extend(arrays if arrays is not None else [(str(i), 1) for i in ids])
 
     def all_handles(self) -> list[Any]:
         return [h for hs in self.handles.values() for h in hs]
@@ -49,6 +50,7 @@ class Launcher(Protocol):
     name: str
     in_process: bool  # the workers run in this process, inside ``wait`` (no job ids worth showing)
     must_follow: bool  # the work runs (or survives) only while this process waits for it
+    time_limited: bool  # its tasks have a wall-time limit (workers stop before it)
 
     def preflight(self, gpu_types: Sequence[str]) -> None:
         """Everything checkable before anything is recorded; ConfigError with one line."""
@@ -70,6 +72,22 @@ class Launcher(Protocol):
     def active(self, submitted: Submitted) -> dict[str, int]:
         """Tasks queued or running now, per GPU type (GPU types without any are left out)."""
         ...
+
+    def live_workers(self, submissions: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]] | None:
+        """Of the recorded submissions (``db.submissions``), the worker tasks the scheduler still
+        holds, per GPU type: ``{"queued": n, "running": n}``; None when it does not answer."""
+        ...
+
+    def ended_jobs(self, jobs: Iterable[str]) -> dict[str, str]:
+        """Of the scheduler job ids running attempts recorded, those the scheduler says have
+        ended (killed, cancelled, timed out, node failed), each with its state in words; ids it
+        cannot tell about are left out."""
+        ...
+
+
+def live_total(live: Mapping[str, Mapping[str, int]] | None) -> dict[str, int]:
+    """Queued + running workers per GPU type."""
+    return {g: int(c.get("queued", 0)) + int(c.get("running", 0)) for g, c in (live or {}).items()}
 
 
 def wait_all(handles: Iterable[Any], get: Callable[[Any], object],
@@ -107,47 +125,40 @@ def gpu_of(gpus: Mapping[str, GpuType], gpu_type: str) -> GpuType:
 
 
 def trial_seconds(epochs: int, gpu: GpuType, protocol: ProtocolConfig) -> float:
-    """Rough wall time of one trial on a GPU type, for sizing chunks (not a measurement)."""
+    """Rough wall time of one trial on a GPU type, the configured estimate a worker's
+    deadline decision uses until trials of that budget are measured (not a measurement)."""
     return protocol.idle_s + protocol.cooldown_s + epochs * float(gpu.epoch_s_estimate or 60)
-
-
-def chunk(
-    trials: Sequence[tuple[str, float]],
-    time_limit_s: float,
-    warmup_s: float,
-    chunk_size: int = 0,
-    max_tasks: int = MAX_TASKS,
-) -> list[list[str]]:
-    """Split (trial key, estimated seconds) in run order into worker chunks.
-
-    With ``chunk_size`` > 0, chunks of that many trials. Otherwise each chunk is filled up to
-    90 % of the time limit (after the warm-up), and when that would need more than
-    ``max_tasks`` tasks the trials are spread evenly over ``max_tasks`` instead (a worker that
-    runs past its limit is requeued and continues). Order within a chunk is run order."""
-    keys = [k for k, _ in trials]
-    if not keys:
-        return []
-    if chunk_size > 0:
-        return [keys[i : i + chunk_size] for i in range(0, len(keys), chunk_size)]
-    budget = max(1.0, 0.9 * time_limit_s - warmup_s)
-    chunks: list[list[str]] = [[]]
-    used = 0.0
-    for key, seconds in trials:
-        if chunks[-1] and used + seconds > budget:
-            chunks.append([])
-            used = 0.0
-        chunks[-1].append(key)
-        used += seconds
-    if len(chunks) > max_tasks:
-        size = math.ceil(len(keys) / max_tasks)
-        chunks = [keys[i : i + size] for i in range(0, len(keys), size)]
-    return chunks
 
 
 def time_limit_min(launcher: LauncherConfig, gpu: GpuType) -> float:
     """A task's time limit in minutes: the GPU type's ``slurm.timeout_min``, else the launcher's
-    (the limit Slurm is asked for, and the budget chunks are sized to)."""
+    (the limit Slurm is asked for, and the deadline its workers stop before)."""
     return gpu.slurm.timeout_min or launcher.timeout_min
+
+
+def signal_lead_s(limit_min: float) -> int:
+    """Seconds before a task's time limit that Slurm sends USR2 (``--signal``): 90, less for
+    limits under 6 minutes (15 s per minute of limit, at least 5)."""
+    return int(min(90, max(5, 15 * limit_min)))
+
+
+def trial_estimates(cfg: CampaignConfig, gpu: GpuType) -> dict[int, float]:
+    """Configured seconds of one trial per epoch budget of the campaign (``trial_seconds``)."""
+    return {int(e): trial_seconds(int(e), gpu, cfg.protocol) for e in cfg.epochs}
+
+
+def workers_needed(pending: Mapping[str, int], live: Mapping[str, int], max_workers: int,
+                   one_each: bool = False) -> dict[str, int]:
+    """Worker tasks to submit per GPU type: enough for ``min(max_workers, pending trials)`` once
+    the ``live`` ones (queued or running) are counted (``one_each``: at most one per GPU type, for
+    a launcher that runs its tasks one after another). GPU types needing none are left out."""
+    out = {}
+    for gpu_type, n in pending.items():
+        want = min(max_workers, n, 1 if one_each else n)
+        extra = want - int(live.get(gpu_type, 0))
+        if extra > 0:
+            out[gpu_type] = extra
+    return out
 
 
 def worker_specs(
@@ -155,23 +166,30 @@ def worker_specs(
     gpus: Mapping[str, GpuType],
     paths: CampaignPaths,
     db_url: str,
-    submit: Mapping[str, Sequence[str]],
-    epochs_of: Mapping[str, int],
+    workers: Mapping[str, int],
+    submissions: Mapping[str, int],
     max_failures: int,
+    time_limited: bool = False,
 ) -> dict[str, list[WorkerSpec]]:
-    """One WorkerSpec per chunk, per GPU type, each with a worker id that survives requeues."""
+    """``workers[g]`` pull workers per GPU type ``g``, each claiming the next pending trial of its
+    GPU type until none is left (or, ``time_limited``, until the next would not end before its
+    allocation does). Worker ids name the submission (``submissions[g]``, its number per GPU
+    type) and the task, and survive requeues."""
     out: dict[str, list[WorkerSpec]] = {}
-    tag = uuid.uuid4().hex[:6]
     campaign = paths.name
     plain = cfg.to_dict()  # the trial settings this launch runs with, as the workers read them
     settings = {k: plain[k] for k in ("device", "dataset", "network", "recipe", "protocol", "meter")}
-    for gpu_type, keys in submit.items():
+    for gpu_type, n in workers.items():
         gpu = gpu_of(gpus, gpu_type)
-        est = [(k, trial_seconds(epochs_of[k], gpu, cfg.protocol)) for k in keys]
-        chunks = chunk(est, 60.0 * time_limit_min(cfg.launcher, gpu), cfg.protocol.warmup_s, cfg.launcher.chunk_size)
+        seq = int(submissions.get(gpu_type, 0))
+        limit_s = 60.0 * time_limit_min(cfg.launcher, gpu) if time_limited else None
+        # kept free before the end: Slurm's USR2 comes signal_lead_s before it (submitit requeues on it)
+        margin_s = signal_lead_s(limit_s / 60.0) + 5.0 if limit_s else 10.0
         out[gpu_type] = [
-            WorkerSpec(db_url=db_url, campaign=campaign, gpu_type=gpu_type, root=str(paths.root), keys=c,
-                       worker_id=f"{campaign}/{gpu_type}/{tag}-{i}", max_failures=max_failures, settings=settings)
-            for i, c in enumerate(chunks)
+            WorkerSpec(db_url=db_url, campaign=campaign, gpu_type=gpu_type, root=str(paths.root),
+                       worker_id=f"{campaign}/{gpu_type}/s{seq}-{i}", max_failures=max_failures, settings=settings,
+                       time_limit_s=limit_s, deadline_margin_s=margin_s, estimate_s=trial_estimates(cfg, gpu),
+                       submission=seq)
+            for i in range(int(n))
         ]
     return out

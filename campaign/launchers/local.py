@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from campaign.launchers.base import Submitted, count_active, gpu_of
 from db.errors import CampaignError, ConfigError
@@ -24,6 +24,7 @@ class LocalLauncher:
     name = "local"
     in_process = True
     must_follow = True  # the work happens inside ``wait``
+    time_limited = False
 
     def __init__(self, cfg: CampaignConfig, paths: CampaignPaths) -> None:
         from campaign.config import gpu_types
@@ -76,7 +77,7 @@ class LocalLauncher:
 
     def cancel(self, submitted: Submitted) -> None:
         """Drop the tasks not started yet, and let the running one claim no further trial (its
-        chunk emptied: the worker reads it before each claim). The trial it runs now goes on
+        key list emptied: the worker reads it before each claim). The trial it runs now goes on
         until the database says its attempt is cancelled (``ResultStore.cancel_runs``, seen at
         the next heartbeat) or this process ends."""
         for task in submitted.all_handles():
@@ -88,6 +89,13 @@ class LocalLauncher:
     def active(self, submitted: Submitted) -> dict[str, int]:
         """Tasks not run to their end yet (queued, or running inside ``wait``)."""
         return count_active(submitted, lambda task: task.state != "ended")
+
+    def live_workers(self, submissions: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]] | None:
+        """None: local tasks run inside the command that submitted them, and end with it."""
+        return {}
+
+    def ended_jobs(self, jobs: Iterable[str]) -> dict[str, str]:
+        return {}
 
 
 @dataclasses.dataclass

@@ -1,12 +1,13 @@
-"""Ray: a task per chunk, GPU types as Ray custom resources or accelerator types; the tasks run
-the same worker code as Slurm tasks. Ray tasks die with their driver, so this launcher follows
-the campaign until every task has ended."""
+"""Ray: a bounded pool of pull workers per GPU type (``launcher.max_workers``), GPU types as Ray
+custom resources or accelerator types; the tasks run the same worker code as Slurm tasks. Ray
+tasks die with their driver, so this launcher follows the campaign until every task has ended
+(and the launch replaces a killed one: ``ended_jobs``)."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from campaign.launchers.base import Submitted, count_active, gpu_of, summaries
@@ -77,12 +78,14 @@ class RayLauncher:
     name = "ray"
     in_process = False
     must_follow = True  # Ray tasks die with their driver
+    time_limited = False
 
     def __init__(self, cfg: CampaignConfig, paths: CampaignPaths) -> None:
         from campaign.config import gpu_types
 
         self.launcher = cfg.launcher
         self.gpus = gpu_types()
+        self.tasks: dict[str, Any] = {}  # Ray task id (hex) -> ref, of the tasks this process submitted
 
     def _options(self, gpu_types: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {g: task_options(self.launcher, gpu_of(self.gpus, g)) for g in gpu_types}
@@ -103,7 +106,8 @@ class RayLauncher:
         out = Submitted(self.name, {})
         for gpu_type, opts in options.items():
             refs = [remote.options(**opts).remote(spec) for spec in specs[gpu_type]]
-            out.add(gpu_type, [r.hex()[:16] for r in refs], refs)
+            self.tasks.update({r.task_id().hex(): r for r in refs})
+            out.add(gpu_type, [f"ray:{r.task_id().hex()}" for r in refs], refs)
         return out
 
     def wait(self, submitted: Submitted) -> list[WorkerSummary]:
@@ -131,3 +135,20 @@ class RayLauncher:
         _, not_ready = ray.wait(refs, num_returns=len(refs), timeout=0)
         pending = {r.hex() for r in not_ready}
         return count_active(submitted, lambda ref: ref.hex() in pending)
+
+    def live_workers(self, submissions: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]] | None:
+        """None of an earlier launch's tasks: Ray tasks end with the driver that submitted them
+        (this launcher follows its campaign to the end)."""
+        return {}
+
+    def ended_jobs(self, jobs: Iterable[str]) -> dict[str, str]:
+        """Of the ``ray:TASK_ID`` ids, the tasks this process submitted that have ended (a killed
+        worker, a lost node); a task of another driver is left to its heartbeat."""
+        import ray
+
+        mine = {j: self.tasks[j[4:]] for j in jobs if j.startswith("ray:") and j[4:] in self.tasks}
+        if not mine:
+            return {}
+        ready, _ = ray.wait(list(mine.values()), num_returns=len(mine), timeout=0)
+        ended = {r.task_id().hex() for r in ready}
+        return {j: "Ray task ended" for j, r in mine.items() if j[4:] in ended}

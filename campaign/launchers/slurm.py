@@ -1,16 +1,30 @@
-"""Slurm through submitit: one job array per GPU type; each array task is a worker that holds one
-GPU, warms it up once and runs its chunk of trials. Preemption and time limits requeue the
-task (``jobs.worker.WorkerTask.checkpoint``), which continues with what is not done."""
+"""Slurm through submitit: per GPU type, up to ``launcher.max_workers`` pull workers, split into
+job arrays that fit the cluster's MaxArraySize (``plan_arrays``) and throttled by
+``launcher.max_parallel`` (``%k``). Each array task is a worker that holds one GPU, warms it up
+once and claims the next pending trial of its GPU type until none is left or the next would not
+end before its allocation does; the last one to stop for time resubmits what is still needed
+(``SlurmWorker``), up to ``launcher.max_submissions`` submissions per GPU type. Preemption
+requeues the task (``checkpoint``), which continues with what is not done."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from campaign.launchers.base import MAX_TASKS, Submitted, count_active, gpu_of, summaries, time_limit_min
+from campaign.launchers.base import (
+    Submitted,
+    count_active,
+    gpu_of,
+    signal_lead_s,
+    summaries,
+    time_limit_min,
+    workers_needed,
+)
 from db.errors import ConfigError
 from jobs.worker import WorkerSpec, WorkerSummary, WorkerTask
 
@@ -18,7 +32,51 @@ if TYPE_CHECKING:
     from campaign.config import CampaignConfig, GpuType, LauncherConfig
     from db.paths import CampaignPaths
 
+log = logging.getLogger(__name__)
+
 POLL_MAX_S = 15.0  # longest pause between two looks at the queue while waiting
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize, where the cluster cannot be asked
+
+
+def plan_arrays(pending_per_gpu: Mapping[str, int], max_workers: int, max_array_size: int) -> dict[str, list[int]]:
+    """Per GPU type, the sizes of the job arrays a launch submits (pure): ``min(max_workers,
+    pending)`` worker tasks in all, in arrays of at most ``max_array_size`` tasks (an array of N
+    tasks has indices 0..N-1, and Slurm's MaxArraySize bounds the largest index + 1). GPU types
+    with nothing pending get no array (an empty list)."""
+    if max_array_size < 1:
+        raise ConfigError(f"MaxArraySize {max_array_size} is not allowed (must be >= 1)")
+    out: dict[str, list[int]] = {}
+    for gpu_type, pending in pending_per_gpu.items():
+        left = max(0, min(int(max_workers), int(pending)))
+        sizes = []
+        while left > 0:
+            sizes.append(min(left, max_array_size))
+            left -= sizes[-1]
+        out[gpu_type] = sizes
+    return out
+
+
+def cluster_max_array_size() -> int | None:
+    """The cluster's MaxArraySize (``scontrol show config``); None where Slurm does not answer."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("scontrol"):
+        return None
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+    return int(m.group(1)) if m else None
+
+
+def max_array_size(launcher: LauncherConfig) -> int:
+    """``launcher.max_array_size`` where set, else the cluster's MaxArraySize where reachable,
+    else Slurm's default (1001)."""
+    if launcher.max_array_size > 0:
+        return int(launcher.max_array_size)
+    return cluster_max_array_size() or DEFAULT_MAX_ARRAY_SIZE
 
 
 def slurm_parameters(launcher: LauncherConfig, gpu: GpuType, campaign: str, n_tasks: int) -> dict[str, Any]:
@@ -27,12 +85,16 @@ def slurm_parameters(launcher: LauncherConfig, gpu: GpuType, campaign: str, n_ta
     The GPU type's ``slurm`` block (partition, constraint, gres, account, qos, timeout_min)
     wins over the launcher's defaults; unset values are left out."""
     site = gpu.slurm
+    limit_min = int(time_limit_min(launcher, gpu))
     params: dict[str, Any] = {
         "name": f"campaign-{campaign}-{gpu.name}",
-        "timeout_min": int(time_limit_min(launcher, gpu)),
+        "timeout_min": limit_min,
         "mem_gb": float(launcher.mem_gb),
         "cpus_per_task": int(launcher.cpus_per_task),
-        "slurm_array_parallelism": min(n_tasks, launcher.max_parallel or MAX_TASKS),
+        # Slurm's array throttle (%k): launcher.max_parallel tasks at once; 0: all of them
+        "slurm_array_parallelism": max(1, min(n_tasks, launcher.max_parallel) if launcher.max_parallel else n_tasks),
+        # USR2 before the limit (submitit requeues on it: preemption); short limits get a short lead
+        "slurm_signal_delay_s": signal_lead_s(limit_min),
         "stderr_to_stdout": True,
     }
     optional = {
@@ -118,7 +180,8 @@ def recorded_jobs(paths: CampaignPaths, launcher: LauncherConfig) -> set[str]:
 
 
 def scancel(job_ids: Iterable[str]) -> str:
-    """``scancel`` the arrays of those tasks still in Slurm's queue; what was done, in words."""
+    """``scancel`` the arrays (or jobs) of those ids (``ARRAY`` or ``ARRAY_TASK``) still in
+    Slurm's queue; what was done, in words."""
     import shutil
     import subprocess
 
@@ -126,10 +189,10 @@ def scancel(job_ids: Iterable[str]) -> str:
     if not ids:
         return "no Slurm jobs recorded"
     if not shutil.which("scancel"):
-        return f"{len(ids)} Slurm task(s) recorded but scancel is not on PATH here; cancel them where Slurm runs"
+        return f"{len(ids)} Slurm job(s) recorded but scancel is not on PATH here; cancel them where Slurm runs"
     queued = in_queue(ids)
-    live = sorted(ids if queued is None else ids & queued)
-    arrays = sorted({j.split("_")[0] for j in live})
+    wanted = {j.split("_")[0] for j in ids}
+    arrays = sorted(wanted if queued is None else wanted & {q.split("_")[0] for q in queued}, key=int)
     if not arrays:
         return "no Slurm job of it is queued or running"
     proc = subprocess.run(["scancel", *arrays], capture_output=True, text=True, timeout=60)
@@ -139,23 +202,96 @@ def scancel(job_ids: Iterable[str]) -> str:
     return f"Slurm job(s) {', '.join(arrays)} cancelled (scancel)"
 
 
-def in_queue(job_ids: Iterable[str]) -> set[str] | None:
-    """The tasks among ``job_ids`` (``ARRAY_TASK``) that Slurm still holds: pending, running or
-    requeued (``squeue``; it answers without accounting, and a pending array cancelled as a
-    whole leaves no per-task record there). None when squeue does not answer."""
+def queue_states(job_ids: Iterable[str]) -> dict[str, str] | None:
+    """Slurm's state (PENDING, RUNNING, ...) of every task it still holds of the arrays or jobs
+    among ``job_ids`` (``squeue -r``: one line per array task, pending ones too), keyed
+    ``ARRAY_TASK`` (or ``JOB``). None when squeue does not answer."""
     import subprocess
 
-    arrays = sorted({j.split("_")[0] for j in job_ids})
+    arrays = sorted({str(j).split("_")[0] for j in job_ids if j and JOB_ID.match(str(j))})
     if not arrays:
-        return set()
+        return {}
     try:
-        proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(arrays)], capture_output=True,
+        proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(arrays)], capture_output=True,
                               text=True, timeout=60)
     except (subprocess.SubprocessError, OSError):
         return None
     if proc.returncode != 0:
-        return set() if "Invalid job id" in proc.stderr else None  # every one ended long ago
-    return set(proc.stdout.split())
+        return {} if "Invalid job id" in proc.stderr else None  # every one ended long ago
+    out = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            out[parts[0]] = parts[1]
+    return out
+
+
+def in_queue(job_ids: Iterable[str]) -> set[str] | None:
+    """The tasks of ``job_ids``' arrays (``ARRAY_TASK``) that Slurm still holds: pending, running or
+    requeued (``squeue``; it answers without accounting, and a pending array cancelled as a
+    whole leaves no per-task record there). None when squeue does not answer."""
+    states = queue_states(job_ids)
+    return None if states is None else set(states)
+
+
+QUEUED_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESV_DEL_HOLD"})
+
+
+def live_workers(submissions: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]] | None:
+    """Per GPU type, the worker tasks of the recorded Slurm submissions that Slurm still holds:
+    ``{"queued": n, "running": n}`` (GPU types with none are left out); None when squeue does not
+    answer."""
+    gpu_of_array = {str(j): str(s["gpu_type"]) for s in submissions if s.get("launcher") == "slurm"
+                    for j in s.get("job_ids") or []}
+    if not gpu_of_array:
+        return {}
+    states = queue_states(gpu_of_array)
+    if states is None:
+        return None
+    out: dict[str, dict[str, int]] = {}
+    for task, state in states.items():
+        gpu_type = gpu_of_array.get(task.split("_")[0])
+        if gpu_type is None:
+            continue
+        counts = out.setdefault(gpu_type, {"queued": 0, "running": 0})
+        counts["queued" if state in QUEUED_STATES else "running"] += 1
+    return out
+
+
+def sacct_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """Accounting's final state of ended jobs (``sacct``), keyed as asked; what it cannot tell
+    (no accounting, not recorded yet) is left out."""
+    import subprocess
+
+    ids = sorted({j for j in job_ids if JOB_ID.match(j)})
+    if not ids:
+        return {}
+    try:
+        proc = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(ids)],
+                              capture_output=True, text=True, timeout=60)
+    except (subprocess.SubprocessError, OSError):
+        return {}
+    out = {}
+    for line in proc.stdout.splitlines():
+        job, _, state = line.partition("|")
+        if job in ids and state:
+            out[job] = state.split()[0]
+    return out
+
+
+def ended_jobs(jobs: Iterable[str]) -> dict[str, str]:
+    """Of the Slurm job ids (``JOB`` or ``ARRAY_TASK``) running attempts recorded, those Slurm no
+    longer holds, with accounting's state where it has one (CANCELLED, TIMEOUT, NODE_FAIL, ...).
+    Nothing when squeue does not answer: then only the heartbeat can tell."""
+    ids = {j for j in jobs if j and JOB_ID.match(j)}
+    if not ids:
+        return {}
+    queued = in_queue(ids)
+    if queued is None:
+        return {}
+    gone = ids - queued
+    states = sacct_states(gone)
+    return {j: states.get(j, "no longer in the queue") for j in sorted(gone)}
 
 
 def until_ended(jobs: Sequence[Any]) -> None:
@@ -180,10 +316,134 @@ def _result(job: Any) -> object:
     return None
 
 
+def submit_arrays(launcher: LauncherConfig, gpus: Mapping[str, GpuType], paths: CampaignPaths,
+                  specs: Mapping[str, Sequence[WorkerSpec]], task: Any) -> Submitted:
+    """Submit each GPU type's specs as job arrays of at most MaxArraySize tasks (one
+    ``executor.batch()`` per array), each task ``task(spec)``."""
+    import submitit
+
+    out = Submitted(SlurmLauncher.name, {})
+    limit = max_array_size(launcher)
+    for gpu_type, worker_specs in specs.items():
+        if not worker_specs:
+            continue
+        sizes = plan_arrays({gpu_type: len(worker_specs)}, len(worker_specs), limit)[gpu_type]
+        executor = submitit.AutoExecutor(folder=str(array_folder(paths, launcher, gpu_type)), cluster="slurm")
+        start = 0
+        for size in sizes:
+            part = worker_specs[start:start + size]
+            start += size
+            executor.update_parameters(**slurm_parameters(launcher, gpu_of(gpus, gpu_type), paths.name, size))
+            try:
+                with executor.batch():
+                    jobs = [executor.submit(task(spec)) for spec in part]
+            except Exception as exc:  # sbatch refused: partition, gres, account ... (one line for the user)
+                first = str(exc).strip().splitlines()
+                raise ConfigError(f"Slurm refused the {gpu_type} array: {first[-1] if first else exc}") from exc
+            array = jobs[0].job_id.split("_")[0] if jobs else ""
+            out.add(gpu_type, [j.job_id for j in jobs], jobs, [(array, len(jobs))])
+    return out
+
+
+def job_end_time(env: Mapping[str, str] | None = None) -> float | None:
+    """When this Slurm job's allocation ends (Unix seconds): ``SLURM_JOB_END_TIME`` where Slurm
+    sets it (23.02 on), else ``scontrol show job``'s EndTime; None outside a job or unanswered."""
+    import datetime as dt
+    import os
+    import subprocess
+
+    env = os.environ if env is None else env
+    if env.get("SLURM_JOB_END_TIME", "").isdigit():
+        return float(env["SLURM_JOB_END_TIME"])
+    job = env.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    try:
+        out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=30).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+    m = re.search(r"\bEndTime=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)", out)
+    return dt.datetime.fromisoformat(m.group(1)).timestamp() if m else None  # Slurm prints local time
+
+
+class SlurmWorker:
+    """The callable each array task runs: a pull worker (``jobs.worker.WorkerTask``) that, when it
+    stops for time with trials of its GPU type still pending and no queued worker left for them,
+    submits the workers still needed (one of its submission's workers does: the first to take the
+    next submission number), up to ``launcher.max_submissions`` submissions per GPU type."""
+
+    def __init__(self, spec: WorkerSpec, launcher: LauncherConfig, paths: CampaignPaths) -> None:
+        self.spec = spec
+        self.launcher = launcher
+        self.paths = paths
+
+    def __call__(self) -> WorkerSummary:
+        end = job_end_time()
+        spec = self.spec if end is None else dataclasses.replace(self.spec, deadline=end)
+        summary = WorkerTask(spec)()
+        if summary.out_of_time:
+            try:
+                said = resubmit(self.spec, self.launcher, self.paths)
+            except Exception as exc:  # the work done stays done; a person or --wait goes on from here
+                said = f"resubmission failed: {exc}"
+            summary.stopped_reason += f"; {said}"
+            log.info("worker %s: %s", self.spec.worker_id, said)
+        return summary
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SlurmWorker(self.spec, self.launcher, self.paths))
+
+
+def resubmit(spec: WorkerSpec, launcher: LauncherConfig, paths: CampaignPaths) -> str:
+    """Submit the workers ``spec``'s GPU type still needs (pending trials not covered by queued
+    workers) as submission ``spec.submission + 1``, unless another process took that number or
+    it would pass ``launcher.max_submissions``; what was done, in words."""
+    from campaign.config import gpu_types
+    from db.engine import make_engine
+    from db.store import ResultStore
+
+    engine = make_engine(spec.db_url)
+    try:
+        store = ResultStore(engine)
+        cid = store.campaign(spec.campaign).id
+        pending = store.pending_counts(cid).get(spec.gpu_type, 0)
+        if not pending:
+            return "no pending trials left to resubmit"
+        live = live_workers(store.submissions(cid))
+        if live is None:
+            return "Slurm does not answer: not resubmitted"
+        queued = {g: c["queued"] for g, c in live.items()}  # running ones are stopping, as this one
+        need = workers_needed({spec.gpu_type: pending}, queued, launcher.max_workers).get(spec.gpu_type, 0)
+        if not need:
+            return f"{queued.get(spec.gpu_type, 0)} queued worker(s) cover the {pending} pending trial(s)"
+        seq = store.reserve_submission(cid, spec.gpu_type, SlurmLauncher.name, "worker", seq=spec.submission + 1,
+                                       max_seq=launcher.max_submissions)
+        if seq is None:
+            return (f"not resubmitted: submission {spec.submission + 1} taken by another process, or "
+                    f"launcher.max_submissions={launcher.max_submissions} reached")
+        specs = [dataclasses.replace(spec, worker_id=f"{spec.campaign}/{spec.gpu_type}/s{seq}-{i}", submission=seq,
+                                     keys=None) for i in range(need)]
+        try:
+            submitted = submit_arrays(launcher, gpu_types(), paths, {spec.gpu_type: specs},
+                                      lambda s: SlurmWorker(s, launcher, paths))
+        except BaseException:
+            store.drop_submission(cid, spec.gpu_type, seq)
+            raise
+        arrays = submitted.arrays.get(spec.gpu_type, [])
+        store.fill_submission(cid, spec.gpu_type, seq, [a for a, _ in arrays], [n for _, n in arrays], need)
+        return f"resubmitted {need} worker(s) for {pending} pending trial(s) as Slurm job(s) " + \
+            ", ".join(a for a, _ in arrays)
+    finally:
+        engine.dispose()
+
+
 class SlurmLauncher:
     name = "slurm"
     in_process = False
     must_follow = False  # the tasks run on without this process
+    time_limited = True
 
     def __init__(self, cfg: CampaignConfig, paths: CampaignPaths) -> None:
         from campaign.config import gpu_types
@@ -205,25 +465,10 @@ class SlurmLauncher:
             would_accept(g, slurm_parameters(self.launcher, gpu_of(self.gpus, g), self.paths.name, 1))
 
     def submit(self, specs: Mapping[str, Sequence[WorkerSpec]]) -> Submitted:
-        """One array per GPU type; the job ids are Slurm's (``ARRAY_TASK``)."""
-        import submitit
-
-        out = Submitted(self.name, {})
-        for gpu_type, worker_specs in specs.items():
-            if not worker_specs:
-                continue
-            executor = submitit.AutoExecutor(folder=str(array_folder(self.paths, self.launcher, gpu_type)),
-                                             cluster="slurm")
-            executor.update_parameters(**slurm_parameters(self.launcher, gpu_of(self.gpus, gpu_type),
-                                                          self.paths.name, len(worker_specs)))
-            try:
-                with executor.batch():
-                    jobs = [executor.submit(WorkerTask(spec)) for spec in worker_specs]
-            except Exception as exc:  # sbatch refused: partition, gres, account ... (one line for the user)
-                first = str(exc).strip().splitlines()
-                raise ConfigError(f"Slurm refused the {gpu_type} array: {first[-1] if first else exc}") from exc
-            out.add(gpu_type, [j.job_id for j in jobs], jobs)
-        return out
+        """Job arrays per GPU type, each of at most MaxArraySize tasks; the job ids are Slurm's
+        (``ARRAY_TASK``)."""
+        return submit_arrays(self.launcher, self.gpus, self.paths, specs,
+                             lambda spec: SlurmWorker(spec, self.launcher, self.paths))
 
     def wait(self, submitted: Submitted) -> list[WorkerSummary]:
         jobs = submitted.all_handles()
@@ -242,3 +487,10 @@ class SlurmLauncher:
         if queued is None:
             return count_active(submitted, lambda job: not job.done())
         return count_active(submitted, lambda job: job.job_id in queued)
+
+    def live_workers(self, submissions: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]] | None:
+        return live_workers(submissions)
+
+    def ended_jobs(self, jobs: Iterable[str]) -> dict[str, str]:
+        return ended_jobs(jobs)
+

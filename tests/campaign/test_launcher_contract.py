@@ -26,7 +26,7 @@ from jobs.worker import WorkerSpec
 from tests.cluster.helpers import TINY as CLUSTER_TINY
 
 # Two tiny trials (two cells, one seed, one epoch), no pauses: the orchestration is under test.
-TINY = [*CLUSTER_TINY, "meter.carbontracker=false", "launcher.chunk_size=1"]
+TINY = [*CLUSTER_TINY, "meter.carbontracker=false"]
 SLOW = ["protocol.idle_s=120"]  # a trial that cannot end before it is cancelled
 
 
@@ -110,10 +110,11 @@ def make_campaign(case: Case, tmp_path: Path) -> Iterator[Callable[..., Campaign
         stores.append(store)
         campaign_id = store.create_campaign(name, cfg.sweep, str(paths.root), "test", cfg.to_dict(), plan.archs,
                                             plan.trials)
-        submit = {case.schedulable: [t.trial_key for t in plan.trials]}
-        epochs_of = {t.trial_key: t.epochs for t in plan.trials}
-        specs = worker_specs(cfg, gpu_types(), paths, url, submit, epochs_of, max_failures=1)
-        return Campaign(make_launcher(cfg, paths), store, campaign_id, specs)
+        launcher = make_launcher(cfg, paths)
+        # two pull workers (each claims the next pending trial until none is left)
+        specs = worker_specs(cfg, gpu_types(), paths, url, {case.schedulable: 2}, {case.schedulable: 1},
+                             max_failures=1, time_limited=launcher.time_limited)
+        return Campaign(launcher, store, campaign_id, specs)
 
     yield build
     for store in stores:
@@ -135,13 +136,15 @@ def test_preflight_passes_a_schedulable_gpu_type_and_refuses_an_impossible_one_i
 def test_submit_and_wait_run_every_trial_to_done(make_campaign: Callable[..., Campaign]) -> None:
     c = make_campaign()
     n_tasks = sum(len(v) for v in c.specs.values())
-    assert n_tasks == 2  # one task per trial (launcher.chunk_size=1)
+    assert n_tasks == 2
     submitted = c.launcher.submit(c.specs)
     assert isinstance(submitted, Submitted) and submitted.launcher == c.launcher.name
     assert {g: len(ids) for g, ids in submitted.jobs.items()} == {g: len(s) for g, s in c.specs.items()}
     summaries = c.launcher.wait(submitted)
     assert len(summaries) == n_tasks
+    # the two trials are pulled by whichever worker comes first: each exactly once
     assert sum(s.done for s in summaries) == 2 and sum(s.failed for s in summaries) == 0
+    assert all(s.stopped_reason == "no pending trials left" for s in summaries)
     assert {s.worker_id for s in summaries} == {s.worker_id for v in c.specs.values() for s in v}
     assert c.states() == {"done": 2}
     assert c.launcher.active(submitted) == {}

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 from campaign.config import compose, gpu_types
-from campaign.launchers.base import chunk
 from campaign.launchers.render import render
+from campaign.launchers.slurm import plan_arrays, slurm_parameters
 from db.paths import CampaignPaths
 
 GOLDEN = Path(__file__).with_name("golden")
@@ -45,15 +45,21 @@ def test_each_gpu_type_goes_to_its_own_partition_and_gres() -> None:
     assert "module load cuda/12.4" in got["v100"]["sbatch"]  # type: ignore[operator]
 
 
-def test_chunks_fill_the_time_limit_in_run_order() -> None:
-    trials = [(f"k{i}", 1000.0) for i in range(10)]
-    # 4 h limit, 10 min warm-up: 0.9 x 14400 - 600 = 12360 s -> 12 trials of 1000 s fit; all in one
-    assert chunk(trials, 14400, 600) == [[k for k, _ in trials]]
-    # 1 h limit: 0.9 x 3600 - 600 = 2640 s -> 2 trials per chunk
-    assert chunk(trials, 3600, 600) == [[f"k{i}", f"k{i + 1}"] for i in range(0, 10, 2)]
-    assert chunk(trials, 3600, 600, chunk_size=3)[-1] == ["k9"]
-    # a trial longer than the limit gets a chunk of its own (the worker is requeued and goes on)
-    assert chunk([("big", 1e6), ("small", 1.0)], 3600, 0) == [["big"], ["small"]]
-    # never more than max_tasks tasks: spread evenly instead
-    many = [(f"k{i}", 3000.0) for i in range(100)]
-    assert len(chunk(many, 3600, 0, max_tasks=10)) == 10
+def test_arrays_fit_max_array_size_and_max_workers() -> None:
+    # 200,000 trials over 3 GPU types, Slurm's default MaxArraySize: max_workers tasks each, one array
+    pending = {"a100": 66_667, "v100": 66_667, "rtx3060": 66_666}
+    assert plan_arrays(pending, 256, 1001) == {"a100": [256], "v100": [256], "rtx3060": [256]}
+    # an array of N tasks has indices 0..N-1: N <= MaxArraySize
+    assert plan_arrays({"a100": 100}, 10, 4) == {"a100": [4, 4, 2]}
+    assert plan_arrays({"a100": 3}, 10, 4) == {"a100": [3]}  # never more workers than pending trials
+    assert plan_arrays({"a100": 0, "v100": 1}, 10, 4) == {"a100": [], "v100": [1]}
+    assert plan_arrays({"a100": 5000}, 2500, 1001) == {"a100": [1001, 1001, 498]}
+
+
+def test_array_throttle_is_max_parallel() -> None:
+    cfg = compose(["+sweep=cifar_cells", "launcher=slurm", "launcher.max_parallel=3"])
+    gpu = gpu_types()["a100"]
+    assert slurm_parameters(cfg.launcher, gpu, "demo", 10)["slurm_array_parallelism"] == 3
+    assert slurm_parameters(cfg.launcher, gpu, "demo", 2)["slurm_array_parallelism"] == 2
+    unthrottled = compose(["+sweep=cifar_cells", "launcher=slurm", "launcher.max_parallel=0"])
+    assert slurm_parameters(unthrottled.launcher, gpu, "demo", 700)["slurm_array_parallelism"] == 700

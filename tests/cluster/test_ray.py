@@ -22,7 +22,7 @@ RAY = ["launcher=ray", "launcher.gpus_per_task=0"] + (
 def test_campaign_through_ray(tmp_path: Path) -> None:
     url = url_for(tmp_path)
     out = campaign("launch", *TINY, "name=ray", f"root={tmp_path}", f"db.url={url}", "gpus=[a100,v100]",
-                   "launcher.chunk_size=2", *RAY).stdout
+                   "launcher.max_workers=1", *RAY).stdout
     assert "a100: 1 worker task(s) on ray" in out and "v100: 1 worker task(s) on ray" in out
     got = rows(url, "select t.gpu_type, r.status, r.scheduler_job from run r join trial t on t.id = r.trial_id")
     assert len(got) == 4 and all(status == "done" and job.startswith("ray:") for _, status, job in got), got
@@ -35,3 +35,31 @@ def test_a_gpu_type_the_cluster_lacks_is_refused_before_submission(tmp_path: Pat
                     *RAY, check=False)
     assert proc.returncode == 2
     assert "gpu_rtx3060" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_killed_worker_task_is_replaced_and_its_trial_reopened_at_once(tmp_path: Path) -> None:
+    import json
+    import signal
+
+    from tests.cluster.helpers import rows_when_ready, start_campaign, wait_until
+
+    url = url_for(tmp_path)
+    proc = start_campaign("launch", *TINY, "name=raykill", f"root={tmp_path}", f"db.url={url}", "gpus=[a100]",
+                          "launcher.max_workers=1", "protocol.idle_s=6", *RAY)
+    try:
+        pid, trial = wait_until("a running attempt", lambda: next(iter(rows_when_ready(
+            url, "select r.pid, t.trial_key from run r join trial t on t.id = r.trial_id "
+                 "where r.status = 'running'")), None), timeout_s=300)
+        os.kill(int(pid), signal.SIGKILL)  # the Ray worker process running the task
+        out = proc.communicate(timeout=600)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert set(done_once(url).values()) == {1} and len(done_once(url)) == 2
+    killed = rows(url, "select r.status, r.error from run r join trial t on t.id = r.trial_id "
+                       "where t.trial_key = :k order by r.attempt", k=trial)
+    assert killed[0][0] == "stale" and "Ray task ended" in killed[0][1], killed
+    subs = [(s, b, json.loads(j)) for s, b, j in rows(url, "select seq, submitted_by, job_ids from submission "
+                                                         "order by seq")]
+    assert [(s, b) for s, b, _ in subs] == [(1, "launch"), (2, "follow")], subs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -19,8 +20,7 @@ def test_every_trial_lands_in_its_partition(slurm_cluster, tmp_path: Path) -> No
 
     url = url_for(tmp_path)
     out = campaign("launch", *TINY, "name=parts", f"root={tmp_path}", f"db.url={url}", "launcher=slurm",
-                   "gpus=[a100,v100]", "launcher.chunk_size=1", "launcher.cpus_per_task=1", "launcher.mem_gb=1",
-                   "--wait").stdout
+                   "gpus=[a100,v100]", "launcher.cpus_per_task=1", "launcher.mem_gb=1", "--wait").stdout
     assert "a100: 2 worker task(s) on slurm" in out and "v100: 2 worker task(s) on slurm" in out
     got = rows(url, "select t.gpu_type, r.scheduler_partition, r.scheduler_job, r.status from run r "
                     "join trial t on t.id = r.trial_id")
@@ -49,12 +49,12 @@ def test_scancel_and_kill_then_resume_runs_every_trial_exactly_once(slurm_cluste
     from tests.services import wait_for_jobs
 
     url = url_for(tmp_path)
-    # 2 architectures x 2 GPU types, one trial per task; the idle window makes each trial last
-    # long enough to be caught in the middle.
+    # 2 architectures x 2 GPU types, two pull workers per GPU type; the idle window makes each
+    # trial last long enough to be caught in the middle.
     out = campaign("launch", *TINY, "name=chaos", f"root={tmp_path}", f"db.url={url}", "launcher=slurm",
-                   "gpus=[a100,v100]", "launcher.chunk_size=1", "launcher.cpus_per_task=1", "launcher.mem_gb=1",
-                   "protocol.idle_s=8").stdout
-    array_ids = [line.split(": ")[-1].split(", ")[0].split("_")[0] for line in out.splitlines() if "worker task" in line]
+                   "gpus=[a100,v100]", "launcher.cpus_per_task=1", "launcher.mem_gb=1", "protocol.idle_s=8",
+                   "launcher.wait=false").stdout
+    array_ids = [line.split(": ")[-1].split(", ")[0] for line in out.splitlines() if "worker task" in line]
     victim_job, victim_trial = wait_until("a running trial", lambda: _running_job(url))
     subprocess.run(["scancel", victim_job], check=True, timeout=30)
     # a second victim: kill -9 the worker process itself
@@ -66,17 +66,18 @@ def test_scancel_and_kill_then_resume_runs_every_trial_exactly_once(slurm_cluste
     wait_for_jobs(slurm_cluster, array_ids, expected=4, timeout_s=300)
     counts = done_once(url)
     assert counts[victim_trial] == 0 and counts[second[1]] == 0
-    # both interrupted attempts are still 'running' in the database: resume finds them stale
-    resumed = campaign("resume", "chaos", f"root={tmp_path}", f"db.url={url}", "--stale-after", "0", "--wait",
-                       "launcher.chunk_size=1", "launcher.cpus_per_task=1", "launcher.mem_gb=1").stdout
-    assert "2 stale" in resumed, resumed
+    # both interrupted attempts are still 'running' in the database: resume asks Slurm, finds
+    # their jobs ended and reopens them at once (not after launcher.stale_after_s)
+    resumed = campaign("resume", "chaos", f"root={tmp_path}", f"db.url={url}", "--wait",
+                       "launcher.cpus_per_task=1", "launcher.mem_gb=1").stdout
+    assert "2 ended with their job" in resumed, resumed
     assert set(done_once(url).values()) == {1}
     interrupted = rows(url, "select t.trial_key, r.status from run r join trial t on t.id = r.trial_id "
                             "where r.attempt = 1 and t.trial_key in (:a, :b)", a=victim_trial, b=second[1])
     assert sorted(s for _, s in interrupted) == ["stale", "stale"]
     # a second resume finds nothing to do and never runs a finished trial again
     again = campaign("resume", "chaos", f"root={tmp_path}", f"db.url={url}", "--stale-after", "0").stdout
-    assert "0 trial(s) to run" in again
+    assert "0 trial(s) to run" in again and "0 worker(s) to submit" in again
     assert set(done_once(url).values()) == {1}
 
 
@@ -85,13 +86,13 @@ def test_preemption_requeues_and_reruns_the_interrupted_trial(slurm_cluster, tmp
 
     url = url_for(tmp_path)
     out = campaign("launch", *TINY, "name=preempt", f"root={tmp_path}", f"db.url={url}", "launcher=slurm",
-                   "gpus=[a100]", "launcher.chunk_size=2", "launcher.cpus_per_task=1", "launcher.mem_gb=1",
-                   "protocol.idle_s=6").stdout
+                   "gpus=[a100]", "launcher.max_workers=1", "launcher.cpus_per_task=1", "launcher.mem_gb=1",
+                   "protocol.idle_s=6", "launcher.wait=false").stdout
     job = wait_until("the running worker", lambda: _running_job(url))[0]
     trial = _running_job(url)[1]  # type: ignore[index]
     # what Slurm sends before preemption or the time limit: submitit checkpoints and requeues
     subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
-    array = out.split("on slurm: ")[-1].split("_")[0].strip()
+    array = re.search(r"worker task\(s\) on slurm.*?: (\d+)", out).group(1)  # type: ignore[union-attr]
     wait_until("both trials done", lambda: sum(done_once(url).values()) == 2, timeout_s=300, poll_s=0.5)
     wait_for_jobs(slurm_cluster, [array], expected=1, timeout_s=120)
     attempts = rows(url, "select r.attempt, r.status, r.error from run r join trial t on t.id = r.trial_id "
