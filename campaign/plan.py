@@ -63,6 +63,35 @@ def measurement_fields(cfg: CampaignConfig) -> dict[str, Any]:
     return fields
 
 
+def measurement_json(measurement: dict[str, Any]) -> str:
+    """The measurement fields as the canonical JSON that enters every trial key."""
+    return json.dumps(measurement, sort_keys=True, separators=(",", ":"))
+
+
+class TrialKeys:
+    """Trial keys for one measurement, its JSON serialised once: ``keys(arch, epochs, gpu, seed)``
+    equals ``trial_key(arch, epochs, gpu, seed, measurement)`` byte for byte (the payload's keys
+    in sorted order are arch, epochs, gpu, m, seed, so the digest state up to the measurement is
+    shared by a trial's seeds)."""
+
+    def __init__(self, measurement: dict[str, Any]) -> None:
+        self._m = (',"m":' + measurement_json(measurement) + ',"seed":').encode()
+        self._prefix: tuple[tuple[str, int, str], Any] | None = None
+
+    def __call__(self, arch_hash: str, epochs: int, gpu_type: str, seed: int) -> str:
+        head = (arch_hash, epochs, gpu_type)
+        if self._prefix is None or self._prefix[0] != head:
+            digest = hashlib.sha256(
+                ('{"arch":' + json.dumps(arch_hash) + ',"epochs":' + str(int(epochs))
+                 + ',"gpu":' + json.dumps(gpu_type)).encode()
+            )
+            digest.update(self._m)
+            self._prefix = (head, digest)
+        digest = self._prefix[1].copy()
+        digest.update(f"{int(seed)}}}".encode())
+        return digest.hexdigest()[:32]
+
+
 def trial_key(arch_hash: str, epochs: int, gpu_type: str, seed: int, measurement: dict[str, Any]) -> str:
     """A trial's stable identity: sha256 over canonical JSON of the fields that change it."""
     payload = {"arch": arch_hash, "epochs": epochs, "gpu": gpu_type, "seed": seed, "m": measurement}
@@ -70,14 +99,28 @@ def trial_key(arch_hash: str, epochs: int, gpu_type: str, seed: int, measurement
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+# source=sample in NAS-Bench-101's whole space (7 vertices, 9 edges) draws up to this many cells
+# with jobs.cell.sample_specs, as before (the same seed gives the same cells); more, or a smaller
+# space, are drawn without replacement from the enumerated space (jobs.space), which never turns
+# into a coupon collector near the whole space.
+SAMPLE_DRAW_LIMIT = 20_000
+
+
 def resolve_architectures(cfg: CampaignConfig) -> list[ArchPlan]:
     """The campaign's cells (pruned, deduplicated by hash, in the configured order), with their
-    parameter count and FLOPs under the configured network. Raises ConfigError on a bad spec."""
+    parameter count and FLOPs under the configured network. Raises ConfigError on a bad spec.
+
+    ``source=all`` enumerates every cell with at most ``architectures.max_vertices`` vertices and
+    ``max_edges`` edges (``jobs.space``; 423,624 for 7 and 9); ``source=sample`` draws
+    ``architectures.n`` distinct cells of that space with ``architectures.seed`` (see
+    :data:`SAMPLE_DRAW_LIMIT`)."""
     from jobs.cell import CellSpec, CellSpecError, load_specs, sample_specs
-    from jobs.network import count_flops, count_params
+    from jobs.network import count_params_flops
 
     arch = cfg.architectures
     arch.check()
+    if arch.source == ArchSource.all or (arch.source == ArchSource.sample and not _draws(cfg)):
+        return _from_space(cfg)
     try:
         if arch.source == ArchSource.list:
             specs = []
@@ -104,14 +147,52 @@ def resolve_architectures(cfg: CampaignConfig) -> list[ArchPlan]:
         if h in seen:
             continue
         d = spec.to_dict()
-        seen[h] = ArchPlan(h, d["matrix"], d["ops"], spec.num_vertices, spec.num_edges,
-                           count_params(spec, net), count_flops(spec, net))
+        params, flops = count_params_flops(spec, net)
+        seen[h] = ArchPlan(h, d["matrix"], d["ops"], spec.num_vertices, spec.num_edges, params, flops)
     return list(seen.values())
+
+
+def _draws(cfg: CampaignConfig) -> bool:
+    """Whether source=sample draws with jobs.cell.sample_specs (the way it always has)."""
+    from jobs.cell import MAX_EDGES, MAX_VERTICES
+
+    arch = cfg.architectures
+    return (arch.max_vertices, arch.max_edges) == (MAX_VERTICES, MAX_EDGES) and arch.n <= SAMPLE_DRAW_LIMIT
+
+
+def _from_space(cfg: CampaignConfig) -> list[ArchPlan]:
+    """source=all: the whole enumerated space; source=sample beyond the draw limit or in a smaller
+    space: n of its cells without replacement (a seeded ``random.sample`` of the enumeration)."""
+    from jobs.cell import INPUT, OPS, OUTPUT
+    from jobs.space import cell_space
+
+    arch = cfg.architectures
+    space = cell_space(arch.max_vertices, arch.max_edges)
+    if arch.source == ArchSource.sample:
+        if arch.n > len(space):
+            raise ConfigError(
+                f"architectures.n={arch.n} exceeds the {len(space)} distinct cells with at most "
+                f"{arch.max_vertices} vertices and {arch.max_edges} edges (use source=all for all of them)")
+        picked = random.Random(arch.seed).sample(range(len(space)), arch.n)
+    else:
+        picked = list(range(len(space)))
+    params, flops = (c.tolist() for c in space.costs(cfg.network))
+    # Columns as Python lists once; each graph's matrix as lists once (shared by its cells).
+    graph_of, labels = space.graph_index.tolist(), space.labels.tolist()
+    vertices, edges = space.num_vertices.tolist(), space.num_edges.tolist()
+    matrices = [[list(row) for row in m] for m in space.graphs]
+    names = list(OPS)
+    out = []
+    for i in picked:
+        n = vertices[i]
+        ops = [INPUT, *(names[x] for x in labels[i][: n - 2]), OUTPUT]
+        out.append(ArchPlan(space.hashes[i], matrices[graph_of[i]], ops, n, edges[i], params[i], flops[i]))
+    return out
 
 
 def make_plan(cfg: CampaignConfig, archs: list[ArchPlan]) -> Plan:
     """Expand architectures x epoch budgets x GPU types x seeds into trials in a seeded random order."""
-    measurement = measurement_fields(cfg)
+    keys = TrialKeys(measurement_fields(cfg))
     combos = [
         (a.arch_hash, int(e), str(g), s)
         for a in archs
@@ -122,11 +203,10 @@ def make_plan(cfg: CampaignConfig, archs: list[ArchPlan]) -> Plan:
     order = list(range(len(combos)))
     random.Random(cfg.order_seed).shuffle(order)
     trials = [
-        TrialPlan(trial_key(h, e, g, s, measurement), h, e, g, s, order[i])
+        TrialPlan(keys(h, e, g, s), h, e, g, s, order[i])
         for i, (h, e, g, s) in enumerate(combos)
     ]
-    keys = {t.trial_key for t in trials}
-    if len(keys) != len(trials):  # only possible with duplicated list entries
+    if len({t.trial_key for t in trials}) != len(trials):  # only possible with duplicated list entries
         raise ConfigError("the sweep lists the same (epochs, gpu) twice; give each epoch budget and GPU type once")
     trials.sort(key=lambda t: t.order_index)
     return Plan(archs=archs, trials=trials)
