@@ -5,12 +5,21 @@ Both objectives are minimized. Per epoch budget:
 - the **front**: architectures no other architecture beats in one objective without losing in the
   other (an exact duplicate of a front point is kept once, the first in input order);
 - the **extrema**: the front's two ends, lowest error (EC-NAS's r0) and lowest energy (r1);
-- the **knee** (r_k): the interior front point where the front turns most sharply. With both
-  objectives min-max normalized over the front and the front sorted by error, the direction of
-  the segment arriving from the lower-error neighbour and of the one leaving to the lower-energy
-  neighbour are taken with ``arctan2(d_energy, d_error)``; the knee maximizes the turn
-  ``theta_out - theta_in`` (wrapped to (-180, 180] degrees), which is the point whose interior
-  angle between the two segments is smallest. Fronts of fewer than 3 points have no knee;
+- the **knee** (r_k), by one of two methods (`KNEE_METHODS`), both on objectives min-max
+  normalized over the front (so the extrema are (0, 1) and (1, 0)); fronts of fewer than 3 points
+  have no knee:
+
+  * ``"extrema_line"`` (the default): the interior point farthest from the straight line through
+    the two extrema, on the side towards the ideal point (``1 - x - y``, up to the constant
+    ``1/sqrt 2``). It looks at the whole front, so a small zigzag between close neighbours cannot
+    win; on EC-NAS's published 7-vertex search runs it reproduces table 2's knee, where the
+    local-turn angle lands on such zigzags. It is the default for that reason.
+  * ``"turn"``: the interior point where the front turns most sharply between its neighbours. The
+    direction of the segment arriving from the lower-error neighbour and of the one leaving to
+    the lower-energy neighbour are taken with ``arctan2(d_energy, d_error)``; the knee maximizes
+    the turn ``theta_out - theta_in`` (wrapped to (-180, 180] degrees), the point whose interior
+    angle between the two segments is smallest. Local: on a jagged front it picks a sharp
+    zigzag, not the front's overall bend;
 - the **hypervolume**: the area dominated by the front and bounded by a reference point, by default
   1.1 x the front's nadir (its worst error and worst energy; an objective whose nadir is 0 gets
   0.1). Compare hypervolumes only under one explicit reference point.
@@ -35,6 +44,9 @@ import pandas as pd
 from analysis.carbon import J_PER_KWH
 
 ROLES = ("min_error", "knee", "min_energy")
+#: Knee methods (see the module docstring); the first is the default.
+KNEE_METHODS = ("extrema_line", "turn")
+DEFAULT_KNEE_METHOD = KNEE_METHODS[0]
 
 
 def pareto_mask(points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
@@ -75,12 +87,29 @@ def turn_angles_deg(front: np.ndarray) -> np.ndarray:
     return out
 
 
-def knee_index(front: np.ndarray) -> int | None:
-    """Index (into ``front``, sorted by f1 ascending) of the knee, or None for fewer than 3 points."""
-    angles = turn_angles_deg(front)
-    if len(angles) < 3:
+def extrema_line_distances(front: np.ndarray) -> np.ndarray:
+    """Signed distance of each front point from the line through the front's two extrema, with both
+    objectives min-max normalized over the front (positive: towards the ideal point); NaN at the
+    two ends. ``front`` is sorted by f1 ascending."""
+    f = np.asarray(front, dtype=np.float64).reshape(-1, 2)
+    out = np.full(len(f), np.nan)
+    if len(f) < 3:
+        return out
+    lo, span = f.min(axis=0), np.ptp(f, axis=0)
+    z = (f - lo) / np.where(span > 0, span, 1.0)
+    out[1:-1] = (1.0 - z[1:-1, 0] - z[1:-1, 1]) / math.sqrt(2.0)
+    return out
+
+
+def knee_index(front: np.ndarray, method: str = DEFAULT_KNEE_METHOD) -> int | None:
+    """Index (into ``front``, sorted by f1 ascending) of the knee by ``method`` (`KNEE_METHODS`),
+    or None for fewer than 3 points. Ties go to the lower-error point."""
+    if method not in KNEE_METHODS:
+        raise ValueError(f"knee method {method!r} is not one of {', '.join(KNEE_METHODS)}")
+    score = extrema_line_distances(front) if method == "extrema_line" else turn_angles_deg(front)
+    if len(score) < 3:
         return None
-    return int(np.nanargmax(angles))
+    return int(np.nanargmax(score))
 
 
 def reference_point(front: np.ndarray, factor: float = 1.1) -> tuple[float, float]:
@@ -171,8 +200,10 @@ def pareto_front(
     energy_col: str = "energy_kwh_mean",
     reference: tuple[float, float] | None = None,
     epochs: Any = None,
+    knee_method: str = DEFAULT_KNEE_METHOD,
 ) -> ParetoResult:
-    """Front, extrema, knee and hypervolume of one set of (aggregated) architectures."""
+    """Front, extrema, knee (by ``knee_method``) and hypervolume of one set of (aggregated)
+    architectures. The front carries both knee scores, ``turn_deg`` and ``extrema_distance``."""
     pts = archs[[error_col, energy_col]].to_numpy(dtype=np.float64)
     mask = pareto_mask(pts)
     if not mask.any():
@@ -180,7 +211,8 @@ def pareto_front(
     front = archs[mask].sort_values([error_col, energy_col], kind="mergesort").copy()
     fpts = front[[error_col, energy_col]].to_numpy(dtype=np.float64)
     front["turn_deg"] = turn_angles_deg(fpts)
-    k = knee_index(fpts)
+    front["extrema_distance"] = extrema_line_distances(fpts)
+    k = knee_index(fpts, knee_method)
     front["role"] = ""
     front.iloc[-1, front.columns.get_loc("role")] = "min_energy"
     front.iloc[0, front.columns.get_loc("role")] = "min_error"
@@ -205,10 +237,11 @@ def pareto_by_budget(
     error_col: str = "error",
     energy_col: str = "energy_kwh_mean",
     reference: tuple[float, float] | None = None,
+    knee_method: str = DEFAULT_KNEE_METHOD,
 ) -> dict[Any, ParetoResult]:
     """`pareto_front` per value of ``by`` (the epoch budget), in sorted order."""
     return {
-        level: pareto_front(grp, error_col, energy_col, reference, epochs=level)
+        level: pareto_front(grp, error_col, energy_col, reference, epochs=level, knee_method=knee_method)
         for level, grp in archs.groupby(by, sort=True)
     }
 

@@ -12,6 +12,7 @@ import pytest
 from analysis.figures import plot_pareto_fronts
 from analysis.pareto import (
     aggregate_architectures,
+    extrema_line_distances,
     hypervolume_2d,
     hypervolume_table,
     knee_index,
@@ -66,7 +67,30 @@ def test_knee_by_hand() -> None:
 
 def test_knee_is_scale_free() -> None:
     front = np.array([[0.05, 0.9], [0.06, 0.2], [0.2, 0.1], [0.5, 0.05]])
-    assert knee_index(front) == knee_index(front * [1.0, 1000.0]) == 1
+    for method in ("turn", "extrema_line"):
+        assert knee_index(front, method) == knee_index(front * [1.0, 1000.0], method) == 1
+
+
+def test_knee_methods_on_a_jagged_front() -> None:
+    # already normalized: the front bends at B = (0.3, 0.3) (1 - x - y = 0.4); D = (0.61, 0.02) is a
+    # small zigzag (turn 81 degrees, 1 - x - y = 0.37) that the local turn picks and the extrema line does not
+    front = np.array([[0.0, 1.0], [0.3, 0.3], [0.6, 0.12], [0.61, 0.02], [1.0, 0.0]])
+    assert knee_index(front, "turn") == 3
+    assert knee_index(front, "extrema_line") == 1
+    assert knee_index(front) == 1  # the default
+    d = extrema_line_distances(front)
+    assert math.isnan(d[0]) and math.isnan(d[-1])
+    assert d[1] == pytest.approx(0.4 / math.sqrt(2)) and d[3] == pytest.approx(0.37 / math.sqrt(2))
+    with pytest.raises(ValueError, match="knee method 'angle'"):
+        knee_index(front, "angle")
+
+
+def test_pareto_front_takes_the_knee_method() -> None:
+    archs = pd.DataFrame({"error": [0.0, 0.3, 0.6, 0.61, 1.0], "energy": [1.0, 0.3, 0.12, 0.02, 0.0],
+                          "arch_hash": list("ABCDE")})
+    default, turn = pareto_front(archs, energy_col="energy"), pareto_front(archs, energy_col="energy", knee_method="turn")
+    assert default.knee is not None and default.knee["arch_hash"] == "B"
+    assert turn.knee is not None and turn.knee["arch_hash"] == "D"
 
 
 def _runs() -> pd.DataFrame:
