@@ -20,7 +20,7 @@ from jobs.settings import MeterConfig, MeterKind
 
 # Plan settings that decide which trials exist and what they are: a resume runs the recorded trials,
 # so changing one of these would be ignored or would mix measurements.
-PLAN_KEYS = ("sweep", "seeds", "epochs", "gpus", "architectures", "device")
+PLAN_KEYS = ("sweep", "seeds", "first_seed", "epochs", "gpus", "architectures", "device", "workload", "layers")
 # Measurement settings a resume may change: every run records its power source and meter settings.
 RESUMABLE_MEASUREMENT = ("meter",)
 

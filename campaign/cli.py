@@ -37,6 +37,9 @@ THIRD_PARTY = ("carbontracker", "ray", "submitit", "urllib3", "matplotlib", "PIL
 
 
 def _print_plan(console: Console, cfg: CampaignConfig, plan: Plan) -> None:
+    if cfg.workload != "nasbench101":
+        _print_workload_plan(console, cfg, plan)
+        return
     counts = plan.counts()
     table = Table(title=f"plan for sweep {cfg.sweep}")
     table.add_column("GPU type")
@@ -59,6 +62,23 @@ def _print_plan(console: Console, cfg: CampaignConfig, plan: Plan) -> None:
         f"{len(plan.archs)} architectures x {len(cfg.epochs)} epoch budgets x {len(cfg.gpus)} GPU types "
         f"x {cfg.seeds} seeds = {len(plan.trials):,} trials"
     )
+
+
+def _print_workload_plan(console: Console, cfg: CampaignConfig, plan: Plan) -> None:
+    """A plan of a workload that trains no cell: its configurations (label, size) and trial count."""
+    configs: dict[str, Any] = {}
+    for t in plan.trials:
+        configs.setdefault(t.label or t.trial_key[:8], t)
+    table = Table(title=f"plan for sweep {cfg.sweep} (workload {cfg.workload})")
+    for col in ("configuration", "params", "MFLOPs per input"):
+        table.add_column(col, justify="left" if col == "configuration" else "right")
+    for label, t in list(configs.items())[:30]:
+        table.add_row(label, f"{t.params or 0:,}", f"{(t.flops or 0) / 1e6:,.1f}")
+    console.print(table)
+    if len(configs) > 30:
+        console.print(f"... and {len(configs) - 30} more configurations")
+    console.print(f"{len(configs)} configurations x {len(cfg.gpus)} GPU types x {cfg.seeds} seeds = "
+                  f"{len(plan.trials):,} trials")
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
@@ -176,9 +196,34 @@ def status_document(reader: CampaignReader, info: CampaignInfo, workers: bool = 
                 "code_revision": info.code_revision}
     doc = {"campaign": campaign, "rows": out_rows, "totals": totals, "power_sources": sorted(
         sources.values(), key=lambda e: str(e["source"]))}
+    doc["budget"] = budget_document(reader, info, totals["running"])
     if workers:
         doc["workers"] = worker_document(reader, info)
     return doc
+
+
+def budget_document(reader: CampaignReader, info: CampaignInfo, running: int) -> dict[str, Any]:
+    """Measured so far (every phase of every run, kWh and GPU-hours), predicted for the trials
+    pending or running (low, mid, high: their group's done runs once there are any, else the
+    pre-launch estimate), the ETA at the trials running now, and the budget: its limits and whether
+    it stopped the campaign."""
+    from db import budget
+
+    f = budget.figures(reader.engine, info.id)
+    state = budget.limits_of(reader.engine, info.id)
+
+    def span(r: Any) -> dict[str, float]:
+        return {"low": r.low, "mid": r.mid, "high": r.high}
+
+    eta = span(f.predicted_gpu_hours * (1 / running)) if running and f.remaining else None
+    limits = None if state is None else {k: getattr(state.limits, k) for k in ("max_kwh", "max_gpu_hours", "max_co2_kg")}
+    return {"measured_kwh": f.measured_kwh, "measured_gpu_hours": f.measured_gpu_hours,
+            "predicted_kwh": span(f.predicted_kwh), "predicted_gpu_hours": span(f.predicted_gpu_hours),
+            "remaining_trials": f.remaining, "eta_hours": eta, "eta_workers": running if eta else None,
+            "limits": limits, "stopped": bool(state and state.stopped_at),
+            "stopped_at": None if state is None else state.stopped_at,
+            "stopped_reason": None if state is None else state.stopped_reason,
+            "sources": sorted({g.source for g in f.groups if g.remaining})}
 
 
 def _energy_cell(split: dict[str, float]) -> str:
@@ -207,6 +252,22 @@ def print_status(console: Console, doc: dict[str, Any]) -> None:
     others = ", ".join(f"{n} {status}" for status, n in t["attempts"].items() if status not in ("done", "running"))
     console.print(f"{t['done']}/{t['trials']} trials done; {energy_summary(doc)} so far"
                   + (f"; attempts not done: {others}" if others else ""))
+    b = doc.get("budget")
+    if b:
+        p = b["predicted_kwh"]
+        line = f"measured {b['measured_kwh']:.4g} kWh / {b['measured_gpu_hours']:.4g} GPU-hours"
+        if b["remaining_trials"]:
+            line += (f"; predicted for the {b['remaining_trials']} trial(s) left {p['mid']:.4g} kWh "
+                     f"({p['low']:.4g}-{p['high']:.4g}), {b['predicted_gpu_hours']['mid']:.4g} GPU-hours "
+                     f"({', '.join(b['sources'])})")
+        if b["eta_hours"]:
+            e = b["eta_hours"]
+            line += f"; ETA {e['mid']:.3g} h ({e['low']:.3g}-{e['high']:.3g}) at {b['eta_workers']} running"
+        if b["limits"]:
+            line += "; budget " + ", ".join(f"{k}={v:g}" for k, v in b["limits"].items() if v is not None)
+        console.print(line, markup=False)
+        if b["stopped"]:
+            console.print(f"{b['stopped_reason']} (resume with a larger budget continues)", style="red", markup=False)
     w = doc.get("workers")
     if w and w["per_gpu"]:
         live = "; ".join(f"{g}: {e['queued']} queued, {e['running']} running ({e['launcher']}, "
@@ -260,6 +321,12 @@ def cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     reader = open_reader(cfg)
     info = reader.campaign(args.name)
     out = campaign_paths(args.overrides, cfg, info).report
+    if info.config.get("workload", "nasbench101") == "layers":  # the workload it was planned with
+        from analysis.layers import analyze_layers
+
+        page = analyze_layers(reader, info, out)
+        console.print(f"report written: {page} (predictor: {out / 'layer_predictor.pkl'})")
+        return 0
     files = write_report(reader, info, out, cfg.analysis, {n: g.to_dict() for n, g in gpu_types().items()})
     for model in files.models:
         console.print(f"surrogate model: {model}")

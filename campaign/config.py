@@ -26,6 +26,8 @@ from jobs.heartbeat import check_heartbeat
 from jobs.network import NetworkConfig
 from jobs.recipe import RecipeConfig
 from jobs.settings import Device, MeterConfig, ProtocolConfig, at_least
+from jobs.workloads import WORKLOAD_NAMES
+from jobs.workloads.layer_spec import LayersConfig
 
 __all__ = ["BudgetConfig", "CampaignConfig", "ConfigError", "EstimateConfig", "GpuType", "LauncherConfig", "OnExceed",
            "compose", "db_url", "gpu_types"]
@@ -177,6 +179,7 @@ class CampaignConfig:
     root: str = "./campaigns"  # one folder per campaign: ROOT/NAME/{runs,slurm,report,export}
     name: str | None = None  # campaign name (letters, digits, .-_, no leading dot); default: <sweep>-<UTC timestamp>
     sweep: str = "none"  # set by the sweep config
+    workload: str = "nasbench101"  # what a trial runs: nasbench101 (training cells) | layers (docs/layers.md)
     seeds: int = 3  # repetitions per (architecture, epochs, GPU type): seeds first_seed..first_seed+seeds-1
     first_seed: int = 0  # the first training seed (another campaign of the same cells with new seeds)
     epochs: list[int] = field(default_factory=lambda: [4, 12, 36, 108])  # epoch budgets
@@ -195,11 +198,14 @@ class CampaignConfig:
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
+    layers: LayersConfig = field(default_factory=LayersConfig)  # the layer workload's configurations
 
     def __post_init__(self) -> None:
         if self.name is not None:
             check_name(self.name)  # ROOT/NAME must stay below ROOT
         self.device = enum_value(Device, "device", self.device)
+        if self.workload not in WORKLOAD_NAMES:
+            raise ConfigError(f"workload={self.workload!r} is not allowed (allowed: {', '.join(WORKLOAD_NAMES)})")
         known = gpu_types()
         if not self.gpus:
             raise ConfigError(f"gpus is empty (allowed GPU types: {', '.join(known)})")

@@ -455,7 +455,7 @@ def campaign_estimate(cfg: CampaignConfig, plan: Plan) -> Estimate:
     from campaign.config import db_url, gpu_types
 
     specs = {n: GpuSpec(g.tdp_w, g.epoch_s_estimate) for n, g in gpu_types().items()}
-    trials = [(t.arch_hash, t.epochs, t.gpu_type) for t in plan.trials]
+    trials = [(t.arch_hash or "", t.epochs, t.gpu_type) for t in plan.trials]  # "": no cell (another workload)
     features = {a.arch_hash: (a.params, a.flops) for a in plan.archs}
     return estimate(trials, specs, database_runs(db_url(cfg)), settings_of(cfg, plan), features)
 

@@ -97,16 +97,16 @@ def resume_hint(cfg: CampaignConfig, name: str) -> str:
 
 def plan(cfg: CampaignConfig) -> Plan:
     """The campaign's architectures and trials (pure; ConfigError on a bad cell)."""
-    from campaign.plan import make_plan, resolve_architectures
+    from campaign.plan import plan_campaign
 
-    return make_plan(cfg, resolve_architectures(cfg))
+    return plan_campaign(cfg)
 
 
 def launch(cfg: CampaignConfig, console: Console, how: Handover) -> int:
     """Plan, estimate (and keep the budget), check (data, launcher), record the campaign and its
     trials, hand them over. ``how.dry_run``: plan, estimate and print only."""
     from campaign.checks import check_before_record
-    from campaign.estimate import campaign_estimate, check_budget, print_estimate
+    from campaign.estimate import campaign_estimate, check_budget, print_estimate, recordable
     from campaign.launchers import make_launcher
     from campaign.revision import code_revision
     from jobs.data import check_dataset
@@ -128,7 +128,8 @@ def launch(cfg: CampaignConfig, console: Console, how: Handover) -> int:
     name = cfg.name or f"{cfg.sweep}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
     cfg = dataclasses.replace(cfg, name=name)
     paths = CampaignPaths.of(cfg.root, name)
-    check_dataset(cfg.dataset)
+    if cfg.workload == "nasbench101":  # only training reads a data set
+        check_dataset(cfg.dataset)
     launcher = make_launcher(cfg, paths)
     launcher.preflight(list(cfg.gpus))
     check_before_record(cfg, paths)  # root, meter, database, folder marker: before the store is opened
@@ -140,6 +141,7 @@ def launch(cfg: CampaignConfig, console: Console, how: Handover) -> int:
         raise Interrupted.of(exc, f"if `campaign status {name} {where(cfg)}` shows it, {resume_hint(cfg, name)}") \
             from None
     how.note(console, f"campaign [bold]{name}[/]: {len(the_plan.trials)} trials recorded in {redacted_url(cfg)}")
+    keep_budget(store, campaign_id, cfg, recordable(estimate), "launch")
     pending = store.pending_counts(campaign_id)
     workers = workers_needed(pending, {}, cfg.launcher.max_workers, one_each=launcher.in_process)
     return hand_over(cfg, launcher, store, campaign_id, paths, workers, len(the_plan.trials), how, console, "launch")
@@ -251,8 +253,38 @@ def hand_over(cfg: CampaignConfig, launcher: Launcher, store: ResultStore, campa
     for s in summaries:
         if s.stopped_reason != "no pending trials left":
             console.print(f"[red]worker {s.worker_id} stopped: {s.stopped_reason}[/]")
+    stopped = budget_stop(store, campaign_id)
+    if stopped is not None:
+        console.print(f"{stopped}; {resume_hint(cfg, name)} with a larger budget (e.g. budget.max_kwh=...)",
+                      markup=False)
+        return BUDGET_STOPPED
     console.print(f"next: campaign status {name} {where(cfg)}  |  campaign analyze {name} {where(cfg)}")
     return 0 if failed == 0 else 1
+
+
+BUDGET_STOPPED = 3  # the exit status of a launch or resume its budget stopped
+
+
+def keep_budget(store: ResultStore, campaign_id: int, cfg: CampaignConfig, groups: Sequence[Mapping[str, Any]],
+                purpose: str) -> None:
+    """Record the estimate made before this launch or resume (per GPU type x epoch budget, per
+    trial) and the campaign's budget limits, if it has any (setting them lifts a budget stop)."""
+    from db import budget
+
+    budget.record_estimate(store.engine, campaign_id, purpose, groups)
+    b = cfg.budget
+    limits = budget.Limits(b.max_kwh, b.max_gpu_hours, b.max_co2_kg, cfg.meter.carbon_intensity_g_per_kwh,
+                           cfg.estimate.pue)
+    if limits.any:
+        budget.set_limits(store.engine, campaign_id, limits)
+
+
+def budget_stop(store: ResultStore, campaign_id: int) -> str | None:
+    """Why the budget stopped the campaign (None: it did not)."""
+    from db import budget
+
+    state = budget.limits_of(store.engine, campaign_id)
+    return None if state is None or state.stopped_at is None else str(state.stopped_reason)
 
 
 def resubmit_until_done(cfg: CampaignConfig, launcher: Launcher, store: ResultStore, campaign_id: int,
@@ -274,6 +306,8 @@ def resubmit_until_done(cfg: CampaignConfig, launcher: Launcher, store: ResultSt
             continue
         delay = 1.0
         close_dead_attempts(store, campaign_id, launcher)  # killed tasks' attempts: their trials pending again
+        if budget_stop(store, campaign_id) is not None:  # the budget stopped it: a resume with a larger one goes on
+            return summaries
         pending = store.pending_counts(campaign_id)
         workers = workers_needed(pending, {}, cfg.launcher.max_workers, one_each=launcher.in_process)
         if not workers:
@@ -366,10 +400,12 @@ def resume(name: str, cfg: CampaignConfig, overrides: Sequence[str], console: Co
     recorded = recorded_config(info.config)
     keys = override_keys(overrides)
     check_resume_overrides(recorded, cfg, keys)
+    budget_keys = {k for k in keys if k.split(".")[0] in ("budget", "estimate")}
     run_cfg = dataclasses.replace(
         with_settings_overrides(recorded, cfg, keys),
         launcher=resume_launcher(recorded.launcher, cfg.launcher, keys), db=cfg.db, root=str(paths.root),
-        name=info.name)
+        name=info.name, budget=cfg.budget if budget_keys else recorded.budget,
+        estimate=cfg.estimate if budget_keys else recorded.estimate)
     launcher = make_launcher(run_cfg, paths)
     launcher.preflight(list(run_cfg.gpus))
     check_before_record(run_cfg, paths)
@@ -392,6 +428,18 @@ def resume(name: str, cfg: CampaignConfig, overrides: Sequence[str], console: Co
                       f"{dead} ended with their job, {len(actions.mark_stale)} stale, "
                       f"{len(actions.reopen)} failed/cancelled reopened; {actions.to_run} trial(s) to run; "
                       f"{live_text}; {sum(workers.values())} worker(s) to submit")
+    if budget_keys:  # a new budget: recorded, a budget stop lifted; checked against what remains
+        keep_budget(store, info.id, run_cfg, [], "resume")
+    if workers and budget_stop(store, info.id) is None:
+        from db.budget import over_budget
+
+        over_budget(store.engine, info.id)  # measured so far + predicted for what remains, against the limits
+    stopped = budget_stop(store, info.id)
+    if stopped is not None:
+        console.print(f"{stopped}; nothing submitted: campaign resume {info.name} {where(run_cfg)} "
+                      "budget.max_kwh=... (or budget.max_gpu_hours / budget.max_co2_kg) with a larger limit",
+                      markup=False)
+        return BUDGET_STOPPED
     if not workers and not (how.follow and any(live_total(live).values())):
         return 0  # with --wait and live workers: follow them (and resubmit when they are gone)
     return hand_over(run_cfg, launcher, store, info.id, paths, workers, len(rows), how, console, "resume")

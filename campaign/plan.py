@@ -32,11 +32,16 @@ class ArchPlan:
 @dataclasses.dataclass(frozen=True)
 class TrialPlan:
     trial_key: str
-    arch_hash: str
+    arch_hash: str | None  # None: a trial of a workload that trains no cell
     epochs: int
     gpu_type: str
     seed: int
     order_index: int
+    workload: str = "nasbench101"
+    spec: dict[str, Any] | None = None  # the workload's spec, stored with the trial (other workloads)
+    params: int | None = None  # other workloads: the configuration's size (a cell's comes from its ArchPlan)
+    flops: int | None = None
+    label: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,7 +203,7 @@ def make_plan(cfg: CampaignConfig, archs: list[ArchPlan]) -> Plan:
         for a in archs
         for e in cfg.epochs
         for g in cfg.gpus
-        for s in range(cfg.seeds)
+        for s in range(cfg.first_seed, cfg.first_seed + cfg.seeds)
     ]
     order = list(range(len(combos)))
     random.Random(cfg.order_seed).shuffle(order)
@@ -210,3 +215,20 @@ def make_plan(cfg: CampaignConfig, archs: list[ArchPlan]) -> Plan:
         raise ConfigError("the sweep lists the same (epochs, gpu) twice; give each epoch budget and GPU type once")
     trials.sort(key=lambda t: t.order_index)
     return Plan(archs=archs, trials=trials)
+
+
+def plan_campaign(cfg: CampaignConfig) -> Plan:
+    """The campaign's plan for its workload: NAS-Bench-101 training as ``make_plan``; any other
+    workload through its port (``jobs.workloads``), keyed and ordered the same way."""
+    if cfg.workload == "nasbench101":
+        return make_plan(cfg, resolve_architectures(cfg))
+    from jobs.workloads import workload
+    from jobs.workloads.base import expand
+
+    w = workload(cfg.workload)
+    keyed = expand(w, w.plan(cfg.to_dict()), cfg.gpus, cfg.seeds, cfg.order_seed, measurement_fields(cfg),
+                   first_seed=cfg.first_seed)
+    return Plan(archs=[], trials=[
+        TrialPlan(k.trial_key, None, 0, k.gpu_type, k.seed, k.order_index, workload=w.name,
+                  spec=dict(k.planned.spec), params=k.planned.params, flops=k.planned.flops, label=k.planned.label)
+        for k in keyed])

@@ -139,7 +139,7 @@ def keys_of(table: Table, column: Column[Any]) -> str:
     for c in table.constraints:
         if isinstance(c, UniqueConstraint) and column.name in c.columns and len(c.columns) > 1:
             keys.append("unique (" + ", ".join(c.columns.keys()) + ")")
-    for ix in table.indexes:
+    for ix in sorted(table.indexes, key=lambda i: str(i.name)):
         if column.name in ix.columns:
             names = ", ".join(ix.columns.keys())
             keys.append(f"indexed ({names})" if len(ix.columns) > 1 else "indexed")

@@ -37,6 +37,7 @@ from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from db.carbon import insert_carbontracker
+from db.layers import insert_layer_rows
 from db.records import (
     FINAL_RUN_STATUSES,
     SAMPLE_COLUMNS,
@@ -52,6 +53,7 @@ from db.schema import (
     CarbontrackerRun,
     Epoch,
     Hardware,
+    LayerMeasurement,
     Run,
     RunPhase,
     TraceSample,
@@ -448,7 +450,7 @@ def _write_run(conn: Connection, trial_id: int, existing: Any, result: RunResult
         run_id = int(existing.id)
         conn.execute(update(Run).where(Run.id == run_id).values(**values))
         # A rewritten run loses its old child rows first.
-        for table in (Epoch, RunPhase, TraceSample, CarbontrackerEpoch, CarbontrackerRun):
+        for table in (Epoch, RunPhase, TraceSample, CarbontrackerEpoch, CarbontrackerRun, LayerMeasurement):
             conn.execute(delete(table).where(table.run_id == run_id))
     _insert_records(conn, Epoch, run_id, result.epochs)
     # run_phase: the worker's per-phase summary (jobs.protocol.summarise), pre-aggregated here so
@@ -456,6 +458,8 @@ def _write_run(conn: Connection, trial_id: int, existing: Any, result: RunResult
     _insert_records(conn, RunPhase, run_id, result.phases)
     insert_samples(conn, run_id, result.power_source or "unknown", result.trace)
     insert_carbontracker(conn, run_id, result.carbontracker)
+    # a workload's own rows (the layer workload's windows)
+    insert_layer_rows(conn, run_id, result.records.get("layer_measurement") or ())
     return run_id
 
 

@@ -107,12 +107,13 @@ class PhaseRecord:
     valid: bool = True  # the window meets the validity rule (enough samples at a high enough rate)
 
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 # Format 1 (the result files of the first version) held the same fields as an untyped mapping;
 # format 2 writes ``status`` as a RunStatus value and the epochs and phases as typed records;
 # format 3 adds the energy above idle, the method and uncertainty of every figure, the validity
-# flags and the setup phase. All read into the same RunResult (absent fields are None).
-READABLE_FORMATS = (1, 2, 3)
+# flags and the setup phase; format 4 adds a workload's own rows (``records``). All read into the
+# same RunResult (absent fields are None or empty).
+READABLE_FORMATS = (1, 2, 3, 4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +162,8 @@ class RunResult:
     phases: tuple[PhaseRecord, ...] = ()
     trace: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)  # SAMPLE_COLUMNS -> values
     carbontracker: Mapping[str, Any] | None = None  # jobs.meters.carbon.CarbonRecord.to_dict() + log_dir
+    # A workload's own rows by table name (the layer workload: {"layer_measurement": [...]}); plain values.
+    records: Mapping[str, Sequence[Mapping[str, Any]]] = dataclasses.field(default_factory=dict)
     result_path: str | None = None
     format: int = FORMAT_VERSION
 
@@ -175,6 +178,7 @@ class RunResult:
         out["flags"] = list(self.flags)
         out["trace"] = {k: _json_column(v) for k, v in self.trace.items()}
         out["carbontracker"] = None if self.carbontracker is None else dict(self.carbontracker)
+        out["records"] = {k: [dict(r) for r in v] for k, v in self.records.items()}
         return out
 
     @classmethod
@@ -205,6 +209,7 @@ class RunResult:
         values["hardware"] = dict(values.get("hardware") or {})
         values["flags"] = tuple(values.get("flags") or ())
         values["trace"] = dict(values.get("trace") or {})
+        values["records"] = {str(k): [dict(r) for r in v] for k, v in dict(values.get("records") or {}).items()}
         values["format"] = FORMAT_VERSION
         return cls(**values)
 

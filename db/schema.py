@@ -78,6 +78,8 @@ class Trial(Base):
     __table_args__ = (
         UniqueConstraint("campaign_id", "trial_key", name="uq_trial_campaign_key"),
         Index("ix_trial_campaign_state", "campaign_id", "state"),
+        # a pull worker's claim: the next pending trial of its GPU type in run order (revision 0006)
+        Index("ix_trial_claim", "campaign_id", "gpu_type", "state", "order_index"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="trial id")
     campaign_id: Mapped[int] = mapped_column(
@@ -86,8 +88,15 @@ class Trial(Base):
     trial_key: Mapped[str] = mapped_column(
         String(64), comment="hash of the fields that change the measurement"
     )
-    arch_hash: Mapped[str] = mapped_column(
+    arch_hash: Mapped[str | None] = mapped_column(
         ForeignKey("architecture.arch_hash"), comment="architecture trained"
+    )
+    workload: Mapped[str] = mapped_column(
+        String(50), default="nasbench101", server_default="nasbench101",
+        comment="what the trial runs: nasbench101 (training a cell) | layers (forward passes of layers and models)",
+    )
+    spec_json: Mapped[str | None] = mapped_column(
+        Text, comment="the trial's spec as its workload planned it, JSON; null for trials planned before revision 0007"
     )
     epochs: Mapped[int] = mapped_column(Integer, comment="epoch budget")
     gpu_type: Mapped[str] = mapped_column(
@@ -371,6 +380,62 @@ class CarbontrackerEpoch(Base):
     )
 
 
-# The submission table and the trial claim index live in db/submissions.py, on this Base; imported
-# here so that Base.metadata always holds them.
+class LayerMeasurement(Base):
+    """One measured window of a layer-workload run (``jobs/workloads/layers.py``): a whole model, one
+    of its layers alone, or a layer spec, at the run's batch and input size; written and read by
+    ``db/layers.py``."""
+
+    __tablename__ = "layer_measurement"
+    __table_args__ = (UniqueConstraint("run_id", "position", name="uq_layer_measurement_run_position"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="row id")
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), index=True,
+                                        comment="run the window belongs to")
+    position: Mapped[int] = mapped_column(Integer, comment="1-based window in the run; the trace's epoch column")
+    scope: Mapped[str] = mapped_column(String(16), comment="model (a whole forward pass) | layer (one layer alone)")
+    model_name: Mapped[str | None] = mapped_column(
+        String(200), comment="torchvision name or cell:<hash>; null for a layer spec measured on its own")
+    layer_name: Mapped[str | None] = mapped_column(String(300), comment="module path in the model; null otherwise")
+    layer_type: Mapped[str] = mapped_column(String(50), comment="conv2d | linear | maxpool2d | ... | model")
+    calls: Mapped[int] = mapped_column(Integer, comment="calls of this layer with this input in one model pass")
+    batch_size: Mapped[int] = mapped_column(Integer, comment="inputs per pass")
+    input_size: Mapped[int | None] = mapped_column(
+        Integer, comment="the model's (or spec's) square input size in pixels; null for a linear spec")
+    backward: Mapped[bool] = mapped_column(Boolean, comment="forward and backward passes (else forward only)")
+    in_channels: Mapped[int | None] = mapped_column(Integer, comment="channels (or features) of the layer's input")
+    in_h: Mapped[int | None] = mapped_column(Integer, comment="input height, pixels")
+    in_w: Mapped[int | None] = mapped_column(Integer, comment="input width, pixels")
+    out_channels: Mapped[int | None] = mapped_column(Integer, comment="channels (or features) of the output")
+    out_h: Mapped[int | None] = mapped_column(Integer, comment="output height, pixels")
+    out_w: Mapped[int | None] = mapped_column(Integer, comment="output width, pixels")
+    kernel_size: Mapped[int | None] = mapped_column(Integer, comment="kernel (or pooling) size")
+    stride: Mapped[int | None] = mapped_column(Integer, comment="stride")
+    padding: Mapped[int | None] = mapped_column(Integer, comment="padding, pixels per side")
+    groups: Mapped[int | None] = mapped_column(Integer, comment="convolution groups")
+    in_features: Mapped[int | None] = mapped_column(Integer, comment="linear: input features")
+    out_features: Mapped[int | None] = mapped_column(Integer, comment="linear: output features")
+    flops: Mapped[int] = mapped_column(BigInteger, comment="FLOPs of one forward pass over the batch (2 per MAC)")
+    params: Mapped[int] = mapped_column(BigInteger, comment="trainable parameters")
+    passes: Mapped[int] = mapped_column(Integer, comment="passes run in the window")
+    wall_time_s: Mapped[float] = mapped_column(Float, comment="wall time of the passes (device synchronised)")
+    time_per_pass_s: Mapped[float] = mapped_column(Float, comment="wall_time_s / passes")
+    window_s: Mapped[float | None] = mapped_column(Float, comment="the window's duration on the trace's clock")
+    energy_j: Mapped[float | None] = mapped_column(Float, comment="energy of the window (J), by energy_method")
+    energy_per_pass_j: Mapped[float | None] = mapped_column(Float, comment="energy_j / passes")
+    energy_above_idle_per_pass_j: Mapped[float | None] = mapped_column(
+        Float, comment="(energy_j - the run's idle power x window_s) / passes")
+    uncertainty_per_pass_j: Mapped[float | None] = mapped_column(
+        Float, comment="stated uncertainty of energy_per_pass_j (basis: run.error_basis)")
+    mean_power_w: Mapped[float | None] = mapped_column(Float, comment="energy_j / window_s")
+    energy_method: Mapped[str | None] = mapped_column(String(50), comment="how energy_j was obtained")
+    samples: Mapped[int] = mapped_column(Integer, comment="trace samples in the window (the clock's device)")
+    valid: Mapped[bool] = mapped_column(Boolean, comment="the window meets the validity rule")
+    memory_mb: Mapped[float | None] = mapped_column(Float, comment="memory of one pass, MiB (see memory_method)")
+    memory_method: Mapped[str | None] = mapped_column(
+        String(30), comment="cuda_max_allocated (measured) | tensor_bytes (parameters + input + output, counted)")
+    spec_json: Mapped[str | None] = mapped_column(Text, comment="the layer or model spec, JSON")
+
+
+# The submission table and the trial claim index live in db/submissions.py, the budget's tables in
+# db/budget.py, on this Base; imported here so that Base.metadata always holds them.
+from db import budget as _budget  # noqa: E402, F401
 from db import submissions as _submissions  # noqa: E402, F401

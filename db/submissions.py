@@ -17,7 +17,6 @@ from sqlalchemy import (
     Connection,
     DateTime,
     ForeignKey,
-    Index,
     Integer,
     String,
     Text,
@@ -31,12 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db.schema import Base, BigId, Trial
-
-# A pull worker's claim (the next pending trial of its GPU type in run order) is one index step,
-# not a sort of every pending trial (0.15 s a claim at 200,000 trials on SQLite without it).
-# Created by revision 0006; it belongs in db.schema.Trial's __table_args__ once that file takes it.
-TRIAL_CLAIM_INDEX = Index("ix_trial_claim", Trial.campaign_id, Trial.gpu_type, Trial.state, Trial.order_index)
+from db.schema import Base, BigId
 
 #: who submitted: a person's command, a worker that stopped for time, the launching process (--wait)
 SUBMITTERS = ("launch", "resume", "worker", "follow")

@@ -72,7 +72,7 @@ def _release(conn: Connection, trial_id: int, worker_id: str | None = None) -> i
 
 # The columns create_campaign fills per trial, in the order of its rows.
 TRIAL_COLUMNS = ("campaign_id", "trial_key", "arch_hash", "epochs", "gpu_type", "seed", "order_index", "params",
-                 "flops", "state", "attempts")
+                 "flops", "state", "attempts", "workload", "spec_json")
 _PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 _BATCH = 20_000  # rows per executemany (bounds the memory of one call)
 
@@ -119,13 +119,15 @@ class ClaimedTrial:
     run_id: int
     attempt: int
     trial_key: str
-    arch_hash: str
+    arch_hash: str | None  # None: a trial that trains no cell (another workload)
     matrix: list[list[int]]
     ops: list[str]
     epochs: int
     gpu_type: str
     seed: int
     params: int
+    workload: str = "nasbench101"
+    spec: dict[str, Any] | None = None  # the trial's spec as its workload planned it (None before 0008)
 
 
 class TrialStore:
@@ -170,9 +172,15 @@ class TrialStore:
                 conn.execute(insert(Architecture), new_archs)
             by_hash = {a.arch_hash: a for a in archs}
             pending = TrialState.PENDING.value
+
+            def sizes(t: Any) -> tuple[int, int]:  # a trial of another workload carries its own
+                a = by_hash.get(t.arch_hash)
+                return (a.params, a.flops) if a is not None else (int(t.params or 0), int(t.flops or 0))
+
             _insert_many(conn, Trial.__table__, TRIAL_COLUMNS, (
-                (cid, t.trial_key, t.arch_hash, t.epochs, t.gpu_type, t.seed, t.order_index,
-                 by_hash[t.arch_hash].params, by_hash[t.arch_hash].flops, pending, 0)
+                (cid, t.trial_key, t.arch_hash, t.epochs, t.gpu_type, t.seed, t.order_index, *sizes(t), pending, 0,
+                 getattr(t, "workload", "nasbench101"),
+                 json.dumps(t.spec, sort_keys=True) if getattr(t, "spec", None) else None)
                 for t in trials))
         return int(cid)
 
@@ -204,8 +212,9 @@ class TrialStore:
                     continue
                 t = conn.execute(
                     select(Trial.attempts, Trial.trial_key, Trial.arch_hash, Trial.epochs, Trial.gpu_type,
-                           Trial.seed, Trial.params, Architecture.matrix_json, Architecture.ops_json)
-                    .join(Architecture, Architecture.arch_hash == Trial.arch_hash)
+                           Trial.seed, Trial.params, Trial.workload, Trial.spec_json, Architecture.matrix_json,
+                           Architecture.ops_json)
+                    .join(Architecture, Architecture.arch_hash == Trial.arch_hash, isouter=True)
                     .where(Trial.id == tid)
                 ).one()
                 run_id = conn.execute(insert(Run).values(
@@ -213,8 +222,9 @@ class TrialStore:
                     heartbeat_at=db_now(conn.dialect.name), host=host, pid=os.getpid(), worker_id=worker_id,
                     scheduler_job=scheduler_job, scheduler_partition=scheduler_partition)).inserted_primary_key[0]  # type: ignore[index]
                 return ClaimedTrial(tid, int(run_id), t.attempts, t.trial_key, t.arch_hash,
-                                    json.loads(t.matrix_json), json.loads(t.ops_json), t.epochs,
-                                    t.gpu_type, t.seed, t.params)
+                                    json.loads(t.matrix_json or "[]"), json.loads(t.ops_json or "[]"), t.epochs,
+                                    t.gpu_type, t.seed, t.params, t.workload,
+                                    json.loads(t.spec_json) if t.spec_json else None)
 
     def now(self) -> dt.datetime:
         """The database's clock (UTC): heartbeats and staleness never trust a node's clock."""

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from db.budget import over_budget
 from db.engine import is_connectivity_error, make_engine
 from db.paths import CampaignPaths
 from db.records import EpochRecord, Phase, PhaseRecord, RunResult, RunStatus
@@ -79,6 +80,7 @@ class WorkerSummary:
     failed: int = 0
     stopped_reason: str = "no pending trials left"
     out_of_time: bool = False  # stopped because the next trial would not finish before the deadline
+    budget_stopped: bool = False  # stopped because the campaign's budget would be passed (db.budget)
 
 
 # Done runs of a GPU type and budget needed before their measured wall times replace the
@@ -276,7 +278,8 @@ def run_worker(spec: WorkerSpec, store: ResultStore | None = None) -> WorkerSumm
 
     from jobs.data import load_dataset
 
-    data = load_dataset(settings.dataset)
+    # Only training reads a data set; another workload's trials make their own inputs.
+    data = load_dataset(settings.dataset) if info.config.get("workload", "nasbench101") == "nasbench101" else None
     meter = make_meter(settings.meter.kind, rate_hz=settings.meter.rate_hz)
     rapl = _rapl_meter(settings.meter)
     hardware = {**host_description(), **meter.hardware()}
@@ -309,6 +312,11 @@ def run_worker(spec: WorkerSpec, store: ResultStore | None = None) -> WorkerSumm
                     summary.stopped_reason = (f"out of time: the next trial ({epochs} epochs, about {estimate:.0f} s) "
                                               f"would not end before the allocation does (in {deadline - now:.0f} s)")
                     break
+            over = _retry("checking the budget", lambda: over_budget(store.engine, info.id), patience_s)
+            if over is not None:  # measured so far + predicted for what remains passes a limit
+                summary.stopped_reason = over
+                summary.budget_stopped = True
+                break
             trial = _retry("claiming a trial", lambda: store.claim_next(
                 info.id, spec.gpu_type, worker_id, socket.gethostname(), spec.keys, **scheduler), patience_s)
             if trial is None:
@@ -318,9 +326,13 @@ def run_worker(spec: WorkerSpec, store: ResultStore | None = None) -> WorkerSumm
             # storing its result), not from the training loop: a long pause never looks stale.
             with Heartbeat(lambda t=trial: store.heartbeat(t.run_id),  # type: ignore[misc]
                            every_s=settings.protocol.heartbeat_s) as beat:
-                result = run_trial(trial, settings, data, meter, device, worker_id, hardware,
-                                   abandoned=lambda b=beat: b.abandoned,  # type: ignore[misc]
-                                   rapl=rapl, log_dir=paths.run_logs(trial.trial_key, trial.attempt))
+                if trial.workload == "nasbench101":
+                    result = run_trial(trial, settings, data, meter, device, worker_id, hardware,
+                                       abandoned=lambda b=beat: b.abandoned,  # type: ignore[misc]
+                                       rapl=rapl, log_dir=paths.run_logs(trial.trial_key, trial.attempt))
+                else:
+                    result = _run_workload_trial(trial, settings, meter, device, worker_id, hardware,
+                                                 lambda b=beat: b.abandoned)  # type: ignore[misc]
                 result = dataclasses.replace(result, campaign=spec.campaign, result_path=str(path))
                 write_atomic(path, result)
                 if not _store_result(store, result):
@@ -342,6 +354,19 @@ def run_worker(spec: WorkerSpec, store: ResultStore | None = None) -> WorkerSumm
         if rapl is not None:
             rapl.stop()
     return summary
+
+
+def _run_workload_trial(trial: ClaimedTrial, settings: TrialSettings, meter: PowerMeter, device: str,
+                        worker_id: str, hardware: dict[str, Any], abandoned: Callable[[], bool]) -> RunResult:
+    """A trial of a workload other than training, through its port; its rows travel in the result."""
+    from jobs.workloads import workload
+    from jobs.workloads.base import WorkloadTrial
+    from jobs.workloads.runner import run_workload_trial
+
+    out = run_workload_trial(workload(trial.workload),
+                             WorkloadTrial(trial.trial_key, trial.attempt, trial.seed, trial.spec or {}, trial.epochs),
+                             settings, meter, device, worker_id, hardware, abandoned=abandoned)
+    return dataclasses.replace(out.result, records=dict(out.records))
 
 
 def _rapl_meter(meter_cfg: MeterConfig) -> Any:

@@ -411,6 +411,11 @@ def resubmit(spec: WorkerSpec, launcher: LauncherConfig, paths: CampaignPaths) -
         pending = store.pending_counts(cid).get(spec.gpu_type, 0)
         if not pending:
             return "no pending trials left to resubmit"
+        from db.budget import over_budget
+
+        stopped = over_budget(engine, cid)
+        if stopped is not None:
+            return f"not resubmitted: {stopped}"
         live = live_workers(store.submissions(cid))
         if live is None:
             return "Slurm does not answer: not resubmitted"

@@ -43,7 +43,7 @@ def test_unknown_key_and_wrong_type_from_hydra() -> None:
 
 
 def test_unknown_sweep_lists_the_available_ones() -> None:
-    with pytest.raises(ConfigError, match="available: cifar_cells, smoke"):
+    with pytest.raises(ConfigError, match="available: cifar_cells, layers, layers_smoke, smoke"):
         compose(["+sweep=nope"])
 
 
