@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.settings import EnergyTarget
-from analysis.stats import energy_per_image_j, power_kind
+from analysis.stats import energy_per_image_j, images_per_epoch, power_kind
 
 TOTAL = "energy_total_j"
 ABOVE_IDLE = "energy_above_idle_j"
@@ -70,8 +70,11 @@ def method_label(source: Any, method: Any) -> str:
     return name
 
 
-def with_energy_columns(runs: pd.DataFrame, target: EnergyTarget | str = EnergyTarget.total) -> pd.DataFrame:
-    """A copy of ``runs`` with the columns of the module's docstring; ``energy_j`` becomes ``target``."""
+def with_energy_columns(runs: pd.DataFrame, target: EnergyTarget | str = EnergyTarget.total,
+                        images: str = "training", batch_size: int = 256, valid_images: int = 10_000) -> pd.DataFrame:
+    """A copy of ``runs`` with the columns of the module's docstring; ``energy_j`` becomes ``target``.
+    ``images``, ``batch_size``, ``valid_images``: the images an epoch counts in energy per image
+    (``analysis.stats.images_per_epoch``)."""
     target = EnergyTarget(target)
     df = runs.copy()
     recorded_per_image = df.get("energy_per_image_j")
@@ -85,8 +88,10 @@ def with_energy_columns(runs: pd.DataFrame, target: EnergyTarget | str = EnergyT
     df["power_kind"] = [power_kind(s) for s in source]
     df["energy_j"] = df[TOTAL] if target == EnergyTarget.total else df[ABOVE_IDLE]
     if {"train_images", "epochs"} <= set(df.columns):
-        df["energy_per_image_j"] = energy_per_image_j(df)
-        df["energy_per_image_uncertainty_j"] = energy_per_image_j(df.assign(energy_j=df[UNCERTAINTY]))
+        conv = (str(images), batch_size, valid_images)
+        df["images_per_epoch"] = images_per_epoch(df, *conv)
+        df["energy_per_image_j"] = energy_per_image_j(df, *conv)
+        df["energy_per_image_uncertainty_j"] = energy_per_image_j(df.assign(energy_j=df[UNCERTAINTY]), *conv)
     else:
         recorded = df.get("energy_above_idle_per_image_j") if target == EnergyTarget.above_idle else recorded_per_image
         df["energy_per_image_j"] = math.nan if recorded is None else pd.to_numeric(recorded, errors="coerce")

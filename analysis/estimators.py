@@ -7,7 +7,8 @@ Online (need the first epochs of the run itself):
 - epoch-energy-based: ``E = E_w x s / w + E_u``, the energy of the window scaled to the ``s``
   stable epochs, plus the energy ``E_u`` of the unstable epochs before them.
 
-The window starts at the *stabilizing epoch*: configured (003 uses epoch 10 and a window of 5) or
+The window starts at the *stabilizing epoch*: configured (003: after epoch 10, i.e. ten unstable
+epochs, and a window of 5) or
 detected from the run's epoch energies by `detect_stable_epoch` (the first epoch from which
 ``window`` consecutive epochs have a coefficient of variation of at most ``cv_threshold``).
 
@@ -98,8 +99,10 @@ def _spec(specs: Mapping[str, GpuSpec], gpu_type: str) -> GpuSpec:
 class OnlineConfig:
     """Where the stable window starts and how long it is.
 
-    ``stable_epoch=None`` detects it per run (`detect_stable_epoch`); 003 used ``stable_epoch=10``
-    (the window starts at epoch 10; epochs 1-9 are the unstable ones) and ``window=5``.
+    ``stable_epoch`` is the 1-based first epoch of the window; ``None`` detects it per run
+    (`detect_stable_epoch`). 003's "stable after epoch 10" is 0-based: ten unstable epochs, the
+    window from epoch 11 (``stable_epoch=11`` here; ``analysis.stable_epoch=10`` with
+    ``analysis.stable_epoch_base=0`` says it as the study does), and ``window=5``.
     """
 
     stable_epoch: int | None = None
@@ -304,7 +307,8 @@ class OfflineEstimator:
         """Energy (J) of each run: predicted mean power x ``duration_s``, or predicted mean epoch
         energy x ``epochs``."""
         x = offline_features(runs, gpu_specs, self.features, self.constants).to_numpy()
-        pred = np.asarray(self.model.predict(x), dtype=np.float64)
+        with _one_blas_thread():
+            pred = np.asarray(self.model.predict(x), dtype=np.float64)
         if self.target == "power":
             return pred * runs["duration_s"].to_numpy(dtype=np.float64)
         return pred * runs["epochs"].to_numpy(dtype=np.float64)
@@ -350,7 +354,8 @@ def fit_offline(
         cv=KFold(folds, shuffle=True, random_state=config.seed),
         scoring="neg_root_mean_squared_error",
     )
-    search.fit(x, y)
+    with _one_blas_thread():
+        search.fit(x, y)
     return OfflineEstimator(
         target=target,
         model=search.best_estimator_,
@@ -359,6 +364,20 @@ def fit_offline(
         best_params={k.rsplit("__", 1)[-1]: v for k, v in search.best_params_.items()},
         cv_rmse=float(-search.best_score_),
     )
+
+
+def _one_blas_thread() -> Any:
+    """A context that holds the linear-algebra libraries to one thread: kernel ridge's many small
+    solves (a grid x folds) run several times faster so than with threads that contend for the
+    cores (measured 1.5-2.5 s against 15-19 s for one grid search on a busy 2-core machine).
+    ``threadpoolctl`` comes with scikit-learn; without it, nothing changes."""
+    import contextlib
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn requires it
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,6 +443,83 @@ def split_runs(
     return runs[~test_mask], runs[test_mask]
 
 
+def online_estimates(epochs: pd.DataFrame, runs: pd.DataFrame, config: OnlineConfig) -> pd.DataFrame:
+    """Both online estimates of every run of ``runs`` (run_id, duration_s, epochs), vectorised
+    over the epoch rows (no Python loop per run): columns run_id, stable_epoch, power_j,
+    epoch_energy_j, note (NaN and the reason where a run has no usable window). Equals
+    `online_power_estimate_j` / `online_epoch_energy_estimate_j` run by run."""
+    w = int(config.window)
+    if w < 2 and config.stable_epoch is None:
+        raise ValueError(f"window must be at least 2 epochs to measure variation, got {w}")
+    ids = runs["run_id"].to_numpy()
+    ep = epochs[epochs["run_id"].isin(ids)].sort_values(["run_id", "epoch"], kind="mergesort")
+    rid = ep["run_id"].to_numpy()
+    num = ep["epoch"].to_numpy(dtype=np.int64)
+    e = ep["energy_j"].to_numpy(dtype=np.float64)
+    d = ep["duration_s"].to_numpy(dtype=np.float64)
+    out = pd.DataFrame({"run_id": ids, "duration_s": runs["duration_s"].to_numpy(dtype=np.float64),
+                        "total": runs["epochs"].to_numpy(dtype=np.int64)})
+    recorded = pd.Index(np.unique(rid))
+    if config.stable_epoch is not None:
+        out["stable_epoch"] = float(config.stable_epoch)
+    else:
+        pos = ep.groupby("run_id", sort=False).cumcount().to_numpy()
+        start = np.full(len(e), False)
+        if len(e) >= w:
+            win = np.lib.stride_tricks.sliding_window_view(e, w)
+            same_run = rid[w - 1:] == rid[: len(rid) - w + 1]
+            mean = win.mean(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cv = win.std(axis=1, ddof=1) / mean
+            ok = same_run & np.isfinite(win).all(axis=1) & (mean > 0) & (cv <= config.cv_threshold)
+            start[: len(ok)] = ok
+        first = pd.Series(pos[start] + 1, index=rid[start]).groupby(level=0).min()
+        out["stable_epoch"] = out["run_id"].map(first).astype("float64")
+    s0 = out.set_index("run_id")["stable_epoch"]
+    row_s0 = pd.Series(rid).map(s0).to_numpy(dtype=np.float64)
+    in_win = (num >= row_s0) & (num < row_s0 + w)
+    unstable = num < row_s0
+    agg = pd.DataFrame({"run_id": rid, "we": np.where(in_win, e, 0.0), "wd": np.where(in_win, d, 0.0),
+                        "nw": in_win.astype(np.int64), "ue": np.where(unstable, e, 0.0),
+                        "nu": unstable.astype(np.int64)}).groupby("run_id").sum()
+    a = agg.reindex(out["run_id"]).fillna(0.0)
+    stable = out["stable_epoch"].to_numpy()
+    total = out["total"].to_numpy()
+    n_stable = total - stable + 1
+    we, wd = a["we"].to_numpy(), a["wd"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        power = we / wd * out["duration_s"].to_numpy()
+        energy = we * n_stable / w + a["ue"].to_numpy()
+    notes = np.full(len(out), "", dtype=object)
+    s_int = np.nan_to_num(stable, nan=0).astype(np.int64)
+    checks = [
+        (~out["run_id"].isin(recorded).to_numpy(), lambda i: "no epochs recorded"),
+        (np.isnan(stable), lambda i: "no stable window"),
+        (stable < 1, lambda i: f"stable_epoch is 1-based, got {s_int[i]}"),
+        (w > n_stable, lambda i: f"window of {w} epochs from epoch {s_int[i]} exceeds the run's {total[i]} epochs; "
+                                 "use a smaller window or an earlier stabilizing epoch"),
+        (a["nw"].to_numpy() != w, lambda i: f"epochs {s_int[i]}..{s_int[i] + w - 1} are not all recorded"),
+        (a["nu"].to_numpy() != stable - 1, lambda i: f"epochs 1..{s_int[i] - 1} are not all recorded"),
+    ]
+    bad = np.zeros(len(out), dtype=bool)
+    for mask, text in checks:
+        for i in np.flatnonzero(mask & ~bad):
+            notes[i] = text(i)
+        bad |= mask
+    out["power_j"] = np.where(bad, np.nan, power)
+    out["epoch_energy_j"] = np.where(bad, np.nan, energy)
+    out["note"] = notes
+    return out[["run_id", "stable_epoch", "power_j", "epoch_energy_j", "note"]]
+
+
+def subsample(runs: pd.DataFrame, max_runs: int | None, seed: int) -> pd.DataFrame:
+    """``runs``, or a seeded random sample of ``max_runs`` of them when there are more."""
+    if max_runs is None or len(runs) <= max_runs:
+        return runs
+    keep = np.sort(np.random.default_rng(seed).choice(len(runs), max_runs, replace=False))
+    return runs.iloc[keep]
+
+
 def compare_estimators(
     runs: pd.DataFrame,
     epochs: pd.DataFrame,
@@ -434,14 +530,22 @@ def compare_estimators(
     test_fraction: float = 0.3,
     seed: int = 0,
     group_by: str | None = None,
+    test_run_ids: Sequence[Any] | None = None,
+    offline_max_runs: int | None = None,
+    per_run_hardware: bool = False,
 ) -> EstimatorComparison:
     """Score the six estimators against measured ``energy_j`` on the same held-out runs.
 
-    The runs are split ``1 - test_fraction`` / ``test_fraction`` (003: 70/30) with ``seed``; the
-    offline regressors are fitted on the training part (with cross-validation inside it); the
+    The runs are split ``1 - test_fraction`` / ``test_fraction`` (003: 70/30) with ``seed``, or
+    ``test_run_ids`` are held out as given (every other run trains); the offline regressors are
+    fitted on the training part (with cross-validation inside it; on a seeded sample of at most
+    ``offline_max_runs`` of its runs: kernel ridge is quadratic in memory and cubic in time); the
     online estimators read each test run's own epochs (their window must fit in the run, so runs
     too short for it are left out of their rows, and ``n_runs`` says how many each row rests on);
-    the baselines need only duration, GPU type and, for Green Algorithms, utilization.
+    the baselines need only duration, GPU type and, for Green Algorithms, utilization. With
+    ``per_run_hardware`` the baselines take each run's ``power_limit_w`` (its recorded power
+    limit) instead of the GPU type's TDP and Green Algorithms its ``memory_gb`` instead of
+    ``green.memory_gb``, where the run has them.
     One row per estimator: n_runs, rmse_kj, mae_kj, r2 and a note.
 
     ``runs`` needs run_id, gpu_type, epochs, duration_s, energy_j, flops, train_images (and uses
@@ -453,56 +557,77 @@ def compare_estimators(
     green = green or GreenAlgorithmsConfig()
     specs = gpu_specs_from_mappings(gpu_specs)
     runs = runs[np.isfinite(runs["energy_j"].to_numpy(dtype=np.float64))]
-    train, test = split_runs(runs, test_fraction, seed, group_by)
+    if test_run_ids is not None:
+        wanted = set(test_run_ids)
+        unknown = wanted - set(runs["run_id"])
+        if unknown:
+            raise ValueError(f"test run ids {sorted(unknown)[:10]} are not finished runs with an energy here")
+        mask = runs["run_id"].isin(wanted).to_numpy()
+        train, test = runs[~mask], runs[mask]
+        if train.empty:
+            raise ValueError("the test run ids hold every run: nothing is left to train the offline estimators")
+    else:
+        train, test = split_runs(runs, test_fraction, seed, group_by)
 
     preds: dict[str, np.ndarray] = {}
     notes: dict[str, str] = {}
-    by_run = dict(tuple(epochs.groupby("run_id")))
-    online_rows = [
-        _online_for_run(by_run[rid], float(dur), int(n_ep), online)
-        if rid in by_run
-        else (math.nan, math.nan, "no epochs recorded")
-        for rid, dur, n_ep in zip(test["run_id"], test["duration_s"], test["epochs"], strict=True)
-    ]
-    preds["online_power"] = np.array([r[0] for r in online_rows], dtype=np.float64)
-    preds["online_epoch_energy"] = np.array([r[1] for r in online_rows], dtype=np.float64)
-    online_notes = [r[2] for r in online_rows]
+    est = online_estimates(epochs, test, online)
+    preds["online_power"] = est["power_j"].to_numpy(dtype=np.float64)
+    preds["online_epoch_energy"] = est["epoch_energy_j"].to_numpy(dtype=np.float64)
+    online_notes = list(est["note"])
     skipped = sum(1 for n in online_notes if n)
     if skipped:
         notes["online_power"] = notes["online_epoch_energy"] = (
             f"{skipped} test run(s) without a usable window"
         )
 
+    fit_on = subsample(train, offline_max_runs, seed)
+    sampled = (f"; fitted on a seeded sample of {len(fit_on)} of the {len(train)} training runs "
+               f"(exact kernel ridge beyond {offline_max_runs} runs)" if len(fit_on) < len(train) else "")
     targets: tuple[Literal["power", "epoch_energy"], ...] = ("power", "epoch_energy")
     for target in targets:
         name = f"offline_{target}"
         try:
-            est = fit_offline(train, specs, target, offline)
-            preds[name] = est.predict_energy_j(test, specs)
-            notes[name] = f"alpha={est.best_params['alpha']:g}, gamma={est.best_params['gamma']:g}"
+            fitted = fit_offline(fit_on, specs, target, offline)
+            preds[name] = fitted.predict_energy_j(test, specs)
+            notes[name] = f"alpha={fitted.best_params['alpha']:g}, gamma={fitted.best_params['gamma']:g}" + sampled
         except ValueError as err:
             preds[name] = np.full(len(test), math.nan)
             notes[name] = str(err)
 
-    tdp = np.array([_spec(specs, str(g)).tdp_w for g in test["gpu_type"]])
+    tdp = np.array([_spec(specs, str(g)).tdp_w for g in test["gpu_type"]], dtype=np.float64)
+    memory = np.full(len(test), float(green.memory_gb))
+    if per_run_hardware:
+        hw = []
+        if "power_limit_w" in test.columns:
+            limit = pd.to_numeric(test["power_limit_w"], errors="coerce").to_numpy(dtype=np.float64)
+            known = np.isfinite(limit) & (limit > 0)
+            tdp = np.where(known, limit, tdp)
+            hw.append(f"recorded power limit of {int(known.sum())} of {len(test)} test runs (else the TDP)")
+        if "memory_gb" in test.columns and green.memory_gb > 0:
+            mem = pd.to_numeric(test["memory_gb"], errors="coerce").to_numpy(dtype=np.float64)
+            known = np.isfinite(mem) & (mem > 0)
+            memory = np.where(known, mem, memory)
+            hw.append(f"recorded memory of {int(known.sum())} test runs")
+        if hw:
+            notes["green_algorithms"] = "; ".join(hw)
+            notes["ml_co2_impact"] = hw[0] if "power_limit_w" in test.columns else ""
     dur = test["duration_s"].to_numpy(dtype=np.float64)
     util = (
         test["gpu_util_mean"].to_numpy(dtype=np.float64) / 100.0
         if "gpu_util_mean" in test.columns
         else np.full(len(test), np.nan)
     )
-    ga = []
-    for d, t, u in zip(dur, tdp, util, strict=True):
-        usage = green.gpu_usage if green.gpu_usage is not None else (u if np.isfinite(u) else None)
-        ga.append(green_algorithms_energy_wh(d, t, green, usage) * J_PER_WH)
-    preds["green_algorithms"] = np.asarray(ga)
-    preds["ml_co2_impact"] = (
-        np.array([ml_co2_impact_energy_wh(d, t, green.n_gpus) for d, t in zip(dur, tdp, strict=True)])
-        * J_PER_WH
-    )
+    usage = np.full(len(test), float(green.gpu_usage)) if green.gpu_usage is not None else np.where(
+        np.isfinite(util), util, 1.0)
+    power_w = (green.n_cpu_cores * green.cpu_power_per_core_w * green.cpu_usage + green.n_gpus * tdp * usage
+               + memory * MEMORY_POWER_W_PER_GB)
+    preds["green_algorithms"] = green.psf * green.pue * power_w * dur / S_PER_H * J_PER_WH
+    preds["ml_co2_impact"] = tdp * green.n_gpus * dur / S_PER_H * J_PER_WH
 
     measured = test["energy_j"].to_numpy(dtype=np.float64)
-    rows, pred_rows = [], []
+    rows, pred_frames = [], []
+    blank = np.full(len(test), "", dtype=object)
     for name in ESTIMATORS:
         m = error_metrics(measured, preds[name])
         rows.append(
@@ -515,22 +640,14 @@ def compare_estimators(
                 "note": notes.get(name, ""),
             }
         )
-        for i, rid in enumerate(test["run_id"]):
-            note = online_notes[i] if name.startswith("online") else ""
-            pred_rows.append(
-                {
-                    "run_id": rid,
-                    "estimator": name,
-                    "measured_j": measured[i],
-                    "predicted_j": preds[name][i],
-                    "note": note,
-                }
-            )
+        pred_frames.append(pd.DataFrame({
+            "run_id": test["run_id"].to_numpy(), "estimator": name, "measured_j": measured,
+            "predicted_j": preds[name], "note": np.asarray(online_notes, dtype=object) if name.startswith("online")
+            else blank}))
     return EstimatorComparison(
         table=pd.DataFrame(rows, columns=["estimator", "n_runs", "rmse_kj", "mae_kj", "r2", "note"]),
-        predictions=pd.DataFrame(
-            pred_rows, columns=["run_id", "estimator", "measured_j", "predicted_j", "note"]
-        ),
+        predictions=pd.concat(pred_frames, ignore_index=True).reindex(
+            columns=["run_id", "estimator", "measured_j", "predicted_j", "note"]),
         train_run_ids=list(train["run_id"]),
         test_run_ids=list(test["run_id"]),
     )

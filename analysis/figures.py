@@ -208,8 +208,8 @@ def epoch_energy_figure(
     for ax, budget in zip(axes, budgets, strict=False):
         sub = df[df["budget"] == budget]
         shown: set[str] = set()
-        for rid in list(sub["run_id"].unique())[:max_lines]:
-            r = sub[sub["run_id"] == rid].sort_values("epoch")
+        first = set(list(sub["run_id"].unique())[:max_lines])
+        for _, r in sub[sub["run_id"].isin(first)].sort_values(["run_id", "epoch"]).groupby("run_id", sort=False):
             arch = str(r["arch_hash"].iloc[0])
             ax.plot(r["epoch"], r["energy_j"], marker="o", markersize=3, linewidth=1, alpha=0.7, color=color[arch],
                     label=level_name(arch) if arch not in shown and len(archs) <= 10 else None)
@@ -223,7 +223,7 @@ def epoch_energy_figure(
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{energy_label} of the epoch (J)")
         ax.grid(alpha=0.3)
-        if len(sub):
+        if len(sub) and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, title="architecture" if len(archs) <= 10 else None, title_fontsize=7)
         if budget is not None and budget <= 12:
             ax.set_xticks(range(1, int(budget) + 1))

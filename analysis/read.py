@@ -11,6 +11,7 @@ the power traces of a few example runs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,12 +48,37 @@ def read_campaign(reader: CampaignReader, campaign: str | CampaignInfo, trace_ex
     if runs.empty:
         return CampaignFrames(info, runs, None, None, {}, states)
     ids = [int(r) for r in runs.loc[runs["status"] == "done", "run_id"]]
-    epochs = pd.DataFrame(reader.epochs(ids)) if ids else None
-    phases = pd.DataFrame(reader.phases(ids)) if ids else None
-    util = {int(k): (math.nan if v is None else float(v)) for k, v in reader.train_utilization(ids).items()}
+    epochs = _chunked(reader.epochs, ids) if ids else None
+    phases = _chunked(reader.phases, ids) if ids else None
+    util: dict[int, float] = {}
+    for part in _chunks(ids):
+        util.update({int(k): (math.nan if v is None else float(v)) for k, v in reader.train_utilization(part).items()})
     runs["gpu_util_mean"] = runs["run_id"].map(util)
+    hardware = getattr(reader, "run_hardware", None)  # per-run memory and power limit, where the reader has them
+    if callable(hardware):
+        rows: dict[int, dict[str, Any]] = {}
+        for part in _chunks(ids):
+            rows.update(hardware(part))
+        for col in ("memory_gb", "power_limit_w"):
+            runs[col] = runs["run_id"].map({k: v.get(col) for k, v in rows.items()}).astype("float64")
     traces = {rid: pd.DataFrame(reader.trace(int(rid))) for rid in example_runs(runs, trace_examples)}
     return CampaignFrames(info, runs, epochs, phases, traces, states)
+
+
+#: Run ids per query: SQLite binds each id of an IN list as a parameter (999 in older builds).
+ID_CHUNK = 900
+
+
+def _chunks(ids: Sequence[int]) -> list[Sequence[int]]:
+    return [ids[i:i + ID_CHUNK] for i in range(0, len(ids), ID_CHUNK)]
+
+
+def _chunked(read: Callable[[Sequence[int]], list[dict[str, Any]]], ids: Sequence[int]) -> pd.DataFrame:
+    """``read(ids)`` in chunks of ``ID_CHUNK`` ids, each turned into a frame at once (the plain
+    rows of one chunk at a time in memory), concatenated."""
+    frames = [pd.DataFrame(read(part)) for part in _chunks(ids)]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def example_runs(runs: pd.DataFrame, n: int) -> list[Any]:

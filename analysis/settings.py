@@ -111,6 +111,15 @@ class PowerKind(enum.StrEnum):
     simulated = "simulated"  # the simulated meter: no measurement of any device
 
 
+class ImagesPerEpoch(enum.StrEnum):
+    """``analysis.images_per_epoch``: the images an epoch counts in energy per image."""
+
+    training = "training"  # the run's train_images: the training images seen once per epoch
+    #: as processed, 003's convention: training and validation passes, each in whole batches
+    #: (drop-remainder): floor(train / batch) x batch + floor(valid / batch) x batch.
+    processed = "processed"
+
+
 class AnalysisError(ConfigError):
     """The analysis cannot go on as configured; the one-line message says why and what to do."""
 
@@ -152,6 +161,10 @@ class SurrogateSettings(SurrogateConfig):
     learning_curve_sizes: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0)
     #: Epoch budgets to predict for every architecture of the campaign.
     predict_budgets: tuple[int, ...] = (4, 12, 36, 108)
+    #: Runs per GPU type the surrogate (and its learning curve) is fitted on: beyond this, a
+    #: seeded sample of whole architectures holding at most this many runs (the report says so).
+    #: Predictions still cover every architecture.
+    max_runs: int = 300
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -169,6 +182,7 @@ class SurrogateSettings(SurrogateConfig):
                  self.learning_curve_sizes, "must be fractions in (0, 1]")
         _require(all(b >= 1 for b in self.predict_budgets), "surrogate.predict_budgets", self.predict_budgets,
                  "must be epoch budgets >= 1")
+        _require(self.max_runs >= 20, "surrogate.max_runs", self.max_runs, "must be >= 20 runs")
 
 
 @dataclass
@@ -250,14 +264,45 @@ class AnalysisSettings:
     normality_min_n: int = 5
     #: Bootstrap resamples of the effect-size intervals (eta squared, Cliff's delta), seeded by ``seed``.
     bootstrap: int = 1000
-    #: Online estimators: first epoch of the stable window (003: 10); None detects it per run.
+    #: Online estimators: the stabilizing epoch, counted as ``stable_epoch_base`` says; None
+    #: detects it per run. 003's "stable after epoch 10" is stable_epoch=10 with base 0: ten
+    #: unstable epochs, the window starting at the 11th epoch.
     stable_epoch: int | None = None
+    #: How stable_epoch counts: 1 (default; the window starts at epoch stable_epoch, 1-based) or 0
+    #: (003's convention: stable_epoch epochs are unstable, the window starts at epoch stable_epoch + 1).
+    stable_epoch_base: int = 1
     #: Online estimators: stable epochs averaged (003: 5).
     window: int = 5
     #: Stable = coefficient of variation of the window's epoch energy <= this.
     cv_threshold: float = 0.02
     #: Estimator comparison: held-out share of the runs (003: 70/30).
     test_fraction: float = 0.3
+    #: Estimator comparison: the run ids held out, given explicitly (every other run trains);
+    #: None: the seeded split of test_fraction (003: a seeded 70/30 split).
+    test_run_ids: tuple[int, ...] | None = None
+    #: Offline estimators: kernel ridge is fitted on a seeded sample of at most this many training
+    #: runs (exact kernel ridge costs the square of the runs in memory and their cube in time).
+    offline_max_runs: int = 500
+    #: Images an epoch counts in energy per image: training (the run's train_images) or processed
+    #: (003: training and validation passes in whole batches, 33,952 per epoch for its 23,807
+    #: training images).
+    images_per_epoch: ImagesPerEpoch = ImagesPerEpoch.training
+    #: images_per_epoch=processed: the batch size and validation images where the runs lack the
+    #: columns batch_size / valid_images (NAS-Bench-101 on CIFAR-10: 256 and 10,000).
+    batch_size: int = 256
+    valid_images: int = 10_000
+    #: Green Algorithms and ML CO2 Impact: take each run's recorded power limit (trace samples'
+    #: power_limit_w) instead of its GPU type's TDP, and its recorded memory (GB) for Green
+    #: Algorithms' memory term instead of green_algorithms.memory_gb, where the run records them.
+    per_run_hardware: bool = True
+    #: More architectures than this: the report shows the factor tests and the top and bottom
+    #: top_architectures architectures (box plot, pairs) instead of every pair and box; the full
+    #: per-architecture tables are in the CSV files.
+    many_architectures: int = 30
+    top_architectures: int = 5
+    #: Bootstrap: at most this many resampled values per interval (resamples x group values); a
+    #: larger stratum gets fewer resamples (never under 200), and the table says how many.
+    bootstrap_max_values: int = 5_000_000
     #: Keep each group's runs on one side of that split; None: split by run.
     split_by: SplitBy | None = SplitBy.arch_hash
     #: Seed of the estimator split.
@@ -276,16 +321,36 @@ class AnalysisSettings:
             self.power_source = _member(PowerKind, "power_source", self.power_source)
         if self.split_by is not None:
             self.split_by = _member(SplitBy, "split_by", self.split_by)
+        self.images_per_epoch = _member(ImagesPerEpoch, "images_per_epoch", self.images_per_epoch)
         self.factors = tuple(self.factors)
+        if self.test_run_ids is not None:
+            self.test_run_ids = tuple(int(r) for r in self.test_run_ids)
+            _require(len(self.test_run_ids) > 0, "test_run_ids", self.test_run_ids, "must name runs or be null")
+        _require(self.stable_epoch_base in (0, 1), "stable_epoch_base", self.stable_epoch_base,
+                 "must be 0 (003: stable_epoch unstable epochs) or 1 (the window starts at stable_epoch)")
+        _require(self.stable_epoch is None or self.stable_epoch >= self.stable_epoch_base, "stable_epoch",
+                 self.stable_epoch, f"must be >= {self.stable_epoch_base} (stable_epoch_base="
+                 f"{self.stable_epoch_base}) or null to detect it")
+        _require(self.offline_max_runs >= 20, "offline_max_runs", self.offline_max_runs, "must be >= 20 runs")
+        _require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        _require(self.valid_images >= 0, "valid_images", self.valid_images, "must be >= 0")
+        _require(self.many_architectures >= 2, "many_architectures", self.many_architectures, "must be >= 2")
+        _require(self.top_architectures >= 1, "top_architectures", self.top_architectures, "must be >= 1")
+        _require(self.bootstrap_max_values >= 10_000, "bootstrap_max_values", self.bootstrap_max_values,
+                 "must be >= 10000")
         _require(0 < self.alpha < 1, "alpha", self.alpha, "must be between 0 and 1")
         _require(self.min_group_size >= 2, "min_group_size", self.min_group_size, "must be >= 2")
         _require(self.normality_min_n >= 3, "normality_min_n", self.normality_min_n, "must be >= 3")
         _require(self.bootstrap >= 100, "bootstrap", self.bootstrap, "must be >= 100 resamples")
         _require(self.window >= 2, "window", self.window, "must be >= 2 epochs")
-        _require(self.stable_epoch is None or self.stable_epoch >= 1, "stable_epoch", self.stable_epoch,
-                 "must be >= 1 (1-based) or null to detect it")
         _require(0 < self.test_fraction < 1, "test_fraction", self.test_fraction, "must be between 0 and 1")
         _require(self.trace_examples >= 0, "trace_examples", self.trace_examples, "must be >= 0")
+
+    def window_start(self) -> int | None:
+        """The 1-based first epoch of the online estimators' stable window (None: detected per run)."""
+        if self.stable_epoch is None:
+            return None
+        return self.stable_epoch + 1 - self.stable_epoch_base
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None = None) -> AnalysisSettings:
@@ -355,6 +420,7 @@ __all__ = [
     "EnergyTarget",
     "GreenAlgorithmsConfig",
     "GreenAlgorithmsSettings",
+    "ImagesPerEpoch",
     "PAdjust",
     "ParetoSettings",
     "PowerKind",

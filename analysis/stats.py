@@ -56,17 +56,43 @@ DEFAULT_SPEARMAN_PAIRS: tuple[tuple[str, str], ...] = (
 # Preparation
 
 
-def energy_per_image_j(runs: pd.DataFrame) -> pd.Series:
-    """Energy per training image (J): ``energy_j / (train_images x epochs)``; NaN where undefined.
+def images_per_epoch(runs: pd.DataFrame, convention: str = "training", batch_size: int = 256,
+                     valid_images: int = 10_000) -> pd.Series:
+    """Images one epoch counts (``analysis.images_per_epoch``).
 
-    ``train_images`` is the number of images seen per epoch, so the denominator is every image
-    processed during training, as 003 normalizes.
+    ``training``: the run's ``train_images``. ``processed`` (003's convention): every image the
+    epoch processed, training and validation passes, each in whole batches (drop-remainder):
+    ``floor(train / b) x b + floor(valid / b) x b`` with the run's ``batch_size`` and
+    ``valid_images`` columns where present, else the given values. 003's Chesslive runs: 23,807
+    training and 10,203 validation images at batch 32 make 23,776 + 10,176 = 33,952 per epoch.
+    """
+    train = runs["train_images"].astype("float64")
+    if convention == "training":
+        return train.rename("images_per_epoch")
+    if convention != "processed":
+        raise ValueError(f"images per epoch convention must be training or processed, not {convention!r}")
+    b = runs["batch_size"].astype("float64") if "batch_size" in runs.columns else pd.Series(
+        float(batch_size), index=runs.index)
+    valid = runs["valid_images"].astype("float64") if "valid_images" in runs.columns else pd.Series(
+        float(valid_images), index=runs.index)
+    b = b.where(b > 0)
+    return (np.floor(train / b) * b + np.floor(valid / b) * b).rename("images_per_epoch")
+
+
+def energy_per_image_j(runs: pd.DataFrame, images: str = "training", batch_size: int = 256,
+                       valid_images: int = 10_000) -> pd.Series:
+    """Energy per image (J): ``energy_j / (images per epoch x epochs)``; NaN where undefined.
+
+    ``images``: `images_per_epoch`'s convention: ``training`` (the run's ``train_images``, the
+    training images seen once per epoch) or ``processed`` (003: training and validation passes in
+    whole batches), so the denominator is every image counted over the run's epochs.
     """
     missing = {"energy_j", "train_images", "epochs"} - set(runs.columns)
     if missing:
         raise ValueError(f"runs lack column(s) {sorted(missing)} needed for energy per image")
-    images = runs["train_images"].astype("float64") * runs["epochs"].astype("float64")
-    out = runs["energy_j"].astype("float64") / images.where(images > 0)
+    per_epoch = images_per_epoch(runs, images, batch_size, valid_images)
+    total = per_epoch * runs["epochs"].astype("float64")
+    out = runs["energy_j"].astype("float64") / total.where(total > 0)
     return out.rename("energy_per_image_j")
 
 
@@ -102,11 +128,18 @@ def _groups(
     for col in (value, factor):
         if col not in df.columns:
             raise ValueError(f"no column {col!r}; columns are {sorted(map(str, df.columns))}")
-    sub = df[[factor, value]].dropna()
+    vals_all = pd.to_numeric(df[value], errors="coerce").to_numpy(dtype=np.float64)
+    keys = df[factor]
+    keep = ~np.isnan(vals_all) & keys.notna().to_numpy()
+    codes, levels = pd.factorize(keys[keep], sort=False)
+    vals_all = vals_all[keep]
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(levels) + 1))
     usable: dict[Hashable, np.ndarray] = {}
     skipped: dict[Hashable, int] = {}
-    for level, grp in sorted(sub.groupby(factor, sort=False), key=lambda kv: _sort_key(kv[0])):
-        vals = grp[value].to_numpy(dtype=np.float64)
+    for c in sorted(range(len(levels)), key=lambda i: _sort_key(levels[i])):
+        vals = vals_all[order[bounds[c]:bounds[c + 1]]]
+        level = levels[c].item() if isinstance(levels[c], np.generic) else levels[c]
         if len(vals) >= min_n:
             usable[level] = vals
         else:
@@ -462,6 +495,7 @@ __all__ = [
     "analyze_factor",
     "dunn_test",
     "energy_per_image_j",
+    "images_per_epoch",
     "kruskal_table",
     "kruskal_wallis",
     "levene_test",

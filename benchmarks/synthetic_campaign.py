@@ -6,7 +6,8 @@ revision (``db.migrate.upgrade``) holding one campaign, ``synthetic-<runs>``, of
 runs: architectures x epoch budgets (4, 12, 36, 108) x GPU types (v100, a100) x seeds, in that
 order, the last architecture cut short where ``runs`` is not a multiple. Every run has its
 per-epoch rows and its phases (setup, idle, train, eval, cool-down); a handful of runs (three
-architectures at the largest budget) have a short power trace. The numbers are generated, not
+architectures at the largest budget) have a short power trace, written through
+``db.ingest.insert_samples`` as a worker's are. The numbers are generated, not
 measured: the energy method and the power source are ``simulated`` and the hardware says so.
 
 Energy follows the architecture (``analysis.surrogate.synthetic_energy_wh_per_epoch``, scaled
@@ -138,17 +139,33 @@ def make_database(path: Path, runs: int, seed: int = 0, archs: int | None = None
                            16, 128.0, f"simulated {g}", 1, json.dumps(details)))
             con.executemany("INSERT INTO hardware (id, fingerprint, host, cpu_model, cpu_count, ram_gb, gpu_name, "
                             "gpu_count, details_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", hw)
-            _write_runs(con, trials, arch_info, trace_archs, nrng, now, name)
+            traces = _write_runs(con, trials, arch_info, trace_archs, nrng, now, name)
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         con.close()
+    _write_traces(url, traces)
     return url
+
+
+def _write_traces(url: str, traces: dict[int, dict[str, list[Any]]]) -> None:
+    """The few example traces, through the project's own sample path (``db.ingest.insert_samples``)."""
+    from db.engine import make_engine
+    from db.ingest import insert_samples
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for run_id, trace in traces.items():
+                insert_samples(conn, run_id, SOURCE, trace)
+    finally:
+        engine.dispose()
 
 
 def _write_runs(con: sqlite3.Connection, trials: list[tuple[str, int, str, int]],
                 arch_info: dict[str, tuple[int, float]], trace_archs: set[str], nrng: np.random.Generator,
-                now: dt.datetime, name: str) -> None:
-    """Trials, their one done run each, epochs, phases and a few traces."""
+                now: dt.datetime, name: str) -> dict[int, dict[str, list[Any]]]:
+    """Trials, their one done run each, epochs and phases; returns the few example traces
+    (run id -> columnar samples) for `_write_traces`."""
     n = len(trials)
     ts = now.isoformat(sep=" ")
     run_noise = nrng.normal(1.0, 0.04, n)
@@ -158,7 +175,7 @@ def _write_runs(con: sqlite3.Connection, trials: list[tuple[str, int, str, int]]
     run_rows: list[tuple[Any, ...]] = []
     epoch_rows: list[tuple[Any, ...]] = []
     phase_rows: list[tuple[Any, ...]] = []
-    sample_rows: list[tuple[Any, ...]] = []
+    traces: dict[int, dict[str, list[Any]]] = {}
     order = nrng.permutation(n)
     for i, (h, epochs, gpu, seed) in enumerate(trials):
         rid = i + 1
@@ -194,18 +211,16 @@ def _write_runs(con: sqlite3.Connection, trials: list[tuple[str, int, str, int]]
         trace_anchor = None
         if epochs == max(BUDGETS) and h in trace_archs:
             trace_anchor = now.timestamp()
-            t = 0.0
-            for p, w in (("idle", idle_w),):
-                for _ in range(10):
-                    sample_rows.append((rid, SOURCE, 0, t, p, None, w, 2.0, tdp))
-                    t += 1.0
+            samples: list[tuple[Any, ...]] = [(0, float(k), "idle", None, idle_w, 2.0, tdp) for k in range(10)]
+            t = 10.0
             for e in range(epochs):
                 step = float(durations[e]) / TRACE_SAMPLES_PER_EPOCH
                 for k in range(TRACE_SAMPLES_PER_EPOCH):
                     phase = "eval" if k == TRACE_SAMPLES_PER_EPOCH - 1 else "train"
-                    sample_rows.append((rid, SOURCE, 0, t, phase, e + 1, power * (0.8 if phase == "eval" else 1.0),
-                                        70.0, tdp))
+                    samples.append((0, t, phase, e + 1, power * (0.8 if phase == "eval" else 1.0), 70.0, tdp))
                     t += step
+            names = ("device", "t_s", "phase", "epoch", "power_w", "gpu_util", "power_limit_w")
+            traces[rid] = {k: [row[i] for row in samples] for i, k in enumerate(names)}
         run_rows.append((rid, rid, 1, "done", ts, ts, ts, "synthetic-node", "w1", SOURCE, SOURCE, "synthetic",
                          "cuda", hw, duration, energy, above, 0.01 * energy,
                          "simulated: 1 % stated for the generated numbers", energy, 45.0, idle_w, valid,
@@ -226,8 +241,7 @@ def _write_runs(con: sqlite3.Connection, trials: list[tuple[str, int, str, int]]
     con.executemany("INSERT INTO run_phase (run_id, phase, duration_s, energy_j, mean_power_w, samples, "
                     "energy_above_idle_j, uncertainty_j, method, valid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     phase_rows)
-    con.executemany("INSERT INTO trace_sample (run_id, source, device, t_s, phase, epoch, power_w, gpu_util, "
-                    "power_limit_w) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", sample_rows)
+    return traces
 
 
 def main(argv: list[str] | None = None) -> int:

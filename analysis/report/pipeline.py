@@ -59,7 +59,8 @@ def analyze(
         s = dataclasses.replace(s, carbon=dataclasses.replace(
             s.carbon, intensity_g_per_kwh=WORLD_AVERAGE_G_PER_KWH,
             intensity_source="default: world average 2024 (IEA); set analysis.carbon.intensity_g_per_kwh"))
-    df, left_out = sections.select_power(sections.prepare_runs(runs, s.energy), s.power_source)
+    df, left_out = sections.select_power(sections.prepare_runs(runs, s.energy, s.images_per_epoch, s.batch_size,
+                                                                 s.valid_images), s.power_source)
     sources = sections.check_sources(df, s.allow_mixed_sources)
     ep = sections.prepare_epochs(epochs, df, s.energy)
     report = Report(title=title, settings=s, power_sources=sources, runs=df, epochs=ep, meta=dict(meta or {}),

@@ -127,7 +127,10 @@ def summary_part(report: PageSource, figs: Figures, model_files: Sequence[Path])
     b: list[Block] = [("h2", "Summary"), ("list", [f"{k}: {v}" for k, v in report.meta.items()])]
     b.append(("p", f"Choices: p-value correction `{s.p_adjust}`, alpha {s.alpha:g}, smallest group "
                    f"{s.min_group_size}; surrogate {s.surrogate.epochs} epochs; stable epoch "
-                   f"{s.stable_epoch or 'detected'}, window {s.window}; carbon intensity "
+                   f"{s.stable_epoch if s.stable_epoch is not None else 'detected'}"
+                   + (f" ({s.stable_epoch_base}-based: window from epoch {s.window_start()})"
+                      if s.stable_epoch is not None else "")
+                   + f", window {s.window}; images per epoch: {s.images_per_epoch}; carbon intensity "
                    f"{s.carbon.intensity():g} g/kWh, PUE {s.carbon.pue:g}. All tables are in `tables/` "
                    "as CSV and Markdown."))
     if "energy_by_gpu_budget" in t:
@@ -151,7 +154,7 @@ def summary_part(report: PageSource, figs: Figures, model_files: Sequence[Path])
         if len(flagged):
             b.append(("table", flagged, 60))
     if "runs_by_architecture" in t:
-        b += [("h3", "Runs by GPU type, budget and architecture"), ("table", t["runs_by_architecture"], None)]
+        b += [("h3", "Runs by GPU type, budget and architecture"), ("table", t["runs_by_architecture"], 40)]
     if "phases" in t:
         b += [("h3", "Energy by protocol phase"), ("table", t["phases"], None)]
     return b
@@ -174,8 +177,17 @@ def statistics_part(report: PageSource, figs: Figures, model_files: Sequence[Pat
               "ANOVA, Games-Howell pairs, Cliff's delta with its bootstrap interval and the median difference "
               f"(`tables/pairwise_effects.csv`). Shapiro-Wilk needs {s.normality_min_n} runs in a group "
               "(analysis.normality_min_n); smaller groups are \"not assessable\".")]
+    shown = None
+    if "architecture_ranking" in t:
+        ranking = t["architecture_ranking"]
+        shown = set(ranking.loc[ranking["shown"], "arch_hash"])
     if "energy_per_image" in t:
-        b.append(("table", t["energy_per_image"], None))
+        b.append(("table", _only_shown(t["energy_per_image"], shown), 40))
+    if shown is not None:
+        b += [("h3", "Architectures ranked by median energy per image (the top and bottom shown)"),
+              ("p", f"{len(ranking)} architectures; the page shows the {len(shown)} at both ends of the ranking, "
+                    "every architecture is in `tables/architecture_ranking.csv` and the other tables' CSV files."),
+              ("table", ranking[ranking["shown"]], None)]
     for factor in s.factors:
         name = factor_name(factor)
         b.append(("h3", f"By {name}"))
@@ -193,8 +205,21 @@ def statistics_part(report: PageSource, figs: Figures, model_files: Sequence[Pat
                         ("spearman", "Spearman correlations"),
                         ("seed_spread", "Within-architecture variability over seeds")):
         if name in t:
-            b += [("h3", title), ("table", t[name], 40)]
+            b += [("h3", title), ("table", _only_shown(t[name], shown), 40)]
     return b + _notes(report, "statistics")
+
+
+def _only_shown(df: pd.DataFrame, shown: set[Any] | None) -> pd.DataFrame:
+    """The rows of ``df`` about the architectures the page shows (all rows when ``shown`` is None):
+    rows with an arch_hash column, or of factor arch_hash with a level / group column."""
+    if shown is None:
+        return df
+    if "arch_hash" in df.columns:
+        return df[df["arch_hash"].isin(shown)]
+    for col in ("level", "group"):
+        if "factor" in df.columns and col in df.columns:
+            return df[(df["factor"] != "arch_hash") | df[col].isin(shown)]
+    return df
 
 
 def surrogate_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
@@ -224,8 +249,9 @@ def estimators_part(report: PageSource, figs: Figures, model_files: Sequence[Pat
     b: list[Block] = [
         ("h2", "Energy estimators (online, offline, Green Algorithms, ML CO2 Impact)"),
         ("p", "Each estimator predicts the energy of the same held-out runs; RMSE and MAE in kJ, R2 against the "
-              "measured energy (003 found the Green Algorithms and ML CO2 Impact formulas 20-30 times worse in "
-              "RMSE than the online estimators).")]
+              "measured energy of this campaign's runs" + (" (simulated power: the scores rank the estimators on "
+                                                          "generated numbers, not on a measurement)"
+                                                          if report.simulated else "") + ".")]
     if "estimators" in report.tables:
         b.append(("table", report.tables["estimators"], None))
     return b + _figs(figs, "estimators") + _notes(report, "estimators")
@@ -256,12 +282,54 @@ def carbon_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) 
     if "carbon" in t:
         b.append(("table", t["carbon"], None))
     if "life_cycle" in t:
+        defaults = life_cycle_defaults(c)
         b += [("h3", "Life cycle of the chosen architecture (004: E_life = CT + T + I x e)"),
               ("p", f"CT: every training of the campaign (the search); T: the chosen architecture's mean training "
                     f"energy; I: energy per inference from T = E x D x I x theta with theta = 1 / (1 - "
                     f"{c.overhead_share:g}); e = {c.inference_calls:g} inferences."),
               ("table", t["life_cycle"], None)]
+        if defaults:
+            b.append(("note", "**The shares rest on defaults.** CT and T are this campaign's energies, but "
+                              f"{' and '.join(defaults)} are default values, not inputs of this campaign: the "
+                              "inference energy and the search / training / inference shares follow from those "
+                              "defaults (column `inputs`). Set analysis.carbon.inference_calls and "
+                              "analysis.carbon.overhead_share to the deployment's own figures."))
     return b + _notes(report, "carbon")
+
+
+def life_cycle_defaults(c: Any) -> list[str]:
+    """The life-cycle inputs that are at their default value (``analysis.carbon.*``), as text."""
+    from analysis.settings import CarbonSettings
+
+    d = CarbonSettings()
+    out = []
+    if c.inference_calls == d.inference_calls:
+        out.append(f"the inference count (analysis.carbon.inference_calls={c.inference_calls:g})")
+    if c.overhead_share == d.overhead_share:
+        out.append(f"the training overhead share (analysis.carbon.overhead_share={c.overhead_share:g}, 004's "
+                   "figure)")
+    return out
+
+
+#: What the source studies report, quoted apart from this campaign's results (never beside them).
+STUDY_QUOTES: tuple[tuple[str, str], ...] = (
+    ("003 (architecture and training-environment energy study)",
+     "the online epoch-energy estimator had the lowest RMSE on its test set (7.23 kJ); the Green Algorithms "
+     "and ML CO2 Impact formulas were 20-30 times worse in RMSE than the online estimators"),
+    ("003", "energy per image counts the images processed per epoch, training and validation in whole batches "
+            "(33,952 per epoch for 23,807 training images); power is stable after epoch 10 (ten unstable "
+            "epochs), window of 5 epochs"),
+    ("EC-NAS (000)", "the energy surrogate reached a Pearson correlation of 0.9977 on its test split"),
+    ("004 (life-cycle carbon model)", "training overhead (backpropagation) near 80 % of the training energy"),
+)
+
+
+def studies_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
+    return [("h2", "What the source studies report"),
+            ("p", "Quoted from the studies this analysis follows, for orientation only: their numbers come from "
+                  "other hardware, models, data and protocols, and are not results of this campaign nor "
+                  "comparable with its figures above."),
+            ("list", [f"{who}: {what}." for who, what in STUDY_QUOTES])]
 
 
 def traces_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
@@ -282,7 +350,7 @@ def timings_part(report: PageSource, figs: Figures, model_files: Sequence[Path])
 
 #: The page's parts in order: one per section (analysis.report.parts.SECTIONS), then the timings.
 PARTS: tuple[Part, ...] = (design_part, summary_part, statistics_part, surrogate_part, estimators_part, pareto_part,
-                           carbon_part, traces_part, runs_part, timings_part)
+                           carbon_part, traces_part, runs_part, studies_part, timings_part)
 
 
 def _plus_minus(values: pd.Series, errs: pd.Series) -> list[str]:

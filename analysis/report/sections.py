@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -46,7 +46,7 @@ from analysis.figures import (
 from analysis.pareto import aggregate_architectures, hypervolume_table, pareto_by_budget, pareto_table
 from analysis.report.model import Report
 from analysis.report.parts import FigureSpec, factor_figure, factor_name, slug
-from analysis.settings import AnalysisError, EnergyTarget, PowerKind
+from analysis.settings import AnalysisError, CarbonSettings, EnergyTarget, PowerKind
 from analysis.stats import (
     DEFAULT_SPEARMAN_PAIRS,
     dunn_test,
@@ -85,7 +85,8 @@ ESTIMATOR_NAMES = {
 # Preparation
 
 
-def prepare_runs(runs: pd.DataFrame, energy: EnergyTarget | str = EnergyTarget.total) -> pd.DataFrame:
+def prepare_runs(runs: pd.DataFrame, energy: EnergyTarget | str = EnergyTarget.total,
+                 images: str = "training", batch_size: int = 256, valid_images: int = 10_000) -> pd.DataFrame:
     """Finished runs with the derived columns the sections use: the energy accounting of
     ``analysis.energy.with_energy_columns`` (``energy_j`` becomes the ``energy`` target, the total
     and the energy above idle kept beside it), energy_per_image_j of the target, mean_power_w and
@@ -100,7 +101,7 @@ def prepare_runs(runs: pd.DataFrame, energy: EnergyTarget | str = EnergyTarget.t
     df["power_source"] = df["power_source"].fillna("unknown").astype(str)
     for col in ("energy_j", "duration_s"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
-    df = with_energy_columns(df, energy)
+    df = with_energy_columns(df, energy, images, batch_size, valid_images)
     if "mean_power_w" not in df.columns:
         df["mean_power_w"] = df[TOTAL] / df["duration_s"].where(df["duration_s"] > 0)
     df["energy_kwh"] = df[TOTAL] / J_PER_KWH
@@ -255,17 +256,20 @@ def statistics(report: Report) -> None:
         report.note("statistics", "energy per training image is undefined: the runs record no train_images")
     balanced = is_balanced(df, present_factors(df, s.factors))
     opts: dict[str, Any] = {"min_n": s.min_group_size, "p_adjust": s.p_adjust.value, "alpha": s.alpha,
-                            "n_boot": s.bootstrap, "seed": s.seed, "normality_min_n": s.normality_min_n}
+                            "n_boot": s.bootstrap, "seed": s.seed, "normality_min_n": s.normality_min_n,
+                            "max_values": s.bootstrap_max_values}
     per_level, tests, normality, pairs, effects = [], [], [], [], []
+    many = many_architectures(report)
     for factor in s.factors:
         name = factor_name(factor)
         if factor not in df.columns:
             report.factor_text[factor] = f"not testable: the runs have no column {factor!r}"
             continue
-        for level, grp in df.groupby(factor, sort=True):
-            v = grp[value].dropna()
-            per_level.append({"factor": factor, "level": level, "n": len(v), "median_j": v.median(),
-                              "q1_j": v.quantile(0.25), "q3_j": v.quantile(0.75), "mean_j": v.mean()})
+        g = df.groupby(factor, sort=True)[value]
+        per_level += pd.DataFrame({"n": g.count(), "median_j": g.median(), "q1_j": g.quantile(0.25),
+                                   "q3_j": g.quantile(0.75), "mean_j": g.mean()}).rename_axis("level").reset_index(
+                                  ).assign(factor=factor).to_dict("records")
+        keep = top_bottom_levels(df, factor, value, s.top_architectures) if many and factor == "arch_hash" else None
         levels = df[factor].dropna().unique()
         if len(levels) < 2:
             text = f"not testable: one level ({', '.join(map(str, levels)) or 'none'})"
@@ -273,34 +277,67 @@ def statistics(report: Report) -> None:
             tests.append({"factor": factor, "stratum": POOLED, "test": "kruskal", "k": len(levels),
                           "n": int(df[value].notna().sum()), "note": text})
         else:
-            within = [(label, sub) for label, sub in strata(df, factor, s.factors) if label != POOLED]
-            if balanced or not within:
-                within.insert(0, (POOLED, df))
+            if many and factor != "arch_hash":
+                within = blocked_strata(df, factor, value, s.factors)
+                report.note("statistics", f"{factor_name(factor).capitalize()}: with {df['arch_hash'].nunique()} "
+                            "architectures, tested within each combination of the other factors except the "
+                            "architecture, on one value per architecture (its median over seeds) and only "
+                            f"architectures measured at every {factor_name(factor)} of the stratum (complete "
+                            "blocks: no architecture effect can look like a "
+                            f"{factor_name(factor)} effect); n counts architectures.")
+            else:
+                within = [(label, sub) for label, sub in strata(df, factor, s.factors) if label != POOLED]
+                if balanced or not within:
+                    within.insert(0, (POOLED, df))
             texts = []
+            kw_rows = []
             for label, sub in within:
-                res = factor_tests(sub, value, factor, label, **opts)
+                res = factor_tests(sub, value, factor, label, keep_levels=keep, **opts)
                 tests += res.rows
+                kw_rows.append(res.rows[0])
                 pairs.append(res.dunn)
                 effects.append(res.effects)
                 normality.append(res.normality)
                 texts.append(_stratum_text(res.rows[0], label))
-            if balanced:
+            if balanced and keep is None:
                 dunn = dunn_test(df, value, factor, s.p_adjust.value, s.alpha, s.min_group_size)
                 if not dunn.pairs.empty:
                     report.dunn[factor] = dunn.pvalues
             tested = [t for t in texts if t.startswith("Kruskal-Wallis H")]
-            report.factor_text[factor] = "; ".join(tested + [t for t in texts if t not in tested]) + (
-                f" ({len(tested)} of {len(texts)} test(s) possible; within strata of the other design factors"
-                + (", plus the pooled test of the balanced design)" if balanced else ")"))
+            scope = ("within strata of the other design factors"
+                     + (", plus the pooled test of the balanced design" if balanced else ""))
+            if len(texts) > MAX_STRATA_TEXTS:
+                report.factor_text[factor] = _strata_summary(kw_rows, s.alpha) + f" ({scope}; every row in " \
+                                                                                  "tables/group_tests.csv)"
+            else:
+                report.factor_text[factor] = "; ".join(tested + [t for t in texts if t not in tested]) + (
+                    f" ({len(tested)} of {len(texts)} test(s) possible; {scope})")
+        shown_runs = report.runs
+        caption_extra = ""
+        if keep is not None:
+            shown_runs = report.runs[report.runs[factor].isin(keep)]
+            caption_extra = (f" Only the {s.top_architectures} architectures of lowest and the {s.top_architectures} "
+                             f"of highest median energy per image of {df[factor].nunique()} (analysis.many_architectures="
+                             f"{s.many_architectures}); every architecture is in tables/energy_per_image.csv.")
+            report.note("statistics", f"{df[factor].nunique()} architectures (more than analysis.many_architectures="
+                        f"{s.many_architectures}): the box plot and the pairwise rows (Dunn, Games-Howell, Cliff's "
+                        f"delta) cover the {s.top_architectures} architectures of lowest and the "
+                        f"{s.top_architectures} of highest median energy per image only, Dunn's p-values "
+                        "Bonferroni-corrected over every pair of architectures in the stratum, so the selection "
+                        "cannot make a pair significant. The tests across all architectures (Kruskal-Wallis, "
+                        "Welch, Levene) use every architecture; the per-architecture figures are in "
+                        "tables/energy_per_image.csv and tables/architecture_ranking.csv.")
+            report.tables["architecture_ranking"] = _architecture_ranking(df, value, keep)
         report.figures.append(FigureSpec(
             factor_figure(name),
             f"{target_name(report).capitalize()} per training image by {name}; error bars: stated uncertainty. "
-            f"{report.factor_text[factor]}",
-            partial(factor_boxplot, report.runs, factor, test_text=report.factor_text[factor][:300],
+            f"{report.factor_text[factor]}{caption_extra}",
+            partial(factor_boxplot, shown_runs, factor, test_text=report.factor_text[factor][:300],
                     label=report.source_label, value_label=f"{target_name(report)} per training image (J)",
                     err="energy_per_image_uncertainty_j"),
             "statistics"))
-    report.tables["energy_per_image"] = pd.DataFrame(per_level)
+    report.tables["energy_per_image"] = pd.DataFrame(per_level).reindex(
+        columns=["factor", "level", "n", "median_j", "q1_j", "q3_j", "mean_j"])
     report.tables["group_tests"] = pd.DataFrame(tests).reindex(columns=TEST_COLUMNS)
     if normality:
         report.tables["shapiro_wilk"] = pd.concat(normality, ignore_index=True)
@@ -312,6 +349,65 @@ def statistics(report: Report) -> None:
     if effects:
         report.tables["pairwise_effects"] = pd.concat(effects, ignore_index=True)
     _correlations(report, value)
+
+
+#: A factor tested in more strata than this is summarised on the page (counts, eta squared range).
+MAX_STRATA_TEXTS = 8
+
+
+def many_architectures(report: Report) -> bool:
+    """More architectures than ``analysis.many_architectures``: the page shows the top and bottom ones."""
+    df = report.runs
+    return "arch_hash" in df.columns and int(df["arch_hash"].nunique()) > report.settings.many_architectures
+
+
+def blocked_strata(df: pd.DataFrame, factor: str, value: str, factors: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
+    """Strata of ``factor`` over the other factors except the architecture, each holding one row per
+    (architecture, level): the median of ``value`` over its seeds, for the architectures measured at
+    every level of ``factor`` in that stratum (complete blocks)."""
+    others = [f for f in present_factors(df, factors) if f not in (factor, "arch_hash")]
+    keys = [*others, factor, "arch_hash"]
+    med = df.groupby(keys, sort=True)[value].median().dropna().reset_index()
+    out = []
+    groups = med.groupby(others, sort=True) if others else [((), med)]
+    for key, sub in groups:
+        levels = sub[factor].nunique()
+        complete = sub.groupby("arch_hash")[factor].transform("nunique") == levels
+        keys_ = key if isinstance(key, tuple) else (key,)
+        label = ", ".join(f"{f}={v}" for f, v in zip(others, keys_, strict=True)) or POOLED
+        out.append((f"{label} (architecture medians)", sub[complete].reset_index(drop=True)))
+    return out
+
+
+def top_bottom_levels(df: pd.DataFrame, factor: str, value: str, k: int) -> list[Any]:
+    """The ``k`` levels of ``factor`` with the lowest and the ``k`` with the highest median ``value``."""
+    med = df.groupby(factor, sort=True)[value].median().dropna().sort_values(kind="mergesort")
+    if len(med) <= 2 * k:
+        return list(med.index)
+    return list(med.index[:k]) + list(med.index[-k:])
+
+
+def _architecture_ranking(df: pd.DataFrame, value: str, shown: Sequence[Any]) -> pd.DataFrame:
+    """Every architecture by median ``value`` (rank 1: lowest), its runs and whether the page shows it."""
+    g = df.groupby("arch_hash", sort=True)[value]
+    out = pd.DataFrame({"runs": g.count(), "median_j": g.median(), "min_j": g.min(), "max_j": g.max()})
+    out = out.sort_values("median_j", kind="mergesort").reset_index()
+    out.insert(0, "rank", range(1, len(out) + 1))
+    out["shown"] = out["arch_hash"].isin(set(shown))
+    return out
+
+
+def _strata_summary(kw_rows: Sequence[Mapping[str, Any]], alpha: float) -> str:
+    """Kruskal-Wallis over many strata in one sentence: how many were testable and significant, and
+    the range of eta squared."""
+    stats_ = [r for r in kw_rows if np.isfinite(r.get("statistic", math.nan))]
+    if not stats_:
+        return f"Kruskal-Wallis not testable in any of {len(kw_rows)} strata"
+    sig = sum(1 for r in stats_ if r["p_value"] < alpha)
+    eta = np.array([r["eta_squared"] for r in stats_], dtype=np.float64)
+    return (f"Kruskal-Wallis in {len(kw_rows)} strata: {len(stats_)} testable, {sig} with p < {alpha:g} "
+            f"(unadjusted across strata); eta squared median {np.nanmedian(eta):.3g} "
+            f"(range {np.nanmin(eta):.3g} to {np.nanmax(eta):.3g})")
 
 
 def _stratum_text(kw: Mapping[str, Any], label: str) -> str:
@@ -370,7 +466,7 @@ def _fmt_p(p: float) -> str:
 def surrogate(report: Report) -> None:
     """EC-NAS's surrogate per GPU type: metrics on held-out architectures, learning curve, predictions."""
     df, s = report.runs, report.settings.surrogate
-    metric_cols = ["gpu_type", "n_architectures", "n_runs", "n_train", "n_val", "n_test", "pearson", "kendall_tau",
+    metric_cols = ["gpu_type", "n_architectures", "n_runs", "n_fit", "n_train", "n_val", "n_test", "pearson", "kendall_tau",
                    "mae_wh", "best_epoch", "train_s", "note"]
     missing = [c for c in ("matrix", "ops", "params") if c not in df.columns]
     if missing:
@@ -383,14 +479,21 @@ def surrogate(report: Report) -> None:
     usable = df[np.isfinite(df["energy_j"])]
     for gpu, sub in usable.groupby("gpu_type", sort=True):
         sub = sub.reset_index(drop=True)
-        n_arch = int(sub["arch_hash"].nunique())
+        fit_sub = sample_architectures(sub, s.max_runs, s.seed)
+        if len(fit_sub) < len(sub):
+            report.note("surrogate", f"{gpu}: fitted on {len(fit_sub)} of {len(sub)} runs ("
+                        f"{fit_sub['arch_hash'].nunique()} of {sub['arch_hash'].nunique()} architectures, a seeded "
+                        f"sample of whole architectures: analysis.surrogate.max_runs={s.max_runs}); the predictions "
+                        "cover every architecture")
+        n_arch = int(fit_sub["arch_hash"].nunique())
         enough = n_arch >= s.min_architectures
         # the settings are the recipe; too few architectures: fit on every run, no held-out split
         config = s if enough else dataclasses.replace(s, split=(1.0, 0.0, 0.0))
         # the surrogate's inputs, once: the fit, its learning curve and fit.test_index all index sub
-        inputs = (list(sub["matrix"]), list(sub["ops"]), sub["params"].to_numpy(dtype=np.float64),
-                  sub["epochs"].to_numpy(dtype=np.float64), sub["energy_j"].to_numpy(dtype=np.float64) / J_PER_WH)
-        groups = sub["arch_hash"].astype(str).to_numpy()
+        inputs = (list(fit_sub["matrix"]), list(fit_sub["ops"]), fit_sub["params"].to_numpy(dtype=np.float64),
+                  fit_sub["epochs"].to_numpy(dtype=np.float64),
+                  fit_sub["energy_j"].to_numpy(dtype=np.float64) / J_PER_WH)
+        groups = fit_sub["arch_hash"].astype(str).to_numpy()
         fit = fit_surrogate(*inputs, config, groups=groups)
         fit.model.metadata.update({"gpu_type": str(gpu), "power_sources": sorted(sub["power_source"].unique()),
                                    "held_out_test": enough, "campaign": report.title,
@@ -400,7 +503,8 @@ def surrogate(report: Report) -> None:
         why = (f"n/a (only {n_arch} architecture(s) on {gpu}; a held-out test split by architecture needs "
                f"at least {s.min_architectures} (analysis.surrogate.min_architectures): fit on all runs, "
                "no test metrics)")
-        row = {"gpu_type": gpu, "n_architectures": n_arch, "n_runs": len(sub), "n_train": len(fit.train_index),
+        row = {"gpu_type": gpu, "n_architectures": int(sub["arch_hash"].nunique()), "n_runs": len(sub),
+               "n_fit": len(fit_sub), "n_train": len(fit.train_index),
                "n_val": len(fit.val_index), "n_test": len(fit.test_index), "pearson": m.pearson,
                "kendall_tau": m.kendall_tau, "mae_wh": m.mae_wh, "best_epoch": fit.best_epoch,
                "train_s": fit.train_seconds, "note": "" if enough else why}
@@ -408,16 +512,16 @@ def surrogate(report: Report) -> None:
             row["note"] = "Pearson and Kendall undefined: the test split's energies (or predictions) are constant"
         rows.append(row)
         if enough:
-            budgets = sub["epochs"].to_numpy()[fit.test_index]
+            budgets = fit_sub["epochs"].to_numpy()[fit.test_index]
             text = (f"Pearson r = {m.pearson:.4f}\nKendall tau = {m.kendall_tau:.4f}\nMAE = {m.mae_wh:.3g} Wh\n"
-                    f"n = {m.n} test runs, {len(set(sub['arch_hash'].to_numpy()[fit.test_index]))} architectures")
+                    f"n = {m.n} test runs, {len(set(fit_sub['arch_hash'].to_numpy()[fit.test_index]))} architectures")
             report.figures.append(FigureSpec(
                 f"surrogate_scatter_{slug(gpu)}.png",
                 f"Surrogate on {gpu}: predicted vs measured {target_name(report)} of the held-out test runs; "
                 "error bars: stated uncertainty",
                 partial(surrogate_scatter, fit.test_measured_wh, fit.test_predicted_wh, budgets, metrics_text=text,
                         title=f"Energy surrogate on {gpu}: test split", label=label,
-                        measured_err_wh=sub["energy_uncertainty_j"].to_numpy(dtype=np.float64)[fit.test_index]
+                        measured_err_wh=fit_sub["energy_uncertainty_j"].to_numpy(dtype=np.float64)[fit.test_index]
                         / J_PER_WH, energy_label=target_name(report)),
                 "surrogate"))
             sizes = sorted({max(2, round(f * len(fit.train_index))) for f in s.learning_curve_sizes})
@@ -459,6 +563,19 @@ def surrogate(report: Report) -> None:
                         "Every prediction is for a measured architecture.")
 
 
+def sample_architectures(runs: pd.DataFrame, max_runs: int, seed: int) -> pd.DataFrame:
+    """``runs`` itself when it holds at most ``max_runs`` rows, else the runs of a seeded random
+    sample of whole architectures (in a random order, added while they fit) holding at most
+    ``max_runs`` runs: a held-out split by architecture stays possible."""
+    if len(runs) <= max_runs:
+        return runs
+    sizes = runs.groupby("arch_hash", sort=True).size()
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    total = np.cumsum(sizes.to_numpy()[order])
+    chosen = set(sizes.index[order[total <= max_runs]])
+    return runs[runs["arch_hash"].isin(chosen)].reset_index(drop=True)
+
+
 def estimators(report: Report, gpu_specs: Mapping[str, Mapping[str, Any] | GpuSpec] | None) -> None:
     """The six energy estimators scored on the same held-out runs; the epoch-energy figure."""
     df, s = report.runs, report.settings
@@ -468,7 +585,8 @@ def estimators(report: Report, gpu_specs: Mapping[str, Mapping[str, Any] | GpuSp
             "epoch_energy.png", f"{target_name(report).capitalize()} of every epoch of every run, by epoch budget "
                                 "(error bars: stated uncertainty, where recorded)",
             partial(epoch_energy_figure, report.epochs, report.runs, label=report.source_label,
-                    stable_epoch=s.stable_epoch, window=s.window, energy_label=target_name(report)), "estimators"))
+                    stable_epoch=s.window_start(), window=s.window, energy_label=target_name(report)),
+            "estimators"))
     else:
         report.note("estimators", "no epoch rows: the online estimators have nothing to read")
     if gpu_specs is None:
@@ -491,27 +609,43 @@ def estimators(report: Report, gpu_specs: Mapping[str, Mapping[str, Any] | GpuSp
     missing = [c for c in ("flops", "train_images") if c not in df.columns]
     if missing:
         raise AnalysisError(f"runs lack {missing}, needed by the offline estimator")
-    online = OnlineConfig(stable_epoch=s.stable_epoch, window=s.window, cv_threshold=s.cv_threshold)
+    start = s.window_start()
+    online = OnlineConfig(stable_epoch=start, window=s.window, cv_threshold=s.cv_threshold)
     # the split made, and the one described: by run where the runs lack the split_by column
     group_by = s.split_by.value if s.split_by is not None and s.split_by in df.columns else None
-    comp = compare_estimators(df, report.epochs, specs, online=online, green=s.green_algorithms,
-                              test_fraction=s.test_fraction, seed=s.seed, group_by=group_by)
+    try:
+        comp = compare_estimators(df, report.epochs, specs, online=online, green=s.green_algorithms,
+                                  test_fraction=s.test_fraction, seed=s.seed, group_by=group_by,
+                                  test_run_ids=s.test_run_ids, offline_max_runs=s.offline_max_runs,
+                                  per_run_hardware=s.per_run_hardware)
+    except ValueError as err:
+        raise AnalysisError(f"analysis.test_run_ids: {err}") from None
     table = comp.table.copy()
     table.insert(1, "method", table["estimator"].map(ESTIMATOR_NAMES))
-    window_note = (f"stable window from epoch {s.stable_epoch}" if s.stable_epoch else
+    window_note = (f"stable window from epoch {start} (analysis.stable_epoch={s.stable_epoch}, "
+                   f"{s.stable_epoch_base}-based)" if start is not None else
                    f"stable epoch detected per run (CV <= {s.cv_threshold:g})") + f", {s.window} epochs"
     for name in ("online_power", "online_epoch_energy"):
         i = table.index[table["estimator"] == name]
         table.loc[i, "note"] = [f"{n}; {window_note}".lstrip("; ") for n in table.loc[i, "note"]]
     budgets = sorted(df["epochs"].unique())
-    if max(budgets) < (s.stable_epoch or 1) + s.window - 1:
+    if max(budgets) < (start or 1) + s.window - 1:
         report.note("estimators", f"every run is shorter ({max(budgets)} epochs at most) than the online estimators' "
                                   f"window ({window_note}): their rows rest on no run")
     report.tables["estimators"] = table.reindex(columns=cols)
     report.tables["estimator_predictions"] = comp.predictions
-    report.note("estimators", f"held-out runs: {len(comp.test_run_ids)} of {len(comp.train_run_ids) + len(comp.test_run_ids)}"
-                              f" (test fraction {s.test_fraction:g}, seed {s.seed}"
-                              + (f", whole {group_by} groups on one side" if group_by else "") + ")")
+    held = len(comp.test_run_ids)
+    if s.test_run_ids is not None:
+        how = "the run ids given in analysis.test_run_ids"
+    else:
+        how = f"test fraction {s.test_fraction:g}, seed {s.seed}" + (
+            f", whole {group_by} groups on one side" if group_by else "")
+    report.note("estimators", f"held-out runs: {held} of {len(comp.train_run_ids) + held} ({how})")
+    if len(comp.train_run_ids) > s.offline_max_runs:
+        report.note("estimators", f"offline estimators: exact kernel ridge (RBF) fitted on a seeded random sample of "
+                                  f"{s.offline_max_runs} of the {len(comp.train_run_ids)} training runs "
+                                  "(analysis.offline_max_runs): its memory grows with the square and its time with "
+                                  "the cube of the runs; they are scored on every held-out run")
 
 
 def pareto(report: Report) -> None:
@@ -598,7 +732,11 @@ def carbon(report: Report) -> None:
                      "search_kwh": lc.search_kwh, "training_kwh": lc.training_kwh,
                      "inference_kwh_per_call": per_call, "inference_calls": c.inference_calls,
                      "inference_kwh": lc.inference_kwh, "total_kwh": lc.total_kwh, "co2eq_g": lc.co2eq_g,
-                     **{f"{k}_share": v for k, v in lc.shares().items()}})
+                     **{f"{k}_share": v for k, v in lc.shares().items()},
+                     "inputs": "measured: search and training energy; " + (
+                         ", ".join(f"{k}={getattr(c, k):g}" + (" (default)" if getattr(c, k) == getattr(
+                             CarbonSettings(), k) else " (configured)") for k in ("inference_calls",
+                                                                                  "overhead_share")))})
     if rows:
         report.tables["life_cycle"] = pd.DataFrame(rows)
 
