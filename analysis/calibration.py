@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pandas as pd
 from sqlalchemy import Engine
 
 from db.budget import estimates, first_estimate, run_costs
@@ -63,6 +64,23 @@ def overall_inside(rows: list[CalibrationRow]) -> float | None:
     if not runs:
         return None
     return sum((r.inside or 0.0) * r.runs for r in rows) / runs
+
+
+def frame(rows: list[CalibrationRow]) -> pd.DataFrame:
+    """The calibration table as a DataFrame (one row per GPU type x epoch budget)."""
+    return pd.DataFrame([dataclasses.asdict(r) for r in rows])
+
+
+def summary(rows: list[CalibrationRow]) -> str:
+    """One sentence: the share of done runs inside their interval, or why there is nothing to say."""
+    if not rows:
+        return ("No pre-launch estimate was recorded for this campaign (it was launched before estimates were "
+                "kept), so there is nothing to calibrate.")
+    share = overall_inside(rows)
+    if share is None:
+        return "No run is done yet: nothing to compare the pre-launch estimate with."
+    return (f"{100 * share:.0f} % of the done runs lie inside their pre-launch interval (a 95 % prediction interval "
+            "should hold about 95 %; a rough bound from the TDP holds nearly all and says little).")
 
 
 def markdown(rows: list[CalibrationRow]) -> list[str]:

@@ -134,8 +134,21 @@ def write_report(
     }
     report = analyze(runs, data.epochs, gpu_specs=gpu_specs, settings=settings, traces=data.traces,
                      phases=data.phases, title=info.name, meta=meta)
+    t1 = time.perf_counter()
+    calibrate(report, reader, info)
+    report.timings_s["calibration"] = time.perf_counter() - t1
     report.timings_s["reading the store"] = time.perf_counter() - t0 - sum(report.timings_s.values())
     files = report.write(out)
     files.seconds = time.perf_counter() - t0
     log.info("report %s written in %.1f s", files.page, time.perf_counter() - t0)
     return files
+
+
+def calibrate(report: Report, reader: CampaignReader, info: CampaignInfo) -> None:
+    """The calibration section: the campaign's pre-launch estimate against its done runs."""
+    from analysis.calibration import calibration, frame, summary
+
+    rows = calibration(reader.engine, info.id)
+    if rows:
+        report.tables["calibration"] = frame(rows)
+    report.note("calibration", summary(rows))

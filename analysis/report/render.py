@@ -349,8 +349,23 @@ def timings_part(report: PageSource, figs: Figures, model_files: Sequence[Path])
 
 
 #: The page's parts in order: one per section (analysis.report.parts.SECTIONS), then the timings.
+def calibration_part(report: PageSource, figs: Figures, model_files: Sequence[Path]) -> list[Block]:
+    """The pre-launch estimate against what was measured (``analysis.calibration``; only where the
+    report was made from a database)."""
+    if "calibration" not in report.tables and not report.notes.get("calibration"):
+        return []
+    b: list[Block] = [("h2", "Calibration of the pre-launch estimate"),
+                      ("p", "Per GPU type and epoch budget, the estimate recorded before the launch (per trial, in kWh, "
+                            "and the source it came from) beside the done runs' measured cost per trial (every phase "
+                            "but the worker's warm-up, as the estimate counts them): how far to trust the next "
+                            "estimate.")]
+    if "calibration" in report.tables:
+        b.append(("table", report.tables["calibration"], None))
+    return b + _notes(report, "calibration")
+
+
 PARTS: tuple[Part, ...] = (design_part, summary_part, statistics_part, surrogate_part, estimators_part, pareto_part,
-                           carbon_part, traces_part, runs_part, studies_part, timings_part)
+                           carbon_part, calibration_part, traces_part, runs_part, studies_part, timings_part)
 
 
 def _plus_minus(values: pd.Series, errs: pd.Series) -> list[str]:

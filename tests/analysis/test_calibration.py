@@ -21,7 +21,6 @@ def test_calibration_of_a_recorded_estimate(tmp_path: Path) -> None:
     cfg = compose(["+sweep=smoke", f"root={tmp_path}", f"db.url={url}"])
     fill_smoke(url, cfg, name="cal")
     engine = make_engine(url)
-    budget.Base.metadata.create_all(engine, tables=[budget.CampaignBudget.__table__, budget.EstimateGroup.__table__])
     cid = CampaignReader(engine).campaign("cal").id
     assert markdown(calibration(engine, cid))[0].startswith("No pre-launch estimate")
     # per trial at 1 epoch: 15 J of idle and cool-down + E = 100 + 10 seed + arch term (0..9) J

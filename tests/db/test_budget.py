@@ -24,8 +24,6 @@ KWH = 3.6e6
 def _store(tmp_path: Path) -> tuple[ResultStore, int]:
     cfg = compose(["+sweep=smoke", f"root={tmp_path}"])
     store = ResultStore(make_engine(f"sqlite:///{tmp_path / 'c.db'}"))
-    budget.Base.metadata.create_all(store.engine, tables=[budget.CampaignBudget.__table__,
-                                                          budget.EstimateGroup.__table__])
     cid, _ = plan_campaign(store, cfg, "b")
     return store, cid
 
