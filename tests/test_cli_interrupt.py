@@ -97,3 +97,36 @@ def test_plan_interrupted_says_nothing_about_resume(monkeypatch: pytest.MonkeyPa
     assert cli.main(["plan", "+sweep=smoke"]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "campaign: interrupted by SIGINT"
+
+
+@pytest.mark.slow
+def test_a_layer_campaign_interrupted_then_resumed_measures_each_configuration_once(tmp_path: Path) -> None:
+    """The layer workload goes through the same launch, interrupt and resume path as training."""
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    where = [f"root={tmp_path}", f"db.url={url}"]
+    small = ["+sweep=layers_smoke", "layers.batch_sizes=[2]", "layers.models=[]", "protocol.warmup_s=0",
+             "protocol.idle_s=3", "protocol.cooldown_s=0", "protocol.heartbeat_s=1"]
+    proc = _start("launch", *small, "name=lay", *where)
+    try:
+        wait_until("a running attempt",
+                   lambda: proc.poll() is not None or rows_when_ready(url, "select id from run where status = 'running'"),
+                   timeout_s=180, poll_s=0.1)
+        assert proc.poll() is None, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130 and "campaign resume lay" in err, err
+    assert rows(url, "select count(*) from run where status = 'cancelled'") == [(1,)]
+    resumed = _campaign("resume", "lay", *where)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert rows(url, "select state, count(*) from trial group by state") == [("done", 6)]
+    per_trial = rows(url, "select count(*) from run r where r.status = 'done' group by r.trial_id")
+    assert {n for (n,) in per_trial} == {1} and len(per_trial) == 6
+    # one layer row per done run (each trial is one layer spec), none from the cancelled attempt
+    assert rows(url, "select count(*) from layer_measurement m join run r on r.id = m.run_id "
+                     "where r.status = 'done'") == [(6,)]
+    assert rows(url, "select count(*) from layer_measurement m join run r on r.id = m.run_id "
+                     "where r.status != 'done'") == [(0,)]
