@@ -68,6 +68,9 @@ _INTS = ("params", "flops", "num_vertices", "num_edges", "energy_n")
 #: Query results a Benchmark keeps for repeated queries of the same row.
 KEPT_ROWS = 50_000
 _TEXT = ("energy_source", "time_source", "accuracy_source", "power_kind")
+# NUMERIC split by type, in the order ``Benchmark.query_hash`` reads a row's two runs.
+_ROW_INTS = ("params", "flops", "num_vertices", "num_edges", "energy_n")
+_ROW_FLOATS = ("energy_wh", "energy_wh_std", "training_time_s", "valid_accuracy", "test_accuracy")
 
 
 class UnknownCell(CampaignError, LookupError):
@@ -516,8 +519,13 @@ class Benchmark:
             combo = combo * len(values) + c
         rec["_text"] = combo
         self._texts = [dict(zip(_TEXT, values, strict=True)) for values in itertools.product(*names)]
-        self._rec = rec
-        self._kept: dict[int, Mapping[str, Any]] = {}
+        # A row's values as two flat runs (integers with the text code last, floats), read by a
+        # query as one slice each: no numpy scalar per query, so first-time queries stay fast.
+        ints = np.column_stack([rec[k] for k in _ROW_INTS] + [rec["_text"]]).astype(np.int64)
+        floats = np.column_stack([rec[k] for k in _ROW_FLOATS]).astype(np.float64)
+        self._ints = np.ascontiguousarray(ints).ravel().data
+        self._floats = np.ascontiguousarray(floats).ravel().data
+        self._kept: dict[int, dict[str, Any]] = {}
         self._bits = col["matrix_bits"].to_numpy()[: self.n_cells * nb : nb]
         self._ops = col["ops_code"].to_numpy()[: self.n_cells * nb : nb]
         self._nv = col["num_vertices"].to_numpy()[: self.n_cells * nb : nb]
@@ -574,7 +582,9 @@ class Benchmark:
         energy_n, training_time_s, valid_accuracy, test_accuracy, the sources and power_kind.
 
         A read-only mapping (``dict(...)`` of it for a copy): results are kept (up to ``KEPT_ROWS``,
-        then afresh) and handed out again to repeated queries."""
+        then afresh) as plain dicts, and a repeated query gets a new read-only view of the kept one
+        (kept views would be objects the garbage collector tracks, and its full passes over a large
+        heap would slow first-time queries down to about half)."""
         cell = self._index.get(arch_hash)
         if cell is None:
             raise UnknownCell(f"cell {str(arch_hash)[:40]!r} is not in this benchmark ({self.n_cells:,} cells)")
@@ -587,17 +597,17 @@ class Benchmark:
         row = (g * self.n_cells + cell) * len(self.epochs) + b
         found = self._kept.get(row)
         if found is not None:
-            return found
-        vals = self._rec[row].item()
-        out = dict(zip(NUMERIC, vals, strict=False))  # the last value is the text code
-        out.update(self._texts[vals[-1]])
-        out["arch_hash"] = arch_hash
-        out["epochs"] = epochs
-        out["gpu_type"] = self.gpu_types[g]
+            return MappingProxyType(found)
+        i = self._ints[row * 6 : row * 6 + 6].tolist()
+        f = self._floats[row * 5 : row * 5 + 5].tolist()
+        out = {"params": i[0], "flops": i[1], "num_vertices": i[2], "num_edges": i[3], "energy_wh": f[0],
+               "energy_wh_std": f[1], "energy_n": i[4], "training_time_s": f[2], "valid_accuracy": f[3],
+               "test_accuracy": f[4], **self._texts[i[5]], "arch_hash": arch_hash, "epochs": epochs,
+               "gpu_type": self.gpu_types[g]}
         if len(self._kept) >= KEPT_ROWS:
             self._kept.clear()
-        view = self._kept[row] = MappingProxyType(out)
-        return view
+        self._kept[row] = out  # a dict of plain values: the garbage collector never tracks it
+        return MappingProxyType(out)
 
     # -- cells and sampling
     def cell(self, arch_hash: str) -> tuple[list[list[int]], list[str]]:

@@ -66,20 +66,21 @@ def part_plan_record(folder: Path, db: Path) -> dict[str, Any]:
     from campaign.config import compose
 
     cfg = compose(_overrides(folder, db))
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     from campaign.plan import make_plan, resolve_architectures
     from campaign.session import open_store
 
     plan = make_plan(cfg, resolve_architectures(cfg))
-    planned = time.perf_counter()
+    planned, planned_cpu = time.perf_counter(), time.process_time()
     store = open_store(cfg)
     campaign_id = store.create_campaign(CAMPAIGN, cfg.sweep, str(folder), "benchmark", cfg.to_dict(), plan.archs,
                                         plan.trials)
-    done = time.perf_counter()
+    done, done_cpu = time.perf_counter(), time.process_time()
     store.engine.dispose()
     return {"trials": len(plan.trials), "archs": len(plan.archs), "campaign_id": campaign_id,
             "plan_s": round(planned - began, 3), "record_s": round(done - planned, 3),
-            "plan_record_s": round(done - began, 3), "pending": _pending(plan)}
+            "plan_record_s": round(done - began, 3), "plan_cpu_s": round(planned_cpu - cpu, 3),
+            "record_cpu_s": round(done_cpu - planned_cpu, 3), "pending": _pending(plan)}
 
 
 def _pending(plan: Any) -> dict[str, int]:
@@ -100,8 +101,11 @@ def part_enumerate(folder: Path, db: Path) -> dict[str, Any]:
     began = time.perf_counter()
     cpu = time.process_time()
     archs = resolve_architectures(cfg)
+    from jobs.space import _workers
+
+    # cpu_s is this process's: the hashing runs in `workers` processes of their own when there are 2+ CPUs
     return {"enumerate_all_s": round(time.perf_counter() - began, 3), "enumerate_all_cpu_s": round(time.process_time() - cpu, 3),
-            "enumerate_all_cells": len({a.arch_hash for a in archs})}
+            "enumerate_all_workers": _workers(), "enumerate_all_cells": len({a.arch_hash for a in archs})}
 
 
 def part_resume(folder: Path, db: Path) -> dict[str, Any]:
@@ -133,15 +137,15 @@ def part_resume(folder: Path, db: Path) -> dict[str, Any]:
     from campaign.resume import apply, decide
 
     stale_s = cfg.launcher.stale_after_s
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     now = store.now()
     rows = store.trial_states(info.id)
     actions = apply(store, info.id, decide(rows, now, stale_s), now, stale_s)
     pending = store.pending_counts(info.id)
     workers = workers_needed(pending, {}, MAX_WORKERS, one_each=False)
-    seconds = time.perf_counter() - began
+    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
     store.engine.dispose()
-    return {"resume_decision_s": round(seconds, 3), "resume_trials": len(rows), "resume_to_run": actions.to_run,
+    return {"resume_decision_s": round(seconds, 3), "resume_decision_cpu_s": round(cpu, 3), "resume_trials": len(rows), "resume_to_run": actions.to_run,
             "resume_done": actions.done, "resume_stale": len(actions.mark_stale), "resume_reopened": len(actions.reopen),
             "resume_workers": sum(workers.values())}
 
@@ -267,12 +271,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out["trials"] = plan.get("trials")
         out["plan_record_s"] = plan.get("plan_record_s")
         out["plan_record_peak_mb"] = round(peak, 1) if plan else None
-        notes["plan_record"] = {k: plan.get(k) for k in ("archs", "plan_s", "record_s")} | {"process_s": round(seconds, 2)}
+        notes["plan_record"] = {k: plan.get(k) for k in ("archs", "plan_s", "record_s", "plan_cpu_s", "record_cpu_s")} | {"process_s": round(seconds, 2)}
 
         enum, _, peak = _part("enumerate", folder, db, left())
         out["enumerate_all_s"] = enum.get("enumerate_all_s")
         out["enumerate_all_cells"] = enum.get("enumerate_all_cells")
-        notes["enumerate_all"] = {"cpu_s": enum.get("enumerate_all_cpu_s"), "peak_mb": round(peak, 1)}
+        notes["enumerate_all"] = {"cpu_s_main_process": enum.get("enumerate_all_cpu_s"),
+                                  "hash_workers": enum.get("enumerate_all_workers"), "peak_mb": round(peak, 1)}
 
         pending = plan.get("pending") or {}
         from campaign.launchers.slurm import plan_arrays

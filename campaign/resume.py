@@ -19,6 +19,7 @@ class Actions:
     mark_stale: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (run_id, trial_id)
     reopen: list[int] = dataclasses.field(default_factory=list)  # failed / cancelled trial ids
     submit: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    submit_ids: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # their trial ids, same order
     still_running: list[str] = dataclasses.field(default_factory=list)
     done: int = 0
 
@@ -36,33 +37,51 @@ def decide(trials: Sequence[dict[str, Any]], now: dt.datetime, stale_after_s: fl
     """
     out = Actions()
     cutoff = now - dt.timedelta(seconds=stale_after_s)
+    submit, submit_ids, still_running = out.submit, out.submit_ids, out.still_running
+    done = 0
     for t in trials:
         state, key = t["state"], t["trial_key"]
-        tid = int(t["trial_id"])
         if state == "done":
-            out.done += 1
+            done += 1
             continue
+        tid = int(t["trial_id"])
         if state == "running":
-            alive = t["run_status"] == "running" and t["heartbeat_at"] is not None and t["heartbeat_at"] >= cutoff
-            if alive:
-                out.still_running.append(key)
+            running = t["run_status"] == "running"
+            if running and t["heartbeat_at"] is not None and t["heartbeat_at"] >= cutoff:
+                still_running.append(key)
                 continue
-            if t["run_id"] is not None and t["run_status"] == "running":
+            if running and t["run_id"] is not None:
                 out.mark_stale.append((t["run_id"], tid))
         elif state in ("failed", "cancelled"):
             out.reopen.append(tid)
         elif state != "pending":
             raise ValueError(f"unknown trial state {state!r} for trial {key}")
-        out.submit.setdefault(t["gpu_type"], []).append(key)
+        gpu = t["gpu_type"]
+        keys = submit.get(gpu)
+        if keys is None:
+            keys = submit[gpu] = []
+            submit_ids[gpu] = []
+        keys.append(key)
+        submit_ids[gpu].append(tid)
+    out.done = done
     return out
 
 
 def apply(store: Any, campaign_id: int, actions: Actions, now: dt.datetime, stale_after_s: float) -> Actions:
-    """Carry the actions out (compare-and-set) and return what is actually pending to submit."""
+    """Carry the actions out (compare-and-set) and return what is actually pending to submit: a
+    trial another process claimed (or finished) meanwhile is left out."""
     cutoff = now - dt.timedelta(seconds=stale_after_s)
     for run_id, trial_id in actions.mark_stale:
         store.mark_stale(run_id, trial_id, cutoff)
     store.reopen(actions.reopen)
-    pending = {r["trial_key"] for r in store.trial_states(campaign_id) if r["state"] == "pending"}
-    submit = {g: [k for k in keys if k in pending] for g, keys in actions.submit.items()}
-    return dataclasses.replace(actions, submit={g: ks for g, ks in submit.items() if ks})
+    pending = store.pending_ids(campaign_id)
+    submit: dict[str, list[str]] = {}
+    submit_ids: dict[str, list[int]] = {}
+    for gpu, keys in actions.submit.items():
+        ids = actions.submit_ids.get(gpu)
+        if ids is None or len(ids) != len(keys):
+            raise ValueError(f"resume actions for {gpu}: {len(keys)} trial keys but no matching trial ids")
+        kept = [(k, i) for k, i in zip(keys, ids, strict=True) if i in pending]
+        if kept:
+            submit[gpu], submit_ids[gpu] = [k for k, _ in kept], [i for _, i in kept]
+    return dataclasses.replace(actions, submit=submit, submit_ids=submit_ids)

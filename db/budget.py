@@ -26,68 +26,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
-    DateTime,
     Engine,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
     case,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy.orm import Mapped, mapped_column
 
 from db.intervals import Range, prediction_interval
 from db.records import J_PER_KWH, Phase, RunStatus, TrialState
-from db.schema import Base, Run, RunPhase, Trial
+from db.schema import CampaignBudget, EstimateGroup, Run, RunPhase, Trial
 
 LIMIT_UNITS = {"max_kwh": "kWh", "max_gpu_hours": "GPU-hours", "max_co2_kg": "kg CO2eq"}
-class CampaignBudget(Base):
-    """A campaign's budget: its limits and, once it stopped the campaign, when and why."""
-
-    __tablename__ = "campaign_budget"
-    campaign_id: Mapped[int] = mapped_column(
-        ForeignKey("campaign.id", ondelete="CASCADE"), primary_key=True, comment="campaign the budget limits"
-    )
-    max_kwh: Mapped[float | None] = mapped_column(Float, comment="energy limit, kWh (all phases of all runs)")
-    max_gpu_hours: Mapped[float | None] = mapped_column(Float, comment="GPU-hours limit (all phases of all runs)")
-    max_co2_kg: Mapped[float | None] = mapped_column(Float, comment="CO2eq limit, kg")
-    carbon_intensity_g_per_kwh: Mapped[float] = mapped_column(Float, comment="grid intensity the CO2eq uses, g/kWh")
-    pue: Mapped[float] = mapped_column(Float, comment="power usage effectiveness the CO2eq uses")
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), comment="UTC time the limits were set")
-    stopped_at: Mapped[dt.datetime | None] = mapped_column(
-        DateTime(timezone=True), comment="UTC time the budget stopped the campaign (null: not stopped)"
-    )
-    stopped_reason: Mapped[str | None] = mapped_column(Text, comment="the limit and the figures that stopped it")
-
-
-class EstimateGroup(Base):
-    """The estimate made before a launch or resume, per GPU type x epoch budget, per trial."""
-
-    __tablename__ = "estimate_group"
-    __table_args__ = (Index("ix_estimate_group_campaign", "campaign_id"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="row id")
-    campaign_id: Mapped[int] = mapped_column(
-        ForeignKey("campaign.id", ondelete="CASCADE"), comment="campaign estimated"
-    )
-    made_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), comment="UTC time of the estimate")
-    purpose: Mapped[str] = mapped_column(String(16), comment="launch | resume")
-    gpu_type: Mapped[str] = mapped_column(String(50), comment="GPU type")
-    epochs: Mapped[int] = mapped_column(Integer, comment="epoch budget")
-    trials: Mapped[int] = mapped_column(Integer, comment="trials the estimate covered")
-    source: Mapped[str] = mapped_column(String(100), comment="measured | measured (per-epoch) | surrogate | "
-                                                             "rough bound (TDP) | mixed: ...")
-    energy_kwh_low: Mapped[float] = mapped_column(Float, comment="per trial, all phases but the warm-up, kWh")
-    energy_kwh_high: Mapped[float] = mapped_column(Float, comment="per trial, all phases but the warm-up, kWh")
-    gpu_hours_low: Mapped[float] = mapped_column(Float, comment="per trial, hours")
-    gpu_hours_high: Mapped[float] = mapped_column(Float, comment="per trial, hours")
-
-
 @dataclasses.dataclass(frozen=True)
 class Limits:
     max_kwh: float | None = None

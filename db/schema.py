@@ -8,6 +8,7 @@ Versioned by Alembic (``db/migrations``); a change here needs a new revision the
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -17,17 +18,22 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY, DOUBLE_PRECISION
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from db.records import PHASES, RunStatus, TrialState
+from db.views import view_metadata
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# A packed trace column (db.traces): a BLOB, a constant or NULL on SQLite; double precision[] on PostgreSQL.
+Packed = LargeBinary().with_variant(ARRAY(DOUBLE_PRECISION()), "postgresql")
 
 # The stored strings of the states (db.records defines them; the column comments list them).
 TRIAL_STATES: tuple[str, ...] = tuple(s.value for s in TrialState)
@@ -272,18 +278,65 @@ class RunPhase(Base):
     )
 
 
-class TraceSample(Base):
-    """One meter reading. Many: written through the bulk path in ``db.ingest``.
+class TraceChunk(Base):
+    """Consecutive trace samples of one run and device with one phase and epoch (at most
+    ``db.traces.CHUNK_MAX``), each measured column packed as one value (``db.traces``): exact,
+    NULLs kept. A packed column is, on SQLite, a BLOB (byte-shuffled, zstd-compressed float64 bits
+    or narrow integers), one REAL when every sample has that value, or NULL when none has one; on
+    PostgreSQL a double precision[] array. Written by ``db.ingest``; read through the ``trace_sample`` view (SQL) or unpacked
+    with numpy (``db.read``, ``db.export``)."""
 
-    Indexed by run: a run's samples are written together, so they lie together; a phase is a
-    filter within them, and per-phase figures are pre-aggregated in ``run_phase``."""
+    __tablename__ = "trace_chunk"
+    __table_args__ = (Index("ix_trace_chunk_run", "run_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, comment="chunk id, in write order")
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("run.id", ondelete="CASCADE"), comment="run the samples belong to"
+    )
+    source: Mapped[str] = mapped_column(String(20), comment="nvml | simulated | ... (as the run)")
+    device: Mapped[int] = mapped_column(Integer, comment="device index within the job")
+    phase: Mapped[str] = mapped_column(String(16), comment=PHASE_NAMES)
+    epoch: Mapped[int | None] = mapped_column(Integer, comment="1-based training epoch, NULL outside an epoch")
+    n: Mapped[int] = mapped_column(Integer, comment="samples in the chunk")
+    t_s: Mapped[Any] = mapped_column(Packed, nullable=True, comment="t_s of each sample, packed (db.traces)")
+    power_w: Mapped[Any] = mapped_column(Packed, nullable=True, comment="power_w of each sample, packed (db.traces)")
+    energy_j: Mapped[Any] = mapped_column(Packed, nullable=True, comment="energy_j of each sample, packed (db.traces)")
+    gpu_util: Mapped[Any] = mapped_column(Packed, nullable=True, comment="gpu_util of each sample, packed (db.traces)")
+    mem_util: Mapped[Any] = mapped_column(Packed, nullable=True, comment="mem_util of each sample, packed (db.traces)")
+    mem_used_mb: Mapped[Any] = mapped_column(Packed, nullable=True, comment="mem_used_mb of each sample, packed (db.traces)")
+    temperature_c: Mapped[Any] = mapped_column(Packed, nullable=True, comment="temperature_c of each sample, packed (db.traces)")
+    sm_clock_mhz: Mapped[Any] = mapped_column(Packed, nullable=True, comment="sm_clock_mhz of each sample, packed (db.traces)")
+    mem_clock_mhz: Mapped[Any] = mapped_column(Packed, nullable=True, comment="mem_clock_mhz of each sample, packed (db.traces)")
+    power_limit_w: Mapped[Any] = mapped_column(Packed, nullable=True, comment="power_limit_w of each sample, packed (db.traces)")
+    cpu_util: Mapped[Any] = mapped_column(Packed, nullable=True, comment="cpu_util of each sample, packed (db.traces)")
+    rss_mb: Mapped[Any] = mapped_column(Packed, nullable=True, comment="rss_mb of each sample, packed (db.traces)")
+
+
+class TraceIndex(Base):
+    """The sample positions 0 .. CHUNK_MAX - 1 within a chunk, which the SQLite ``trace_sample``
+    view joins chunks with (SQLite has no set-returning function from Python)."""
+
+    __tablename__ = "trace_index"
+    i: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, comment="position in a chunk")
+
+
+class ViewBase(DeclarativeBase):
+    """Classes mapped onto views (their tables live in ``db.views.view_metadata``, never created by
+    Alembic as tables)."""
+
+    metadata = view_metadata
+
+
+class TraceSample(ViewBase):
+    """One meter reading: a view over ``trace_chunk`` (revision 0009), with the columns the table
+    had before. Written only through ``db.ingest`` (chunks); a filter on run_id, device, phase or
+    epoch reads only the chunks it selects. On SQLite the view calls ``trace_value``, a function
+    the project registers on its connections (``db.traces.register_functions``): a plain sqlite3
+    client reads traces through ``campaign export --traces`` or registers it."""
 
     __tablename__ = "trace_sample"
-    __table_args__ = (Index("ix_trace_run", "run_id"),)
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, comment="sample id")
-    run_id: Mapped[int] = mapped_column(
-        ForeignKey("run.id", ondelete="CASCADE"), comment="run the sample belongs to"
-    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True,
+                                    comment="sample id: chunk id x 4096 + position in the chunk (write order)")
+    run_id: Mapped[int] = mapped_column(Integer, comment="run the sample belongs to (run.id)")
     source: Mapped[str] = mapped_column(String(20), comment="nvml | simulated | ... (as the run)")
     device: Mapped[int] = mapped_column(Integer, comment="device index within the job")
     t_s: Mapped[float] = mapped_column(Float, comment="monotonic seconds since the meter's wall-clock anchor")
@@ -435,7 +488,61 @@ class LayerMeasurement(Base):
     spec_json: Mapped[str | None] = mapped_column(Text, comment="the layer or model spec, JSON")
 
 
-# The submission table and the trial claim index live in db/submissions.py, the budget's tables in
-# db/budget.py, on this Base; imported here so that Base.metadata always holds them.
-from db import budget as _budget  # noqa: E402, F401
-from db import submissions as _submissions  # noqa: E402, F401
+class Submission(Base):
+    """One submission of worker tasks for one GPU type of a campaign."""
+
+    __tablename__ = "submission"
+    __table_args__ = (UniqueConstraint("campaign_id", "gpu_type", "seq", name="uq_submission_seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, comment="submission id")
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id"), index=True, comment="campaign.id")
+    gpu_type: Mapped[str] = mapped_column(String(50), comment="GPU type the workers run on")
+    seq: Mapped[int] = mapped_column(Integer, comment="1, 2, ... per campaign and GPU type (unique)")
+    launcher: Mapped[str] = mapped_column(String(20), comment="local | slurm | ray")
+    submitted_by: Mapped[str] = mapped_column(String(20), comment="launch | resume | worker | follow")
+    job_ids: Mapped[str] = mapped_column(
+        Text, comment="JSON list of the scheduler's ids: Slurm array job ids, Ray task ids (ray:HEX), local ids")
+    array_sizes: Mapped[str] = mapped_column(Text, comment="JSON list: tasks per Slurm array (one entry per job id)")
+    workers: Mapped[int] = mapped_column(Integer, comment="worker tasks submitted (0 while being submitted)")
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), comment="UTC")
+
+
+class CampaignBudget(Base):
+    """A campaign's budget: its limits and, once it stopped the campaign, when and why."""
+
+    __tablename__ = "campaign_budget"
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaign.id", ondelete="CASCADE"), primary_key=True, comment="campaign the budget limits"
+    )
+    max_kwh: Mapped[float | None] = mapped_column(Float, comment="energy limit, kWh (all phases of all runs)")
+    max_gpu_hours: Mapped[float | None] = mapped_column(Float, comment="GPU-hours limit (all phases of all runs)")
+    max_co2_kg: Mapped[float | None] = mapped_column(Float, comment="CO2eq limit, kg")
+    carbon_intensity_g_per_kwh: Mapped[float] = mapped_column(Float, comment="grid intensity the CO2eq uses, g/kWh")
+    pue: Mapped[float] = mapped_column(Float, comment="power usage effectiveness the CO2eq uses")
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), comment="UTC time the limits were set")
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), comment="UTC time the budget stopped the campaign (null: not stopped)"
+    )
+    stopped_reason: Mapped[str | None] = mapped_column(Text, comment="the limit and the figures that stopped it")
+
+
+class EstimateGroup(Base):
+    """The estimate made before a launch or resume, per GPU type x epoch budget, per trial."""
+
+    __tablename__ = "estimate_group"
+    __table_args__ = (Index("ix_estimate_group_campaign", "campaign_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="row id")
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaign.id", ondelete="CASCADE"), comment="campaign estimated"
+    )
+    made_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), comment="UTC time of the estimate")
+    purpose: Mapped[str] = mapped_column(String(16), comment="launch | resume")
+    gpu_type: Mapped[str] = mapped_column(String(50), comment="GPU type")
+    epochs: Mapped[int] = mapped_column(Integer, comment="epoch budget")
+    trials: Mapped[int] = mapped_column(Integer, comment="trials the estimate covered")
+    source: Mapped[str] = mapped_column(String(100), comment="measured | measured (per-epoch) | surrogate | "
+                                                             "rough bound (TDP) | mixed: ...")
+    energy_kwh_low: Mapped[float] = mapped_column(Float, comment="per trial, all phases but the warm-up, kWh")
+    energy_kwh_high: Mapped[float] = mapped_column(Float, comment="per trial, all phases but the warm-up, kWh")
+    gpu_hours_low: Mapped[float] = mapped_column(Float, comment="per trial, hours")
+    gpu_hours_high: Mapped[float] = mapped_column(Float, comment="per trial, hours")

@@ -15,12 +15,6 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    DateTime,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
     delete,
     func,
     insert,
@@ -28,31 +22,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
 
-from db.schema import Base, BigId
+from db.schema import Submission
 
 #: who submitted: a person's command, a worker that stopped for time, the launching process (--wait)
 SUBMITTERS = ("launch", "resume", "worker", "follow")
-
-
-class Submission(Base):
-    """One submission of worker tasks for one GPU type of a campaign."""
-
-    __tablename__ = "submission"
-    __table_args__ = (UniqueConstraint("campaign_id", "gpu_type", "seq", name="uq_submission_seq"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, comment="submission id")
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id"), index=True, comment="campaign.id")
-    gpu_type: Mapped[str] = mapped_column(String(50), comment="GPU type the workers run on")
-    seq: Mapped[int] = mapped_column(Integer, comment="1, 2, ... per campaign and GPU type (unique)")
-    launcher: Mapped[str] = mapped_column(String(20), comment="local | slurm | ray")
-    submitted_by: Mapped[str] = mapped_column(String(20), comment="launch | resume | worker | follow")
-    job_ids: Mapped[str] = mapped_column(
-        Text, comment="JSON list of the scheduler's ids: Slurm array job ids, Ray task ids (ray:HEX), local ids")
-    array_sizes: Mapped[str] = mapped_column(Text, comment="JSON list: tasks per Slurm array (one entry per job id)")
-    workers: Mapped[int] = mapped_column(Integer, comment="worker tasks submitted (0 while being submitted)")
-    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), comment="UTC")
 
 
 def _now() -> dt.datetime:

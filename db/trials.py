@@ -9,11 +9,13 @@ holds a done run (a late result of an attempt declared stale) becomes done, not 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, delete, exists, func, insert, select, update
@@ -25,15 +27,18 @@ from db.records import RunStatus, TrialState
 from db.schema import (
     Architecture,
     Campaign,
+    CampaignBudget,
     CarbontrackerEpoch,
     CarbontrackerRun,
     Epoch,
+    EstimateGroup,
+    LayerMeasurement,
     Run,
     RunPhase,
-    TraceSample,
+    Submission,
+    TraceChunk,
     Trial,
 )
-from db.submissions import Submission
 
 
 class CampaignExists(CampaignError, RuntimeError):
@@ -102,6 +107,38 @@ def _insert_many(conn: Connection, table: Any, columns: Sequence[str], rows: Ite
     flush()
 
 
+ARCH_COLUMNS = ("arch_hash", "matrix_json", "ops_json", "num_vertices", "num_edges")
+_IN_CHUNK = 30_000  # bound parameters per IN (...): below SQLite's limit (32,766) and PostgreSQL's (65,535)
+_SQLITE_CACHE_KIB = 262_144  # page cache for one campaign's insert on SQLite (its indexes stay in memory)
+
+
+def _known_architectures(conn: Connection, hashes: Sequence[str]) -> set[str]:
+    """Which of ``hashes`` the architecture table already holds (queried in chunks, so that a whole
+    cell space of 423,624 hashes stays within the databases' bound-parameter limits)."""
+    unique = sorted(set(hashes))
+    known: set[str] = set()
+    for i in range(0, len(unique), _IN_CHUNK):
+        known.update(conn.execute(select(Architecture.arch_hash).where(
+            Architecture.arch_hash.in_(unique[i:i + _IN_CHUNK]))).scalars())
+    return known
+
+
+@contextlib.contextmanager
+def _big_cache(conn: Connection) -> Iterator[None]:
+    """On SQLite, a page cache big enough to keep the trial table's indexes in memory while one
+    campaign's trials are inserted (inserts into its unique key index land at random places); the
+    connection's own setting is put back afterwards. Elsewhere nothing."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    before = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size={int(before or -2000)}")
+
+
 def _campaign_id(conn: Connection, name: str) -> int:
     cid = conn.execute(select(Campaign.id).where(Campaign.name == name)).scalar()
     if cid is None:
@@ -110,7 +147,7 @@ def _campaign_id(conn: Connection, name: str) -> int:
 
 
 # The tables holding a campaign's rows below its runs, deleted before the runs (children first).
-_RUN_CHILDREN = (TraceSample, Epoch, RunPhase, CarbontrackerEpoch, CarbontrackerRun)
+_RUN_CHILDREN = (TraceChunk, Epoch, RunPhase, CarbontrackerEpoch, CarbontrackerRun, LayerMeasurement)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,27 +198,23 @@ class TrialStore:
                 ).inserted_primary_key[0]  # type: ignore[index]
             except IntegrityError as exc:  # a concurrent launch with the same name
                 raise CampaignExists(f"campaign {name!r} already exists in this database") from exc
-            known = set(conn.execute(select(Architecture.arch_hash).where(
-                Architecture.arch_hash.in_([a.arch_hash for a in archs]))).scalars())
-            new_archs = [
-                dict(arch_hash=a.arch_hash, matrix_json=json.dumps(a.matrix), ops_json=json.dumps(a.ops),
-                     num_vertices=a.num_vertices, num_edges=a.num_edges)
-                for a in archs if a.arch_hash not in known
-            ]
-            if new_archs:
-                conn.execute(insert(Architecture), new_archs)
-            by_hash = {a.arch_hash: a for a in archs}
+            unique = list({a.arch_hash: a for a in reversed(archs)}.values())[::-1]  # the first of each hash
+            known = _known_architectures(conn, [a.arch_hash for a in unique])
+            _insert_many(conn, Architecture.__table__, ARCH_COLUMNS, (
+                (a.arch_hash, json.dumps(a.matrix), json.dumps(a.ops), a.num_vertices, a.num_edges)
+                for a in unique if a.arch_hash not in known))
+            sizes = {a.arch_hash: (a.params, a.flops) for a in unique}
             pending = TrialState.PENDING.value
 
-            def sizes(t: Any) -> tuple[int, int]:  # a trial of another workload carries its own
-                a = by_hash.get(t.arch_hash)
-                return (a.params, a.flops) if a is not None else (int(t.params or 0), int(t.flops or 0))
+            def row(t: Any) -> tuple[Any, ...]:
+                params, flops = sizes.get(t.arch_hash) or (int(t.params or 0), int(t.flops or 0))  # other workloads
+                spec = getattr(t, "spec", None)
+                return (cid, t.trial_key, t.arch_hash, t.epochs, t.gpu_type, t.seed, t.order_index, params, flops,
+                        pending, 0, getattr(t, "workload", "nasbench101"),
+                        json.dumps(spec, sort_keys=True) if spec else None)
 
-            _insert_many(conn, Trial.__table__, TRIAL_COLUMNS, (
-                (cid, t.trial_key, t.arch_hash, t.epochs, t.gpu_type, t.seed, t.order_index, *sizes(t), pending, 0,
-                 getattr(t, "workload", "nasbench101"),
-                 json.dumps(t.spec, sort_keys=True) if getattr(t, "spec", None) else None)
-                for t in trials))
+            with _big_cache(conn):
+                _insert_many(conn, Trial.__table__, TRIAL_COLUMNS, map(row, trials))
         return int(cid)
 
     # -- the worker's transitions ------------------------------------------------------------
@@ -293,26 +326,47 @@ class TrialStore:
                 deleted[table.__tablename__] = conn.execute(delete(table).where(table.run_id.in_(runs))).rowcount
             deleted["run"] = conn.execute(delete(Run).where(Run.trial_id.in_(trials))).rowcount
             deleted["trial"] = conn.execute(delete(Trial).where(Trial.campaign_id == campaign_id)).rowcount
-            deleted["submission"] = conn.execute(
-                delete(Submission).where(Submission.campaign_id == campaign_id)).rowcount
+            for owned in (Submission, CampaignBudget, EstimateGroup):
+                deleted[owned.__tablename__] = conn.execute(
+                    delete(owned).where(owned.campaign_id == campaign_id)).rowcount
             deleted["campaign"] = conn.execute(delete(Campaign).where(Campaign.id == campaign_id)).rowcount
         return deleted
 
     def trial_states(self, campaign_id: int) -> list[dict[str, Any]]:
-        """Each trial with its state and its latest run (status, heartbeat) for resume decisions."""
-        latest = (select(Run.trial_id, func.max(Run.attempt).label("attempt")).group_by(Run.trial_id)
-                  .subquery())
-        q = (select(Trial.id.label("trial_id"), Trial.trial_key, Trial.gpu_type, Trial.epochs, Trial.state, Trial.worker_id,
-                    Run.id.label("run_id"),
-                    Run.status.label("run_status"), Run.heartbeat_at)
-             .outerjoin(latest, latest.c.trial_id == Trial.id)
-             .outerjoin(Run, (Run.trial_id == Trial.id) & (Run.attempt == latest.c.attempt))
-             .where(Trial.campaign_id == campaign_id).order_by(Trial.order_index))
+        """Each trial in run order with its state and its latest run, for resume decisions:
+        trial_id, trial_key, gpu_type, epochs, state, worker_id, run_id and run_status (of the
+        attempt with the highest number; None without any), heartbeat_at (UTC; that attempt's
+        heartbeat while it is running, else None).
+
+        Two plain queries (the trials, the latest attempts of the campaign) joined here: at 200,000
+        trials this is what a resume reads, so no per-row work beyond one dict is done."""
+        trials_q = (select(Trial.id, Trial.trial_key, Trial.gpu_type, Trial.epochs, Trial.state, Trial.worker_id,
+                           Trial.order_index).where(Trial.campaign_id == campaign_id))
+        latest = (select(Run.trial_id, func.max(Run.attempt).label("attempt")).join(Trial, Trial.id == Run.trial_id)
+                  .where(Trial.campaign_id == campaign_id).group_by(Run.trial_id).subquery())
+        running = RunStatus.RUNNING.value
+        runs_q = (select(Run.trial_id, Run.id, Run.status, case((Run.status == running, Run.heartbeat_at)))
+                  .join(latest, (latest.c.trial_id == Run.trial_id) & (latest.c.attempt == Run.attempt)))
         with self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(q)]
-        for r in rows:
-            r["heartbeat_at"] = _as_utc(r["heartbeat_at"]) if r["heartbeat_at"] is not None else None
-        return rows
+            runs = {tid: (rid, status, None if beat is None else _as_utc(beat))
+                    for tid, rid, status, beat in conn.execute(runs_q)}
+            result = conn.execute(trials_q)  # plain integer and string columns: the driver's tuples as they are
+            trials = list(result.cursor.fetchall()) if result.cursor is not None else []
+            result.close()
+        trials.sort(key=itemgetter(6))
+        none = (None, None, None)
+        out = []
+        for tid, key, gpu, epochs, state, worker, _ in trials:
+            rid, status, beat = runs.get(tid, none)
+            out.append({"trial_id": tid, "trial_key": key, "gpu_type": gpu, "epochs": epochs, "state": state,
+                        "worker_id": worker, "run_id": rid, "run_status": status, "heartbeat_at": beat})
+        return out
+
+    def pending_ids(self, campaign_id: int) -> set[int]:
+        """The ids of the campaign's pending trials (read from the state index alone)."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(Trial.id).where(
+                Trial.campaign_id == campaign_id, Trial.state == TrialState.PENDING.value)).scalars().all())
 
     def mark_stale(self, run_id: int, trial_id: int, cutoff: dt.datetime) -> bool:
         """Declare a running attempt stale if its heartbeat is still older than ``cutoff`` (checked

@@ -6,7 +6,7 @@ columns (:class:`CellSpace`); :func:`enumerate_cells` yields the same cells as :
 Sizes: 423,624 cells for 7 vertices and 9 edges (NAS-Bench-101), 91 for 4 vertices and 2,532 for
 5 (EC-NAS's 4V and 5V spaces).
 
-How it stays fast (the whole 7-vertex space in seconds on one core):
+How it stays fast (the whole 7-vertex space in about 20 s of CPU time, split over the CPUs):
 
 - the unlabelled graphs are enumerated once per isomorphism class: every full DAG (each vertex on
   an input->output path, so already pruned) of ``jobs.cell.full_dags``, kept only if its encoding
@@ -16,7 +16,10 @@ How it stays fast (the whole 7-vertex space in seconds on one core):
   hashed are identical byte for byte), with the strings assembled in numpy arrays, repeated
   strings hashed once, and hex order taken from the digests' bytes (hex order is byte order);
 - labellings that an automorphism of the graph maps onto one another give the same hash and are
-  kept once (the first in enumeration order), as are cells of different graphs that share a hash.
+  kept once (the first in enumeration order), as are cells of different graphs that share a hash;
+- the md5 calls (about 18 million for the 7-vertex space, most of the time) run in this process's
+  interpreter one by one, so the 6- and 7-vertex graphs are split over worker processes, one per
+  usable CPU (see :func:`_hash_all`); the result does not depend on the split.
 
 The order is deterministic: by vertex count, then graph, then labelling (op indices in
 ``jobs.cell.OPS`` order, last vertex fastest).
@@ -26,8 +29,13 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import multiprocessing
 import operator
+import os
+import sys
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import cache
 
@@ -129,7 +137,7 @@ def _cell_space(max_vertices: int, max_edges: int) -> CellSpace:
         grid = _labellings(n)
         rows = len(grid)
         found = unlabelled_graphs(n, max_edges)
-        all_hashes = _hash_graphs(found, grid)
+        all_hashes = _hash_all(found, grid)
         keep = []
         for r, h in enumerate(all_hashes):
             if h not in seen:
@@ -154,6 +162,53 @@ def _cell_space(max_vertices: int, max_edges: int) -> CellSpace:
         num_vertices=np.concatenate(vertices),
         num_edges=np.concatenate(edges),
     )
+
+
+# From this many labelled graphs of one vertex count on (the 6- and 7-vertex spaces), hashing is
+# split over worker processes, one per usable CPU (at most _MAX_WORKERS): the md5 chain is pure
+# CPU work under the GIL. The hashes and their order do not depend on the split.
+_PARALLEL_ROWS = 100_000
+_MAX_WORKERS = 8
+
+
+def _workers() -> int:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
+        usable = os.cpu_count() or 1
+    return max(1, min(usable, _MAX_WORKERS))
+
+
+def _main_importable() -> bool:
+    """Whether worker processes (forkserver or spawn) can import the main module again, as they
+    do before they run anything: a module run with ``-m``, a script file, or none (``-c``); not
+    a program read from standard input."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(getattr(main, "__spec__", None), "name", None) is not None:
+        return True
+    path = getattr(main, "__file__", None)
+    return path is None or os.path.isfile(path)
+
+
+def _hash_all(graphs: list[tuple[int, ...]], grid: np.ndarray, workers: int | None = None) -> list[str]:
+    """``_hash_graphs(graphs, grid)``, over ``workers`` processes (default: the usable CPUs) when
+    there are enough rows to pay for them; in this process when there are not, or when worker
+    processes cannot be started. (As with any use of worker processes, a script that enumerates
+    a large space keeps its top-level code under ``if __name__ == "__main__":``.)"""
+    workers = _workers() if workers is None else workers
+    if workers < 2 or len(graphs) < 2 or len(graphs) * len(grid) < _PARALLEL_ROWS or not _main_importable():
+        return _hash_graphs(graphs, grid)
+    pieces = min(len(graphs), 2 * workers)  # a few more pieces than workers, for balance
+    bounds = [len(graphs) * k // pieces for k in range(pieces + 1)]
+    chunks = [graphs[a:b] for a, b in itertools.pairwise(bounds)]
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    try:
+        with ProcessPoolExecutor(min(workers, pieces), mp_context=context) as pool:
+            parts = list(pool.map(_hash_graphs, chunks, itertools.repeat(grid)))
+    except (OSError, RuntimeError, BrokenProcessPool):  # no worker processes here: do it in this one
+        return _hash_graphs(graphs, grid)
+    return [h for part in parts for h in part]
 
 
 def unlabelled_graphs(n: int, max_edges: int = MAX_EDGES) -> list[tuple[int, ...]]:
@@ -225,22 +280,28 @@ def _md5_rows(text: np.ndarray) -> np.ndarray:
     return np.frombuffer(digests, dtype=np.uint8).reshape(-1, 16)
 
 
-def _sorted_hex(hexes: np.ndarray, keys: np.ndarray, rows: np.ndarray, vertices: np.ndarray) -> np.ndarray:
-    """For each row ``rows[i]``, the hex strings of the vertices ``vertices[i]`` in ascending
-    string order, concatenated. ``keys`` are the digests as big-endian uint64 halves (hex order
-    is byte order): sorted by the first half, and by both where first halves tie."""
+def _sorted_hex(hexes: np.ndarray, keys: np.ndarray, first: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """For each row ``i``, the hex strings of the vertices ``vertices[i]`` in ascending string
+    order, concatenated. ``hexes`` (rows x vertices, 32) and ``keys`` (rows x vertices, 2: the
+    digests as big-endian uint64 halves; hex order is byte order) are flat over (row, vertex);
+    ``first[i]`` is the flat index of row ``i``'s vertex 0. Sorted by the first half, and by both
+    where first halves tie."""
     count = vertices.shape[1]
     if count == 0:
-        return np.empty((len(rows), 0), dtype=np.uint8)
-    r = rows[:, None]
-    if count > 1:
-        hi = keys[r, vertices, 0]  # (rows, count)
+        return np.empty((len(first), 0), dtype=np.uint8)
+    index = first[:, None] + vertices  # (rows, count) flat indices
+    if count == 2:
+        a, b = keys[index[:, 0]], keys[index[:, 1]]
+        swap = (a[:, 0] > b[:, 0]) | ((a[:, 0] == b[:, 0]) & (a[:, 1] > b[:, 1]))
+        index = np.where(swap[:, None], index[:, ::-1], index)
+    elif count > 2:
+        hi = keys[:, 0][index]
         order = np.argsort(hi, axis=1, kind="stable")
         ordered = np.take_along_axis(hi, order, axis=1)
         if (ordered[:, 1:] == ordered[:, :-1]).any():  # equal first halves: compare whole digests
-            order = np.lexsort((keys[r, vertices, 1], hi), axis=-1)
-        vertices = np.take_along_axis(vertices, order, axis=1)
-    return hexes[r, vertices].reshape(len(rows), 32 * count)
+            order = np.lexsort((keys[:, 1][index], hi), axis=-1)
+        index = np.take_along_axis(index, order, axis=1)
+    return hexes.take(index.ravel(), axis=0).reshape(len(first), 32 * count)
 
 
 def _hash_graphs(graphs: list[tuple[int, ...]], grid: np.ndarray) -> list[str]:
@@ -276,9 +337,10 @@ def _hash_graphs(graphs: list[tuple[int, ...]], grid: np.ndarray) -> list[str]:
             sv = np.repeat(np.array([succs[g][v] for g in members], dtype=np.intp).reshape(len(members), s), count, axis=0)
             vertex_groups.append((rows, pv, sv))
         groups.append(vertex_groups)
+    bar = ord("|")
     for round_ in range(n):
-        hexes = _to_hex(digests)
-        keys = digests.view(">u8").astype(np.uint64)  # (total, n, 2), native order for sorting
+        hexes = _to_hex(digests).reshape(total * n, 32)
+        keys = digests.view(">u8").astype(np.uint64).reshape(total * n, 2)  # native order for sorting
         new = np.empty_like(digests)
         for v in range(n):
             for all_rows, all_pv, all_sv in groups[v]:
@@ -290,28 +352,32 @@ def _hash_graphs(graphs: list[tuple[int, ...]], grid: np.ndarray) -> list[str]:
                     for w in (pv, sv):
                         if w.shape[1]:
                             key += (np.take_along_axis(labels[rows], w, axis=1) * 5**w).sum(axis=1)
-                    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-                    rows, pv, sv = rows[first], pv[first], sv[first]
-                bar = np.full((len(rows), 1), ord("|"), dtype=np.uint8)
-                text = np.concatenate(
-                    [_sorted_hex(hexes, keys, rows, pv), bar, _sorted_hex(hexes, keys, rows, sv), bar, hexes[rows, v]],
-                    axis=1,
-                )
+                    _, first_of, inverse = np.unique(key, return_index=True, return_inverse=True)
+                    rows, pv, sv = rows[first_of], pv[first_of], sv[first_of]
+                first = rows * n
+                p, q = 32 * pv.shape[1], 32 * sv.shape[1]
+                text = np.empty((len(rows), p + q + 34), dtype=np.uint8)
+                text[:, :p] = _sorted_hex(hexes, keys, first, pv)
+                text[:, p] = bar
+                text[:, p + 1 : p + 1 + q] = _sorted_hex(hexes, keys, first, sv)
+                text[:, p + 1 + q] = bar
+                text[:, p + 2 + q :] = hexes[first + v]
                 hashed = _md5_rows(text)
                 new[all_rows, v] = hashed[inverse.ravel()] if round_ == 0 else hashed
         digests = new
     # md5(str(sorted(hashes))): "['h1', 'h2', ...]"
-    everything = np.arange(total)
     quoted = np.empty((total, n, 36), dtype=np.uint8)
     quoted[:, :, 0] = ord("'")
     quoted[:, :, 33] = ord("'")
     quoted[:, :, 34] = ord(",")
     quoted[:, :, 35] = ord(" ")
     vertices = np.broadcast_to(np.arange(n), (total, n))
-    quoted[:, :, 1:33] = _sorted_hex(_to_hex(digests), digests.view(">u8").astype(np.uint64), everything, vertices).reshape(total, n, 32)
-    body = quoted.reshape(total, n * 36)[:, :-2]
-    text = np.concatenate(
-        [np.full((total, 1), ord("["), dtype=np.uint8), body, np.full((total, 1), ord("]"), dtype=np.uint8)], axis=1
-    )
-    strings = np.ascontiguousarray(text).view(f"S{text.shape[1]}").ravel().tolist()
+    quoted[:, :, 1:33] = _sorted_hex(_to_hex(digests).reshape(total * n, 32),
+                                     digests.view(">u8").astype(np.uint64).reshape(total * n, 2),
+                                     np.arange(total) * n, vertices).reshape(total, n, 32)
+    text = np.empty((total, n * 36), dtype=np.uint8)
+    text[:, 0] = ord("[")
+    text[:, 1:-1] = quoted.reshape(total, n * 36)[:, :-2]
+    text[:, -1] = ord("]")
+    strings = text.view(f"S{text.shape[1]}").ravel().tolist()
     return list(map(_HEXDIGEST, map(_md5, strings)))

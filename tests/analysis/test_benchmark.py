@@ -128,7 +128,10 @@ def test_api_errors_are_one_line_and_sampling_works(built: tuple[Path, Any, pd.D
     q = b.query_hash(b.hash_at(3), 4)
     with pytest.raises(TypeError):
         q["energy_wh"] = 0.0  # type: ignore[index]
-    assert dict(q) == q and q is b.query_hash(b.hash_at(3), 4)
+    again = b.query_hash(b.hash_at(3), 4)
+    assert dict(q) == q == again and again is not q
+    with pytest.raises(TypeError):
+        again["energy_wh"] = 0.0  # type: ignore[index]
     m, ops = b.cell(b.hash_at(3))
     assert b.is_valid(m, ops) and not b.is_valid([[0, 1], [0, 0]], ["input", "bad"])
     five = [[0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]]
@@ -221,3 +224,22 @@ def test_runs_without_energy_or_budgets_are_refused(built: tuple[Path, Any, pd.D
         generate(cells, runs.assign(energy_j=np.nan), BUDGETS, campaign="sim")
     with pytest.raises(ValueError, match="epochs must be positive"):
         generate(cells, runs, [], campaign="sim")
+
+
+def test_every_query_reads_its_own_row(built: tuple[Path, Any, pd.DataFrame]) -> None:
+    """query_hash's values are those of the file's row, with their types (integers as int)."""
+    b = Benchmark.load(built[0])
+    table = pq.read_table(built[0]).to_pandas()
+    for budget in BUDGETS:
+        for cell in (0, 1, len(b) // 2, len(b) - 1):
+            h = b.hash_at(cell)
+            q = b.query_hash(h, budget)
+            [row] = table[(table["arch_hash"] == h) & (table["epochs"] == budget)].to_dict("records")
+            for key in ("params", "flops", "num_vertices", "num_edges", "energy_n"):
+                assert type(q[key]) is int and q[key] == row[key]
+            for key in ("energy_wh", "energy_wh_std", "training_time_s", "valid_accuracy", "test_accuracy"):
+                assert type(q[key]) is float
+                assert q[key] == row[key] or (math.isnan(q[key]) and math.isnan(row[key]))
+            for key in ("energy_source", "time_source", "accuracy_source", "power_kind"):
+                assert q[key] == row[key]
+            assert (q["arch_hash"], q["epochs"]) == (h, budget)

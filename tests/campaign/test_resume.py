@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from campaign.config import CampaignConfig
 from campaign.resume import decide
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -79,3 +80,38 @@ def test_the_campaign_root_is_the_recorded_one_unless_given(tmp_path, monkeypatc
     assert str(campaign_paths(["seeds=2"], cfg, info).root) == str(tmp_path / "recorded")  # type: ignore[arg-type]
     given = ["++root=./campaigns"]
     assert str(campaign_paths(given, cfg, info).root) == str(tmp_path / "campaigns")  # type: ignore[arg-type]
+
+
+def test_apply_submits_only_what_is_still_pending(smoke_cfg: CampaignConfig, sqlite_url: str) -> None:
+    """Between the decision and its application a worker claims a trial: it is not submitted
+    again; a failed trial is reopened and submitted; keys and ids stay aligned."""
+    from campaign.plan import make_plan, resolve_architectures
+    from campaign.resume import apply
+    from db.engine import make_engine
+    from db.store import ResultStore
+
+    store = ResultStore(make_engine(sqlite_url))
+    try:
+        plan = make_plan(smoke_cfg, resolve_architectures(smoke_cfg))
+        cid = store.create_campaign("r", "smoke", "/tmp", "rev", {}, plan.archs, plan.trials)
+        failed = store.claim_next(cid, "cpu", "w0", "h")
+        assert failed is not None
+        from sqlalchemy import update
+
+        from db.schema import Trial
+
+        with store.engine.begin() as conn:
+            conn.execute(update(Trial).where(Trial.id == failed.trial_id).values(state="failed"))
+        now = store.now()
+        actions = decide(store.trial_states(cid), now, 600)
+        assert actions.reopen == [failed.trial_id]
+        taken = store.claim_next(cid, "cpu", "w1", "h")  # meanwhile
+        assert taken is not None and taken.trial_id != failed.trial_id
+        out = apply(store, cid, actions, now, 600)
+        keys, ids = out.submit["cpu"], out.submit_ids["cpu"]
+        assert taken.trial_key not in keys and failed.trial_key in keys
+        assert len(keys) == len(plan.trials) - 1
+        by_id = {r["trial_id"]: r["trial_key"] for r in store.trial_states(cid)}
+        assert [by_id[i] for i in ids] == keys
+    finally:
+        store.engine.dispose()

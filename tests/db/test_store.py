@@ -125,3 +125,57 @@ def test_ingest_leaves_sqlite_foreign_keys_on(tmp_path, smoke_cfg) -> None:  # t
     store.ingest(_result(store.claim_next(cid, "cpu", "w", "h")))
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_architectures_are_looked_up_in_chunks_and_recorded_once(store: ResultStore, smoke_cfg,  # type: ignore[no-untyped-def]
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Known hashes are asked for in chunks (a whole cell space exceeds SQLite's bound-parameter
+    limit); a hash listed twice or already recorded by another campaign is stored once; every
+    trial carries its architecture's parameters and FLOPs."""
+    import db.trials
+    from db.schema import Architecture
+
+    monkeypatch.setattr(db.trials, "_IN_CHUNK", 1)
+    plan = make_plan(smoke_cfg, resolve_architectures(smoke_cfg))
+    first = plan.archs[:1]
+    store.create_campaign("first", "smoke", "/tmp", "rev", {}, first,
+                          [t for t in plan.trials if t.arch_hash == first[0].arch_hash])
+    cid = store.create_campaign("second", "smoke", "/tmp", "rev", {}, [*plan.archs, *first], plan.trials)
+    with store.engine.connect() as conn:
+        hashes = conn.execute(select(Architecture.arch_hash)).scalars().all()
+        sizes = {h: (p, f) for h, p, f in conn.execute(
+            select(Trial.arch_hash, Trial.params, Trial.flops).where(Trial.campaign_id == cid))}
+        trials = conn.execute(select(func.count()).select_from(Trial).where(Trial.campaign_id == cid)).scalar()
+    assert sorted(hashes) == sorted(a.arch_hash for a in plan.archs)
+    assert trials == len(plan.trials)
+    assert sizes == {a.arch_hash: (a.params, a.flops) for a in plan.archs}
+
+
+def test_recording_leaves_the_connections_page_cache_as_it_was(store: ResultStore, planned) -> None:  # type: ignore[no-untyped-def]
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("a SQLite setting")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -2000  # SQLite's default
+
+
+def test_trial_states_give_each_trial_in_run_order_its_latest_attempt(store: ResultStore, planned) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    cid, plan = planned
+    first = store.claim_next(cid, "cpu", "w1", "h")
+    assert first is not None
+    later = store.now() + dt.timedelta(hours=1)
+    assert store.mark_stale(first.run_id, first.trial_id, later)  # back to pending, its run stale
+    again = store.claim_next(cid, "cpu", "w2", "h")  # the same trial: first in run order
+    assert again is not None and again.trial_id == first.trial_id and again.attempt == 2
+    rows = store.trial_states(cid)
+    assert [r["trial_key"] for r in rows] == [t.trial_key for t in sorted(plan.trials, key=lambda t: t.order_index)]
+    by_key = {r["trial_key"]: r for r in rows}
+    row = by_key[first.trial_key]
+    assert (row["state"], row["run_id"], row["run_status"], row["worker_id"]) == ("running", again.run_id, "running", "w2")
+    assert row["heartbeat_at"] is not None and row["heartbeat_at"].tzinfo is not None
+    assert all(r["run_id"] is None and r["heartbeat_at"] is None for k, r in by_key.items() if k != first.trial_key)
+    assert store.mark_stale(again.run_id, again.trial_id, later)
+    row = {r["trial_key"]: r for r in store.trial_states(cid)}[first.trial_key]
+    assert (row["state"], row["run_status"], row["heartbeat_at"]) == ("pending", "stale", None)
+    assert first.trial_id in store.pending_ids(cid) and len(store.pending_ids(cid)) == len(plan.trials)

@@ -108,3 +108,14 @@ def test_the_whole_space_has_423624_cells() -> None:
     assert len(set(space.hashes)) == len(space)
     for i in random.Random(2).sample(range(len(space)), 200):
         assert CellSpec.create(space.matrix(i), space.ops(i)).arch_hash == space.hashes[i]
+
+
+def test_hashing_split_over_processes_gives_the_same_hashes_in_the_same_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs import space
+
+    monkeypatch.setattr(space, "_PARALLEL_ROWS", 0)
+    graphs, grid = unlabelled_graphs(5), space._labellings(5)
+    serial = space._hash_graphs(graphs, grid)
+    assert space._hash_all(graphs, grid, workers=2) == serial
+    assert space._hash_all(graphs, grid, workers=1) == serial
+    assert len(serial) == len(graphs) * len(grid)
