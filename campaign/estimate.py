@@ -51,6 +51,7 @@ SCALED = "measured (per-epoch)"
 SURROGATE = "surrogate"
 TDP = "rough bound (TDP)"
 NONE = "no estimate (set tdp_w and epoch_s_estimate)"
+PROTOCOL_ONLY = "protocol only (the workload's own part is not estimated)"
 SURROGATE_NOTE = "surrogate: no GPU type has runs enough to fit one"
 SURROGATE_MIN_ARCHS = 3  # architectures of a GPU type with done runs before a surrogate is fitted
 SURROGATE_MIN_RUNS = 6
@@ -252,6 +253,8 @@ def surrogates(runs: Sequence[MeasuredRun]) -> dict[str, Surrogate]:
 
 def _trial(epochs: int, same: list[MeasuredRun], spec: GpuSpec, idle_w: float, s: Settings,
            surrogate: Surrogate | None = None, features: tuple[int, int] | None = None) -> _Trial:
+    if epochs <= 0:  # not a training trial (the layer workload): only its idle and cool-down are known
+        return _Trial(PROTOCOL_ONLY, Interval(), Interval(), Interval(), idle_w)
     exact = [r for r in same if r.epochs == epochs]
     if exact:
         return _Trial(MEASURED, Interval.spread([r.duration_s for r in exact]),
@@ -333,6 +336,9 @@ def estimate(trials: Sequence[tuple[str, int, str]], gpus: Mapping[str, GpuSpec]
     notes = agreement(runs, models, gpus, s) if models else [SURROGATE_NOTE]
     if not models and runs:
         notes += agreement(runs, {}, gpus, s)
+    if any(line.source == PROTOCOL_ONLY for line in lines):
+        notes.append("the layer workload's measured windows are not estimated: its lines count only the "
+                     "protocol's idle and cool-down (a lower bound)")
     if any(line.source == NONE for line in lines):
         notes.append("some GPU types have no tdp_w or epoch_s_estimate in conf/gpu/: their trials count as 0")
     return Estimate(lines, total, protocol, notes)

@@ -236,3 +236,15 @@ def test_the_surrogate_interval_widens_with_noise_and_needs_enough_architectures
     assert line.energy_kwh.high / line.energy_kwh.low < 1.5  # 5 % noise: a narrow interval
     few = [r for r in runs if r.arch_hash in ("a0", "a1")]  # two architectures: no surrogate
     assert estimate([("new", 8, "g")], {"g": GpuSpec(None, None)}, few, Settings(), features).total.source == NONE
+
+
+def test_a_trial_without_epochs_counts_only_the_protocol_and_says_so() -> None:
+    """The layer workload's trials (epochs 0): idle and cool-down at idle power, nothing made up."""
+    from campaign.estimate import PROTOCOL_ONLY
+
+    s = Settings(idle_s=30, cooldown_s=30, idle_fraction=0.1, workers={"g": 1})
+    est = estimate([("layer", 0, "g")] * 2, {"g": GpuSpec(100.0, 10.0)}, [], s)
+    line = est.lines[0]
+    assert line.source == PROTOCOL_ONLY and line.above_idle_kwh.high == 0.0
+    assert line.energy_kwh.low == line.energy_kwh.high == pytest.approx(2 * 60 * 10.0 / KWH)
+    assert any("not estimated" in n for n in est.notes)
