@@ -9,28 +9,21 @@ schema (``db.migrate.upgrade``) and connection settings (WAL, synchronous=NORMAL
   does (run row, phases, epochs and the samples through ``insert_samples``), commits included;
   the engine's WAL checkpoint thread (``db.checkpoint``) runs beside it, and the clock stops only
   once it has checkpointed the last commit;
-- raw: ``sqlite3`` ``executemany`` of one prepared tuple per sample into a table of one row per
-  sample (``ROW_TABLE``: the layout trace_sample had before revision 0009, with its index), one
+- raw: ``sqlite3`` ``executemany`` of one prepared tuple per sample into the same table, one
   transaction per run (the rows are built before the clock starts), under the settings the
   project writes with (WAL checkpointed by a thread and timed to the end, foreign-key lookups off):
   the practical limit of per-row inserts from Python, so that the ratio compares the paths alone;
-- orm: ``Session.add_all`` of one ORM object per sample into that row table, one commit per run,
-  on ``--orm-samples`` samples only (it is slow); its rate is per sample, so it compares as is;
-- sqlite alone: ``INSERT INTO`` the row table ``SELECT`` from an in-memory table that already
-  holds the samples, a transaction per run, under the same settings: SQLite's own cost of a row
-  per sample, with no Python in the loop, i.e. the ceiling of any per-row path from Python.
-
-The project's path packs the samples into chunks (``db.traces``), so it is measured against the
-per-row baselines that the row layout allowed. ``project_bytes_per_sample`` is the project file's
-growth per sample (file bytes with the traces minus a file with the same runs without them, WAL
-checkpointed).
+- orm: ``Session.add_all`` of ``TraceSample`` objects, one commit per run, on ``--orm-samples``
+  samples only (it is slow); its rate is per sample, so it compares with the others as is;
+- sqlite alone: ``INSERT INTO trace_sample SELECT`` from an in-memory table that already holds
+  the samples, a transaction per run, under the same settings: SQLite's own cost of this table and
+  its index, with no Python in the loop, i.e. the ceiling of any path from Python.
 
 The project, raw and sqlite-alone conditions take the best of ``--reps`` interleaved repetitions
 (the machine is shared); the CPU seconds of this process are reported too, which the machine's
 other load inflates much less than wall time.
-With ``CAMPAIGN_TEST_PG_URL`` set (or ``--pg-url``), the project's path on PostgreSQL (chunks of
-arrays) is also timed against psycopg's ``executemany`` into the row table on ``--pg-samples``
-samples; those figures go under "postgresql".
+With ``CAMPAIGN_TEST_PG_URL`` set (or ``--pg-url``), PostgreSQL's COPY path is also timed against
+psycopg's ``executemany`` on ``--pg-samples`` samples; those figures go under "postgresql".
 
     python -m benchmarks.ingest [--samples 1000000] [--runs 20] [--reps 5] [--orm-samples 100000]
 
@@ -56,8 +49,6 @@ if TYPE_CHECKING:
     from db.records import PhaseRecord, RunResult
 
 GOAL_SAMPLES_PER_S = 500_000
-# A table of one row per sample: trace_sample as it was before revision 0009 (the baselines' table).
-ROW_TABLE = "trace_rows"
 GOAL_RAW_RATIO = 0.6
 CAMPAIGN = "bench"
 SOURCE = "nvml"
@@ -196,29 +187,6 @@ def fresh_db(folder: Path, name: str, trials: int, runs: bool) -> tuple[str, Any
     return str(path), engine
 
 
-def row_table(con: Any) -> None:
-    """Create ``ROW_TABLE`` (one row per sample, indexed by run) on a DB-API connection."""
-    from db.records import SAMPLE_COLUMNS
-
-    types = {"device": "INTEGER NOT NULL", "phase": "VARCHAR(16) NOT NULL", "epoch": "INTEGER",
-             "t_s": "FLOAT NOT NULL", "power_w": "FLOAT NOT NULL"}
-    cols = ", ".join(f"{c} {types.get(c, 'FLOAT')}" for c in SAMPLE_COLUMNS)
-    con.execute(f"CREATE TABLE {ROW_TABLE} (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL "
-                f"REFERENCES run (id) ON DELETE CASCADE, source VARCHAR(20) NOT NULL, {cols})")
-    con.execute(f"CREATE INDEX ix_{ROW_TABLE}_run ON {ROW_TABLE} (run_id)")
-
-
-def _row_db(folder: Path, name: str, trials: int) -> str:
-    """A fresh project file (``fresh_db``, with running runs) that also has ``ROW_TABLE``."""
-    path, engine = fresh_db(folder, name, trials, runs=True)
-    engine.dispose()
-    con = sqlite3.connect(path)
-    row_table(con)
-    con.commit()
-    con.close()
-    return path
-
-
 class Clock:
     """Wall and CPU seconds (this process: SQLite works in it) from creation to ``stop()``."""
 
@@ -248,27 +216,6 @@ def time_project(folder: Path, results: list[RunResult]) -> tuple[float, float]:
     seconds = clock.stop()
     engine.dispose()
     return seconds
-
-
-def file_bytes_per_sample(folder: Path, results: list[RunResult]) -> float:
-    """SQLite file bytes per stored sample: the runs ingested with their traces, minus the same
-    runs without them (WAL checkpointed into the file first)."""
-    import dataclasses
-
-    from db.store import ResultStore
-
-    sizes = {}
-    for name, keep in (("bytes-with", True), ("bytes-without", False)):
-        path, engine = fresh_db(folder, name, len(results), runs=False)
-        store = ResultStore(engine, upgrade=False)
-        for result in results:
-            store.ingest(result if keep else dataclasses.replace(result, trace={}))
-        with engine.begin() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        engine.dispose()
-        sizes[keep] = sum(Path(f"{path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{path}{s}").exists())
-    n = sum(len(r.trace.get("t_s", ())) for r in results)
-    return round((sizes[True] - sizes[False]) / n, 2)
 
 
 def _connect(path: str) -> tuple[sqlite3.Connection, Any]:
@@ -314,23 +261,29 @@ def time_raw(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float, f
     """(wall, CPU) seconds for sqlite3 ``executemany`` of prepared tuples, a transaction per run,
     under the project's settings (``_connect``)."""
     from db.records import SAMPLE_COLUMNS
+    from db.schema import TraceSample
 
-    path = _row_db(folder, "raw", len(traces))
+    path, engine = fresh_db(folder, "raw", len(traces), runs=True)
+    engine.dispose()
     rows = [list(sample_rows(i + 1, t)) for i, t in enumerate(traces)]
     names = ("run_id", "source", *SAMPLE_COLUMNS)
-    sql = f"INSERT INTO {ROW_TABLE} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    sql = (
+        f"INSERT INTO {TraceSample.__tablename__} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    )
     con, checkpointer = _connect(path)
     return _time_transactions(con, checkpointer, [functools.partial(con.executemany, sql, r) for r in rows])
 
 
 def time_engine(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float, float]:
-    """(wall, CPU) seconds for SQLite alone: ``INSERT INTO`` the row table ``SELECT`` from an
-    in-memory temporary table already holding the samples, a transaction per run, under the
-    project's settings (``_connect``). No Python, no binding: what a row per sample (table and
-    index) costs SQLite on this machine."""
+    """(wall, CPU) seconds for SQLite alone: ``INSERT INTO trace_sample SELECT`` from an in-memory
+    temporary table already holding the samples, a transaction per run, under the project's
+    settings (``_connect``). No Python, no binding: what this schema (table and index) costs SQLite
+    on this machine."""
     from db.records import SAMPLE_COLUMNS
+    from db.schema import TraceSample
 
-    path = _row_db(folder, "engine", len(traces))
+    path, engine = fresh_db(folder, "engine", len(traces), runs=True)
+    engine.dispose()
     con, checkpointer = _connect(path)
     con.execute("PRAGMA temp_store=MEMORY")
     names = ("run_id", "source", *SAMPLE_COLUMNS)
@@ -341,26 +294,23 @@ def time_engine(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float
         con.executemany(f"INSERT INTO src VALUES ({', '.join('?' * len(names))})", sample_rows(i + 1, t))
         bounds.append(bounds[-1] + len(t["t_s"]))
     con.execute("COMMIT")
-    sql = f"INSERT INTO {ROW_TABLE} ({', '.join(names)}) SELECT * FROM src WHERE rowid BETWEEN ? AND ?"
+    sql = f"INSERT INTO {TraceSample.__tablename__} ({', '.join(names)}) SELECT * FROM src WHERE rowid BETWEEN ? AND ?"
     writes = [functools.partial(con.execute, sql, (a + 1, b)) for a, b in zip(bounds, bounds[1:], strict=False)]
     return _time_transactions(con, checkpointer, writes)
 
 
 def time_orm(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float, float]:
-    """(wall, CPU) seconds for ``Session.add_all`` of one ORM object per sample (the row table)
-    and a commit per run."""
+    """(wall, CPU) seconds for ``Session.add_all`` of ``TraceSample`` objects and a commit per run."""
     from sqlalchemy.orm import Session
 
-    from db.engine import make_engine
+    from db.schema import TraceSample
 
-    path = _row_db(folder, "orm", len(traces))
-    engine = make_engine(f"sqlite:///{path}")
-    Row = _row_class()
+    _, engine = fresh_db(folder, "orm", len(traces), runs=True)
     clock = Clock()
     with Session(engine) as session:
         for i, t in enumerate(traces):
             names = list(t)
-            session.add_all([Row(run_id=i + 1, source=SOURCE, **dict(zip(names, row, strict=True)))
+            session.add_all([TraceSample(run_id=i + 1, source=SOURCE, **dict(zip(names, row, strict=True)))
                              for row in zip(*t.values(), strict=True)])  # fmt: skip
             session.commit()
     seconds = clock.stop()
@@ -368,34 +318,8 @@ def time_orm(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float, f
     return seconds
 
 
-@functools.cache
-def _row_class() -> Any:
-    """An ORM class on ``ROW_TABLE`` (its own metadata: never part of the project's schema)."""
-    from sqlalchemy import Float, Integer, String
-    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-    from db.records import SAMPLE_COLUMNS
-
-    class RowBase(DeclarativeBase):
-        pass
-
-    kinds: dict[str, Any] = {"device": Integer, "epoch": Integer, "phase": String(16)}
-    attrs: dict[str, Any] = {
-        "__tablename__": ROW_TABLE,
-        "id": mapped_column(Integer, primary_key=True),
-        "run_id": mapped_column(Integer),
-        "source": mapped_column(String(20)),
-        "__annotations__": {"id": Mapped[int], "run_id": Mapped[int], "source": Mapped[str]},
-    }
-    for c in SAMPLE_COLUMNS:
-        attrs[c] = mapped_column(kinds.get(c, Float), nullable=True)
-        attrs["__annotations__"][c] = Mapped[Any]
-    return type("RowSample", (RowBase,), attrs)
-
-
 def time_postgresql(url: str, traces: list[dict[str, list[Any]]]) -> dict[str, Any]:
-    """The project's chunks (``insert_samples``) against psycopg ``executemany`` of tuples into the row
-    table, each in a fresh schema."""
+    """COPY (``insert_samples``) against psycopg ``executemany`` of tuples, each in a fresh schema."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
@@ -403,6 +327,7 @@ def time_postgresql(url: str, traces: list[dict[str, list[Any]]]) -> dict[str, A
     from db.ingest import insert_samples
     from db.migrate import upgrade
     from db.records import SAMPLE_COLUMNS
+    from db.schema import TraceSample
 
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     n = sum(len(t["t_s"]) for t in traces)
@@ -436,18 +361,16 @@ def time_postgresql(url: str, traces: list[dict[str, list[Any]]]) -> dict[str, A
         insert_samples(conn, run_id, SOURCE, t)
 
     names = ("run_id", "source", *SAMPLE_COLUMNS)
-    sql = f"INSERT INTO {ROW_TABLE} ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})"
+    sql = f"INSERT INTO {TraceSample.__tablename__} ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})"
 
     def executemany(conn: Any, run_id: int, t: dict[str, list[Any]]) -> None:
-        if run_id == 1:
-            _row_class().metadata.create_all(conn)
         conn.connection.dbapi_connection.cursor().executemany(sql, list(sample_rows(run_id, t)))
 
-    copy_s = in_fresh_schema(copy)  # the project's path (chunks of arrays)
+    copy_s = in_fresh_schema(copy)
     many_s = in_fresh_schema(executemany)
     admin.dispose()
-    figures.update(project_samples_per_s=round(n / copy_s), executemany_samples_per_s=round(n / many_s),
-                   project_to_executemany_ratio=round(many_s / copy_s, 2))  # fmt: skip
+    figures.update(copy_samples_per_s=round(n / copy_s), executemany_samples_per_s=round(n / many_s),
+                   copy_to_executemany_ratio=round(many_s / copy_s, 2))  # fmt: skip
     return figures
 
 
@@ -470,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--orm-samples", type=int, default=100_000, help="samples for the (slow) ORM baseline"
     )
     parser.add_argument("--pg-url", default=os.environ.get("CAMPAIGN_TEST_PG_URL"),
-                        help="PostgreSQL URL for the PostgreSQL figures (default: $CAMPAIGN_TEST_PG_URL)")  # fmt: skip
+                        help="PostgreSQL URL for the COPY figure (default: $CAMPAIGN_TEST_PG_URL)")  # fmt: skip
     parser.add_argument("--pg-samples", type=int, default=200_000)
     parser.add_argument("--dir", default=None, help="folder for the SQLite files (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -492,7 +415,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             timings["project"].append(_timed("project", rep, lambda: time_project(folder, results), n))
             timings["raw"].append(_timed("raw", rep, lambda: time_raw(folder, traces), n))
             timings["engine"].append(_timed("engine", rep, lambda: time_engine(folder, traces), n))
-        bytes_per_sample = file_bytes_per_sample(folder, results)
         orm_s, orm_cpu_s = _timed("orm", 0, lambda: time_orm(folder, orm_traces), args.orm_samples)
     best = {k: min(w for w, _ in v) for k, v in timings.items()}
     cpu = {k: min(c for _, c in v) for k, v in timings.items()}
@@ -509,12 +431,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "project_to_orm_ratio": round(project / orm, 1),
         "orm_samples": args.orm_samples,
         "orm_note": f"ORM baseline on the first {args.orm_samples} samples only; its rate is per sample",
-        "project_path": ("ResultStore.ingest per run (samples packed into chunks with numpy: per device, phase and "
-                         "epoch, <= 4096 samples, each column byte-shuffled + zstd or narrow integers, exact; FK lookups "
-                         "off; WAL checkpointed by a thread, last checkpoint timed)"),
-        "project_bytes_per_sample": bytes_per_sample,
-        "raw_path": (f"sqlite3 executemany of prepared tuples, one INSERT per sample into a row per sample ({ROW_TABLE}, "
-                     "the layout before revision 0009), same settings (WAL thread, FK lookups off)"),
+        "project_path": ("ResultStore.ingest per run (SQLite: multi-row INSERT, constants bound once, parameters "
+                         "column by column, FK lookups off; WAL checkpointed by a thread, last checkpoint timed)"),
+        "raw_path": "sqlite3 executemany of prepared tuples, one INSERT per sample, same settings (WAL thread, FK lookups off)",
         # Nested figures (goals, CPU time, SQLite alone) are context, not the measured path's rate.
         "goal": {"samples_per_s": GOAL_SAMPLES_PER_S, "raw_ratio": GOAL_RAW_RATIO},
         "meets_goal": project >= GOAL_SAMPLES_PER_S and project / raw >= GOAL_RAW_RATIO,
@@ -535,7 +454,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             {k: v[: args.pg_samples] for k, v in trace.items()}, max(1, args.runs * args.pg_samples // n)
         )
         figures["postgresql"] = time_postgresql(args.pg_url, pg_traces)
-        print(f"postgres chunks {figures['postgresql']['project_samples_per_s']:,} samples/s, "
+        print(f"postgres copy {figures['postgresql']['copy_samples_per_s']:,} samples/s, "
               f"executemany {figures['postgresql']['executemany_samples_per_s']:,} samples/s")  # fmt: skip
     figures["wall_s"] = round(time.perf_counter() - began, 1)
     print(f"project {project:,.0f} samples/s = {project / raw:.2f} x raw sqlite3 ({raw:,.0f}/s) "

@@ -36,8 +36,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from db.traces import register_functions
-
 GOAL_SECONDS = 1.0
 
 PROJECT_SQL = """
@@ -122,7 +120,7 @@ def _holds(path: Path, runs: int, per_run: int) -> bool:
     con = sqlite3.connect(path)
     try:
         n_runs = con.execute("SELECT COUNT(*) FROM run WHERE status = 'done'").fetchone()[0]
-        n = con.execute("SELECT SUM(n) FROM trace_chunk").fetchone()[0]
+        n = con.execute("SELECT MAX(id) FROM trace_sample").fetchone()[0]
         return bool(n_runs == runs and n == runs * per_run)
     except sqlite3.Error:
         return False
@@ -180,7 +178,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             fill_s = fill(path, args.runs, args.samples_per_run, args.templates)
         n = args.runs * args.samples_per_run
         con = sqlite3.connect(path)
-        register_functions(con)  # trace_sample is a view over packed chunks
         con.execute("PRAGMA journal_mode=WAL")
         plan = [row[-1] for row in con.execute("EXPLAIN QUERY PLAN " + DIRECT_SQL)]
         mid = args.runs // 2

@@ -13,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Column, Table, UniqueConstraint
 from sqlalchemy.dialects import postgresql
 
 from db.records import TRAINING_PHASES
-from db.schema import Base, TraceSample
+from db.schema import Base
 from db.views import MEASURED_SOURCES, PHASES, VIEW_TABLES
 
 # name suffix -> unit, longest suffixes first
@@ -229,7 +229,7 @@ def render() -> str:
         "               1",
         "       ┌───────┼──────────┐",
         "       n       n          n",
-        "     epoch  run_phase  trace_chunk (read as the view trace_sample)",
+        "     epoch  run_phase  trace_sample",
         "```",
         "",
         "## Views",
@@ -243,20 +243,6 @@ def render() -> str:
     }
     for name, view in VIEW_TABLES.items():
         out += [f"### `{name}`", "", about[name], "", *_table_md(view, with_keys=False), ""]
-    # trace_sample is a view over the packed chunks (revision 0009): its rows and columns are those of
-    # the table it replaced. On SQLite it unpacks with a function the project registers on every
-    # connection it opens (db.engine, db.query); a plain sqlite3 client does not have it.
-    out += ["### `trace_sample`", "",
-            "One row per meter reading: a view over `trace_chunk`, where a run's samples are stored in",
-            "packed chunks (exact, NULLs kept; about 28 bytes per sample at 10 Hz on SQLite). A filter on",
-            "`run_id`, `device`, `phase` or `epoch` reads only the chunks it selects. On SQLite the view",
-            "calls `trace_value`, a function that `campaign query`, `campaign export` and the project's",
-            "engines register on their connections: **a plain `sqlite3` client (the `sqlite3` shell, DB",
-            "Browser) cannot read this view**; use `campaign export NAME --traces` (Parquet or CSV) or, in",
-            "Python, `db.traces.register_functions(connection)` on a `sqlite3` connection first. On",
-            "PostgreSQL the view unnests the chunks' arrays and any client reads it. `id` is the chunk id x",
-            "4096 + the position in the chunk: unique and in write order within a device, not consecutive.",
-            "", *_table_md(cast(Table, TraceSample.__table__), with_keys=False), ""]
     out += ["## Tables", ""]
     for table in Base.metadata.sorted_tables:
         model = next(m.class_ for m in Base.registry.mappers if m.local_table is table)

@@ -30,22 +30,11 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool, Pool
+from sqlalchemy.pool import NullPool
 
 from db.checkpoint import BACKSTOP_PAGES, WalCheckpointer
 from db.errors import CampaignError
 from db.paths import os_error_line
-from db.traces import register_functions
-
-
-@event.listens_for(Pool, "connect")
-def _trace_functions(dbapi_conn: Any, _record: Any) -> None:
-    """Every SQLite connection any SQLAlchemy engine of this process opens (``make_engine``'s, a
-    read-only one, or a plain ``create_engine``) gets the functions the ``trace_sample`` view
-    unpacks with; a plain ``sqlite3`` connection needs ``db.traces.register_functions``."""
-    if isinstance(dbapi_conn, sqlite3.Connection):
-        register_functions(dbapi_conn)
-
 
 # The checkpointer of each SQLite file engine (weakly held: it goes with its engine).
 _CHECKPOINTERS: weakref.WeakKeyDictionary[Engine, WalCheckpointer] = weakref.WeakKeyDictionary()
@@ -91,8 +80,7 @@ def parse_url(url: str) -> URL:
 
 
 def make_engine(url: str, echo: bool = False) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout, foreign keys and the functions the
-    ``trace_sample`` view calls (``db.traces.register_functions``).
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys.
 
     The parent folder of a SQLite file is created if missing. A SQLite file's WAL is checkpointed
     by a thread after commits (``db.checkpoint``) rather than inside them; ``engine.dispose()``
@@ -119,7 +107,6 @@ def make_engine(url: str, echo: bool = False) -> Engine:
             if is_file:  # the checkpointer thread does it; writers only past the backstop
                 cur.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             cur.close()
-            register_functions(dbapi_conn)  # what the trace_sample view unpacks with
 
         if is_file:
             checkpointer = WalCheckpointer(str(Path(parsed.database).expanduser()))  # type: ignore[arg-type]

@@ -1,11 +1,9 @@
 """A campaign's results as typed Arrow tables, and their export to Parquet or CSV files.
 
-Runs and trials come from the views (``db/views.py``); epochs and phases from their tables, trace
-samples from their chunks (``trace_chunk``, unpacked with numpy: the rows and columns of the
-``trace_sample`` view), restricted to the campaign's finished runs and carrying the run's
-identifying columns. Column types come from the schema, so an all-NULL column keeps its type.
-Trace samples are many: they are read run by run and written in batches, never held whole. The
-export is also how a plain SQL client without the project's functions reads traces.
+Runs and trials come from the views (``db/views.py``); epochs, phases and trace samples from
+their tables, restricted to the campaign's finished runs and carrying the run's identifying
+columns. Column types come from the schema, so an all-NULL column keeps its type. Trace
+samples are many: they are read run by run and written in batches, never held whole.
 """
 
 from __future__ import annotations
@@ -17,13 +15,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from sqlalchemy import BigInteger, Boolean, DateTime, Engine, Float, Integer, Select, select
 
 from db.query import database_errors, read_only_engine, require_views
 from db.read import CampaignInfo, CampaignReader
-from db.schema import Epoch, RunPhase, TraceChunk, TraceSample
-from db.traces import chunk_columns
+from db.schema import Epoch, RunPhase, TraceSample
 from db.views import run_summary, trial_summary
 
 if TYPE_CHECKING:
@@ -108,44 +104,24 @@ def read_tables(engine: Engine, campaign_id: int) -> dict[str, pa.Table]:
 
 
 def trace_batches(engine: Engine, campaign_id: int, batch_rows: int = TRACE_BATCH_ROWS) -> Iterator[pa.Table]:
-    """The trace samples of the campaign's finished runs, run by run (each run's ordered by device
-    and time), in tables of about ``batch_rows`` rows (at least one run's samples each): the rows of
-    the ``trace_sample`` view joined with the run's keys, unpacked from the chunks with numpy."""
-    import pyarrow as pa
-
+    """The trace samples of the campaign's finished runs, run by run, in tables of about
+    ``batch_rows`` rows (at least one run's samples each)."""
     schema = arrow_schema(_trace_query(campaign_id, 0))
-    chunk = TraceChunk.__table__
+    # The run keys once (run_summary aggregates every run), then each run's samples by themselves:
+    # the same rows as _trace_query's, without evaluating the view once per run.
+    own = _own_columns(TraceSample)
     with engine.connect() as conn:
         runs = conn.execute(select(*(run_summary.c[k] for k in RUN_KEYS))
                             .where(run_summary.c.campaign_id == campaign_id).order_by(run_summary.c.run_id)).all()
-        pending: list[pa.Table] = []
-        rows = 0
+        pending: list[Any] = []
         for keys in runs:
-            chunks = conn.execute(select(chunk).where(chunk.c.run_id == keys.run_id).order_by(chunk.c.id)).all()
-            if not chunks:
-                continue
-            cols = chunk_columns(chunks)
-            order = np.lexsort((cols["t_s"], cols["device"]))
-            n = len(order)
-            arrays = []
-            for field in schema:
-                if field.name in RUN_KEYS:
-                    arrays.append(pa.array([getattr(keys, field.name)] * n, type=field.type))
-                    continue
-                a = cols[field.name][order]
-                if a.dtype == np.float64:
-                    arrays.append(pa.array(a, type=field.type, mask=np.isnan(a)))
-                else:
-                    arrays.append(pa.array(a.tolist(), type=field.type))
-            pending.append(pa.table(arrays, schema=schema))
-            rows += n
-            if rows >= batch_rows:
-                yield pa.concat_tables(pending)
-                pending, rows = [], 0
-        if pending:
-            yield pa.concat_tables(pending)
-        elif not runs:
-            yield _to_arrow(schema, [])
+            samples = select(*own).where(TraceSample.run_id == keys.run_id).order_by(TraceSample.device, TraceSample.t_s)
+            pending.extend((*keys, *row) for row in conn.execute(samples))
+            if len(pending) >= batch_rows:
+                yield _to_arrow(schema, pending)
+                pending = []
+        if pending or not runs:
+            yield _to_arrow(schema, pending)
 
 
 def trace_schema() -> pa.Schema:

@@ -1,24 +1,35 @@
 """The write path for results: a run's result (``db.records.RunResult``, read from its file by
 ``RunResult.from_json``) becomes rows, idempotently, in one transaction.
 
-Trace samples never go in as ORM objects or one row each but as chunks (``db.traces``), one
-batch per run, inside the caller's transaction: the samples of each device are cut where the
-phase or the epoch changes and every ``CHUNK_MAX`` samples, and each measured column of a chunk is
-packed with numpy (SQLite: byte-shuffled and compressed, whole numbers as narrow integers, a
-constant as one value; PostgreSQL: a ``double precision[]``). A chunk is one row of
-``trace_chunk``; ``trace_sample`` is a view over them (``db.views.trace_sample_sql``).
+Trace samples never go in as ORM objects but through a bulk path, one batch per run, inside the
+caller's transaction:
 
-Values round-trip exactly (floats as float64 bits), with one rule on every backend: NaN is stored
-as NULL (as SQLite always did; PostgreSQL is made to agree, so that queries give the same answers
-on both). Infinities are kept.
+- SQLite: multi-row ``INSERT ... VALUES (...), (...)`` statements of ``_SQLITE_ROWS`` rows run by
+  the DB-API ``executemany``, with the run's constant columns (run id, source, and any column
+  that holds one value for the whole batch, such as a single GPU's index or its power limit)
+  bound once per statement instead of once per row, and the varying columns' parameters laid out
+  column by column (each statement's parameters are slices of the columns, copied, not values
+  interleaved one by one). Per-row statements spend more CPU time in the driver's per-statement
+  work than in SQLite itself (see ``benchmarks/ingest.py``). The WAL checkpoint that writes the
+  pages a second time runs on the engine's checkpoint thread (``db.checkpoint``), not in the
+  commit.
+- PostgreSQL (psycopg 3): ``COPY trace_sample (...) FROM STDIN`` in binary format, on the same
+  connection and so in the same transaction.
+- Any other dialect: ``executemany`` on one tuple per sample.
+
+Values round-trip exactly (floats are bound or copied as doubles), with one rule on every
+backend: NaN is stored as NULL (SQLite cannot store NaN; PostgreSQL is made to agree, so that
+queries give the same answers on both). Infinities are kept.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -45,12 +56,25 @@ from db.schema import (
     LayerMeasurement,
     Run,
     RunPhase,
-    TraceChunk,
+    TraceSample,
     Trial,
 )
-from db.traces import PACKED_COLUMNS, chunk_rows
 
 log = logging.getLogger(__name__)
+
+# PostgreSQL binary COPY types of ("run_id", "source", *SAMPLE_COLUMNS), as in db/schema.py.
+_PG_TYPES = ("int4", "text", "int4", "float8", "text", "int4", *["float8"] * 11)
+_FLOAT_COLUMNS = frozenset(c for c, t in zip(SAMPLE_COLUMNS, _PG_TYPES[2:], strict=True) if t == "float8")
+
+# Rows per SQLite INSERT statement: 64 rows x 15 columns stays under 999 bound parameters, the
+# limit of SQLite builds before 3.32; larger statements gain nothing measurable.
+_SQLITE_ROWS = 64
+_SQLITE_MAX_PARAMS = 999
+# Page cache the SQLite connection may use while it writes a trace (KiB; the setting is given back
+# afterwards), so that fewer of the table's and index's pages are spilled to the WAL mid-transaction
+# and written again (a few per cent; no effect on durability).
+_SQLITE_CACHE_KIB = 256 * 1024
+
 
 _PLAIN_TYPES = frozenset((int, float, str, type(None)))
 
@@ -101,37 +125,132 @@ def _plain(col: Any) -> Sequence[Any]:
 
 
 def insert_samples(conn: Connection, run_id: int, source: str, trace: Mapping[str, Sequence[Any]]) -> int:
-    """Write a columnar trace (``SAMPLE_COLUMNS`` -> equal-length sequences) of a run as chunks,
-    inside the caller's transaction; ``source`` goes into every chunk's ``source`` column.
+    """Bulk-insert a columnar trace (``SAMPLE_COLUMNS`` -> equal-length sequences) for a run,
+    inside the caller's transaction; ``source`` goes into every sample's ``source`` column.
 
-    Missing columns are stored as NULL, NaN as NULL. Returns the number of samples written.
-    ValueError (one line) for a column that holds something other than numbers, or a sample
-    without a device or phase."""
+    Missing columns are stored as NULL, NaN as NULL. Returns the number of samples written."""
     n, cols = trace_columns(trace)
     if n == 0:
         return 0
     dialect = conn.dialect.name
-    rows = chunk_rows(cols, n, postgres=dialect == "postgresql")
-    names = ("run_id", "source", "device", "phase", "epoch", "n", *PACKED_COLUMNS)
-    if dialect == "sqlite":
-        # the DB-API directly: a packed column may be a BLOB, a REAL or NULL, bound as it is
-        dbapi = conn.connection.dbapi_connection
-        assert dbapi is not None
-        sql = f"INSERT INTO {TraceChunk.__tablename__} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-        params = [(run_id, source, *(r[c] for c in names[2:])) for r in rows]
-        try:
-            cur = dbapi.cursor()
-            try:
-                cur.executemany(sql, params)
-            finally:
-                cur.close()
-        except conn.dialect.loaded_dbapi.Error as exc:  # raised as SQLAlchemy's, like every other statement
-            what = f"write of {n} samples of run {run_id} into {TraceChunk.__tablename__}"
-            raise DBAPIError.instance(what, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect) from exc
-    else:
-        conn.execute(insert(TraceChunk), [{"run_id": run_id, "source": source, **r} for r in rows])
-    log.debug("run %s: %d trace samples written in %d chunks (%s)", run_id, n, len(rows), dialect)
+    dbapi = conn.connection.dbapi_connection
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        if dialect == "sqlite":
+            _insert_sqlite(dbapi, run_id, source, cols, n)
+        elif dialect == "postgresql" and conn.dialect.driver == "psycopg":
+            _copy_postgresql(dbapi, run_id, source, _nan_to_null(cols))
+        else:
+            _insert_executemany(conn, run_id, source, _nan_to_null(cols), n)
+    except dbapi_error as exc:  # the driver's own error: raised as SQLAlchemy's, like every other statement
+        what = f"bulk write of {n} samples of run {run_id} into {TraceSample.__tablename__}"
+        raise DBAPIError.instance(what, None, exc, dbapi_error, dialect=conn.dialect) from exc
+    log.debug("run %s: %d trace samples written (%s)", run_id, n, dialect)
     return n
+
+
+def _constant(col: Sequence[Any]) -> bool:
+    """Whether every value of a (non-empty) column equals its first, checked cheaply: three probes
+    first, the full count only for a column that passes them."""
+    first = col[0]
+    return bool(first == col[-1] and first == col[len(col) // 2] and col.count(first) == len(col))
+
+
+def _insert_sqlite(dbapi: Any, run_id: int, source: str, cols: list[Sequence[Any] | None], n: int) -> None:
+    # Constant columns become numbered parameters bound once per statement (?1 .. ?k); the others
+    # follow column by column (?k+1 .. ?k+rows are the first varying column of the statement's
+    # rows, and so on), so that a statement's parameters are the constants and one slice of each
+    # column: list slicing copies, where interleaving the columns row by row costs a Python step
+    # per value. SQLite stores a NaN as NULL by itself.
+    const_names = ["run_id", "source"]
+    const_values: list[Any] = [run_id, source]
+    var_names: list[str] = []
+    var_cols: list[Sequence[Any]] = []
+    for name, col in zip(SAMPLE_COLUMNS, cols, strict=True):
+        if col is None or _constant(col):
+            const_names.append(name)
+            const_values.append(None if col is None else col[0])
+        else:
+            var_names.append(name)
+            var_cols.append(col if isinstance(col, list) else list(col))
+    k, v = len(const_values), len(var_names)
+    columns = ", ".join([*const_names, *var_names])
+    consts = ", ".join(f"?{i}" for i in range(1, k + 1))
+
+    def statement(rows: int) -> str:
+        values = (
+            "(" + ", ".join([consts, *(f"?{k + j * rows + r + 1}" for j in range(v))]) + ")" for r in range(rows)
+        )
+        return f"INSERT INTO {TraceSample.__tablename__} ({columns}) VALUES {', '.join(values)}"
+
+    def parameters(start: int, stop: int) -> list[Any]:
+        params = const_values.copy()
+        for col in var_cols:
+            params += col[start:stop]
+        return params
+
+    per_statement = max(1, min(_SQLITE_ROWS, (_SQLITE_MAX_PARAMS - k) // max(v, 1)))
+    whole = n // per_statement * per_statement
+    cur = dbapi.cursor()
+    cache_size = int(cur.execute("PRAGMA cache_size").fetchone()[0])  # < 0: KiB, > 0: pages
+    grow = -cache_size < _SQLITE_CACHE_KIB
+    try:
+        if grow:
+            cur.execute(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
+        if v == 0:  # every column constant: one row of parameters per sample
+            cur.executemany(statement(1), itertools.repeat(const_values, n))
+            return
+        cur.executemany(
+            statement(per_statement),
+            (parameters(a, a + per_statement) for a in range(0, whole, per_statement)),
+        )
+        if whole < n:
+            cur.execute(statement(n - whole), parameters(whole, n))
+    finally:
+        if grow:  # the setting is the connection's: the pool gets the connection back as it was
+            cur.execute(f"PRAGMA cache_size = {cache_size}")
+        cur.close()
+
+
+def _copy_postgresql(dbapi: Any, run_id: int, source: str, cols: list[Sequence[Any] | None]) -> None:
+    names = ", ".join(("run_id", "source", *SAMPLE_COLUMNS))
+    rows = zip(itertools.repeat(run_id), itertools.repeat(source),
+               *(itertools.repeat(None) if c is None else c for c in cols))  # fmt: skip
+    with (
+        dbapi.cursor() as cur,
+        cur.copy(f"COPY {TraceSample.__tablename__} ({names}) FROM STDIN (FORMAT BINARY)") as copy,
+    ):
+        copy.set_types(list(_PG_TYPES))
+        for row in rows:
+            copy.write_row(row)
+
+
+def _insert_executemany(
+    conn: Connection, run_id: int, source: str, cols: list[Sequence[Any] | None], n: int
+) -> None:
+    names = ("run_id", "source", *SAMPLE_COLUMNS)
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO {TraceSample.__tablename__} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
+    rows = list(zip(itertools.repeat(run_id, n), itertools.repeat(source, n),
+                    *(itertools.repeat(None, n) if c is None else c for c in cols), strict=True))  # fmt: skip
+    conn.exec_driver_sql(sql, rows)
+
+
+def _nan_to_null(cols: list[Sequence[Any] | None]) -> list[Sequence[Any] | None]:
+    """The columns with NaN replaced by None (as SQLite stores it). A column is copied only when
+    it holds a NaN: its sum without None and zeros is NaN then (or when it holds both
+    infinities), which a C loop finds; the exact test runs only in that case."""
+    out = list(cols)
+    for i, (name, col) in enumerate(zip(SAMPLE_COLUMNS, cols, strict=True)):
+        if col is None or name not in _FLOAT_COLUMNS:
+            continue
+        try:
+            total = sum(filter(None, col))
+        except TypeError:  # not all numbers: leave it to the database to refuse or convert
+            continue
+        if isinstance(total, float) and math.isnan(total):
+            out[i] = [None if isinstance(x, float) and math.isnan(x) else x for x in col]
+    return out
 
 
 def hardware_id(conn: Connection, hw: Mapping[str, Any]) -> int | None:
@@ -179,7 +298,7 @@ def ingest(engine: Engine, result: RunResult) -> bool:
 
     On SQLite the per-row foreign-key lookups are switched off for this transaction: every
     row written references the run that the same transaction has just looked up or created,
-    so they are redundant (they were a fifth of the cost of a trace stored as a row per sample)."""
+    so they are redundant, and on a long trace they are a fifth of the insert cost."""
     with engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:  # only outside a transaction does SQLite honour this pragma
@@ -331,11 +450,11 @@ def _write_run(conn: Connection, trial_id: int, existing: Any, result: RunResult
         run_id = int(existing.id)
         conn.execute(update(Run).where(Run.id == run_id).values(**values))
         # A rewritten run loses its old child rows first.
-        for table in (Epoch, RunPhase, TraceChunk, CarbontrackerEpoch, CarbontrackerRun, LayerMeasurement):
+        for table in (Epoch, RunPhase, TraceSample, CarbontrackerEpoch, CarbontrackerRun, LayerMeasurement):
             conn.execute(delete(table).where(table.run_id == run_id))
     _insert_records(conn, Epoch, run_id, result.epochs)
     # run_phase: the worker's per-phase summary (jobs.protocol.summarise), pre-aggregated here so
-    # that per-run questions never unpack traces.
+    # that per-run questions never scan trace_sample.
     _insert_records(conn, RunPhase, run_id, result.phases)
     insert_samples(conn, run_id, result.power_source or "unknown", result.trace)
     insert_carbontracker(conn, run_id, result.carbontracker)

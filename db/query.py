@@ -22,8 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from db.engine import DatabaseError, database_errors, is_db_error, one_line, parse_url, redact
-from db.traces import register_functions
-from db.views import TRACE_VIEW, VIEW_NAMES
+from db.views import VIEW_NAMES
 
 __all__ = ["QueryError", "QueryResult", "database_errors", "missing_views", "read_only_engine", "require_views",
            "run_query", "sqlite_read_only_uri"]
@@ -103,7 +102,6 @@ def read_only_engine(url: str) -> Engine:
             con = sqlite3.connect(uri, uri=True, timeout=60, check_same_thread=False)
             con.execute("PRAGMA query_only=ON")
             con.set_authorizer(_read_only_authorizer)
-            register_functions(con)  # what the trace_sample view unpacks with
             return con
 
         return create_engine("sqlite://", creator=connect, poolclass=NullPool)
@@ -125,10 +123,9 @@ def read_only_engine(url: str) -> Engine:
 
 
 def missing_views(engine: Engine) -> list[str]:
-    """The views this database lacks: the analysis views (all of them on a schema older than 0002)
-    and ``trace_sample`` (a table before 0009, whose samples the code reads from chunks now)."""
+    """The analysis views this database lacks (all of them on a schema older than 0002)."""
     present = set(inspect(engine).get_view_names())
-    return [v for v in (*VIEW_NAMES, TRACE_VIEW) if v not in present]
+    return [v for v in VIEW_NAMES if v not in present]
 
 
 def require_views(engine: Engine, url: str) -> None:

@@ -16,7 +16,6 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 from sqlalchemy import Connection, Engine, func, select
 
 from db.engine import DatabaseError, redact
@@ -24,8 +23,7 @@ from db.errors import CampaignError
 from db.migrate import schema_problem
 from db.query import database_errors, read_only_engine
 from db.records import Phase, RunStatus, TrialState
-from db.schema import Architecture, Campaign, Epoch, Run, RunPhase, TraceChunk, Trial
-from db.traces import as_rows, chunk_columns
+from db.schema import Architecture, Campaign, Epoch, Run, RunPhase, TraceSample, Trial
 from db.views import run_summary
 
 # The trial states ``list_campaigns`` counts per campaign (cancelled ones only count in "trials").
@@ -164,17 +162,11 @@ class CampaignReader:
             return [dict(r._mapping) for r in conn.execute(select(table).where(table.c.run_id.in_(list(run_ids))))]
 
     def trace(self, run_id: int) -> list[dict[str, Any]]:
-        """A run's trace samples ordered by device and time, each with the columns of the
-        ``trace_sample`` view, exactly as stored (the chunks unpacked with numpy)."""
-        table = TraceChunk.__table__
-        q = select(table).where(table.c.run_id == run_id).order_by(table.c.id)
+        """A run's trace samples in time order."""
+        table = TraceSample.__table__
+        q = select(table).where(table.c.run_id == run_id).order_by(table.c.device, table.c.t_s)
         with self._connect() as conn:
-            chunks = conn.execute(q).all()
-        cols = chunk_columns(chunks)
-        if not chunks:
-            return []
-        order = np.lexsort((cols["t_s"], cols["device"]))
-        return as_rows({k: v[order] for k, v in cols.items()})
+            return [dict(r._mapping) for r in conn.execute(q)]
 
     def epochs(self, run_ids: Sequence[int]) -> list[dict[str, Any]]:
         """Per-epoch rows of the given runs, by run and epoch."""
@@ -185,20 +177,11 @@ class CampaignReader:
 
     def train_utilization(self, run_ids: Sequence[int]) -> dict[int, float | None]:
         """Mean device utilisation (%) over each run's training samples (None without readings)."""
-        t = TraceChunk.__table__
-        q = (select(t.c.id, t.c.run_id, t.c.n, t.c.gpu_util)
-             .where(t.c.run_id.in_(list(run_ids)), t.c.phase == Phase.TRAIN).order_by(t.c.id))
+        t = TraceSample.__table__
+        q = (select(t.c.run_id, func.avg(t.c.gpu_util))
+             .where(t.c.run_id.in_(list(run_ids)), t.c.phase == Phase.TRAIN).group_by(t.c.run_id))
         with self._connect() as conn:
-            chunks = conn.execute(q).all()
-        by_run: dict[int, list[Any]] = {}
-        for c in chunks:
-            by_run.setdefault(int(c.run_id), []).append(c)
-        out: dict[int, float | None] = {}
-        for rid, own in by_run.items():
-            util = chunk_columns(own, ("gpu_util",))["gpu_util"]
-            util = util[~np.isnan(util)]
-            out[rid] = float(util.mean()) if len(util) else None
-        return out
+            return {int(rid): (None if util is None else float(util)) for rid, util in conn.execute(q)}
 
     def done_run_figures(self) -> list[dict[str, Any]]:
         """Every done run of every campaign (run_summary) with a positive duration and budget: its

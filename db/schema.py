@@ -8,7 +8,6 @@ Versioned by Alembic (``db/migrations``); a change here needs a new revision the
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -18,22 +17,17 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     String,
     Text,
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, DOUBLE_PRECISION
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from db.records import PHASES, RunStatus, TrialState
-from db.views import view_metadata
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
-# A packed trace column (db.traces): a BLOB, a constant or NULL on SQLite; double precision[] on PostgreSQL.
-Packed = LargeBinary().with_variant(ARRAY(DOUBLE_PRECISION()), "postgresql")
 
 # The stored strings of the states (db.records defines them; the column comments list them).
 TRIAL_STATES: tuple[str, ...] = tuple(s.value for s in TrialState)
@@ -278,65 +272,18 @@ class RunPhase(Base):
     )
 
 
-class TraceChunk(Base):
-    """Consecutive trace samples of one run and device with one phase and epoch (at most
-    ``db.traces.CHUNK_MAX``), each measured column packed as one value (``db.traces``): exact,
-    NULLs kept. A packed column is, on SQLite, a BLOB (byte-shuffled, zstd-compressed float64 bits
-    or narrow integers), one REAL when every sample has that value, or NULL when none has one; on
-    PostgreSQL a double precision[] array. Written by ``db.ingest``; read through the ``trace_sample`` view (SQL) or unpacked
-    with numpy (``db.read``, ``db.export``)."""
+class TraceSample(Base):
+    """One meter reading. Many: written through the bulk path in ``db.ingest``.
 
-    __tablename__ = "trace_chunk"
-    __table_args__ = (Index("ix_trace_chunk_run", "run_id"),)
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, comment="chunk id, in write order")
-    run_id: Mapped[int] = mapped_column(
-        ForeignKey("run.id", ondelete="CASCADE"), comment="run the samples belong to"
-    )
-    source: Mapped[str] = mapped_column(String(20), comment="nvml | simulated | ... (as the run)")
-    device: Mapped[int] = mapped_column(Integer, comment="device index within the job")
-    phase: Mapped[str] = mapped_column(String(16), comment=PHASE_NAMES)
-    epoch: Mapped[int | None] = mapped_column(Integer, comment="1-based training epoch, NULL outside an epoch")
-    n: Mapped[int] = mapped_column(Integer, comment="samples in the chunk")
-    t_s: Mapped[Any] = mapped_column(Packed, nullable=True, comment="t_s of each sample, packed (db.traces)")
-    power_w: Mapped[Any] = mapped_column(Packed, nullable=True, comment="power_w of each sample, packed (db.traces)")
-    energy_j: Mapped[Any] = mapped_column(Packed, nullable=True, comment="energy_j of each sample, packed (db.traces)")
-    gpu_util: Mapped[Any] = mapped_column(Packed, nullable=True, comment="gpu_util of each sample, packed (db.traces)")
-    mem_util: Mapped[Any] = mapped_column(Packed, nullable=True, comment="mem_util of each sample, packed (db.traces)")
-    mem_used_mb: Mapped[Any] = mapped_column(Packed, nullable=True, comment="mem_used_mb of each sample, packed (db.traces)")
-    temperature_c: Mapped[Any] = mapped_column(Packed, nullable=True, comment="temperature_c of each sample, packed (db.traces)")
-    sm_clock_mhz: Mapped[Any] = mapped_column(Packed, nullable=True, comment="sm_clock_mhz of each sample, packed (db.traces)")
-    mem_clock_mhz: Mapped[Any] = mapped_column(Packed, nullable=True, comment="mem_clock_mhz of each sample, packed (db.traces)")
-    power_limit_w: Mapped[Any] = mapped_column(Packed, nullable=True, comment="power_limit_w of each sample, packed (db.traces)")
-    cpu_util: Mapped[Any] = mapped_column(Packed, nullable=True, comment="cpu_util of each sample, packed (db.traces)")
-    rss_mb: Mapped[Any] = mapped_column(Packed, nullable=True, comment="rss_mb of each sample, packed (db.traces)")
-
-
-class TraceIndex(Base):
-    """The sample positions 0 .. CHUNK_MAX - 1 within a chunk, which the SQLite ``trace_sample``
-    view joins chunks with (SQLite has no set-returning function from Python)."""
-
-    __tablename__ = "trace_index"
-    i: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, comment="position in a chunk")
-
-
-class ViewBase(DeclarativeBase):
-    """Classes mapped onto views (their tables live in ``db.views.view_metadata``, never created by
-    Alembic as tables)."""
-
-    metadata = view_metadata
-
-
-class TraceSample(ViewBase):
-    """One meter reading: a view over ``trace_chunk`` (revision 0009), with the columns the table
-    had before. Written only through ``db.ingest`` (chunks); a filter on run_id, device, phase or
-    epoch reads only the chunks it selects. On SQLite the view calls ``trace_value``, a function
-    the project registers on its connections (``db.traces.register_functions``): a plain sqlite3
-    client reads traces through ``campaign export --traces`` or registers it."""
+    Indexed by run: a run's samples are written together, so they lie together; a phase is a
+    filter within them, and per-phase figures are pre-aggregated in ``run_phase``."""
 
     __tablename__ = "trace_sample"
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True,
-                                    comment="sample id: chunk id x 4096 + position in the chunk (write order)")
-    run_id: Mapped[int] = mapped_column(Integer, comment="run the sample belongs to (run.id)")
+    __table_args__ = (Index("ix_trace_run", "run_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, comment="sample id")
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("run.id", ondelete="CASCADE"), comment="run the sample belongs to"
+    )
     source: Mapped[str] = mapped_column(String(20), comment="nvml | simulated | ... (as the run)")
     device: Mapped[int] = mapped_column(Integer, comment="device index within the job")
     t_s: Mapped[float] = mapped_column(Float, comment="monotonic seconds since the meter's wall-clock anchor")

@@ -36,7 +36,7 @@ from db.schema import (
     Run,
     RunPhase,
     Submission,
-    TraceChunk,
+    TraceSample,
     Trial,
 )
 
@@ -147,7 +147,7 @@ def _campaign_id(conn: Connection, name: str) -> int:
 
 
 # The tables holding a campaign's rows below its runs, deleted before the runs (children first).
-_RUN_CHILDREN = (TraceChunk, Epoch, RunPhase, CarbontrackerEpoch, CarbontrackerRun, LayerMeasurement)
+_RUN_CHILDREN = (TraceSample, Epoch, RunPhase, CarbontrackerEpoch, CarbontrackerRun, LayerMeasurement)
 
 
 @dataclasses.dataclass(frozen=True)

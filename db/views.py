@@ -12,10 +12,6 @@ migration that drops the old version and creates the new one; never change what 
 migration uses produces (each version passes its own frozen phases and aggregates). A
 migration that rebuilds a table a view reads (SQLite's batch mode copies tables) must drop the
 views first (``drop_views_sql``) and create them again afterwards.
-
-``trace_sample`` (revision 0009) is a view too, over the packed chunks of ``trace_chunk``
-(``trace_sample_sql``, ``trace_view_sql``); a migration that rebuilds ``trace_chunk`` drops it first
-(``drop_trace_view_sql``) and creates it again.
 """
 
 from __future__ import annotations
@@ -339,68 +335,3 @@ def comment_views_sql(dialect: str, existing: dict[str, set[str]]) -> list[str]:
                 text = f"{c.comment} [{unit}]" if unit else (c.comment or "")
                 out.append(f"COMMENT ON COLUMN {name}.{c.name} IS {lit(text)}")
     return out
-
-
-# -- trace_sample: a view over the packed chunks (revision 0009, db/traces.py) ------------------------
-
-TRACE_VIEW = "trace_sample"
-# Sample positions per chunk at most: db.traces.CHUNK_MAX (a view's id is chunk id x this + position).
-TRACE_CHUNK_MAX = 4096
-# The packed columns of trace_chunk, in trace_sample's column order (device, phase and epoch are the chunk's).
-TRACE_PACKED = ("t_s", "power_w", "energy_j", "gpu_util", "mem_util", "mem_used_mb", "temperature_c",
-                "sm_clock_mhz", "mem_clock_mhz", "power_limit_w", "cpu_util", "rss_mb")
-_TRACE_ORDER = ("id", "run_id", "source", "device", "t_s", "phase", "epoch", *TRACE_PACKED[1:])
-
-
-def trace_sample_sql(dialect: str) -> str:
-    """The SELECT of the ``trace_sample`` view: one row per sample of ``trace_chunk``, the columns
-    of the table it replaces. SQLite: chunks joined with their positions (``trace_index``) and each
-    packed column unpacked by the registered function ``trace_value``; PostgreSQL: the chunk's
-    arrays unnested together."""
-    own = {"run_id": "c.run_id", "source": "c.source", "device": "c.device", "phase": "c.phase", "epoch": "c.epoch"}
-    if dialect == "postgresql":
-        names = ", ".join(TRACE_PACKED)
-        cols = {**own, "id": f"c.id * {TRACE_CHUNK_MAX} + u.i - 1", **{c: f"u.{c}" for c in TRACE_PACKED}}
-        source = (f"FROM trace_chunk c CROSS JOIN LATERAL unnest({', '.join('c.' + c for c in TRACE_PACKED)}) "
-                  f"WITH ORDINALITY AS u({names}, i)")
-    else:
-        cols = {**own, "id": f"c.id * {TRACE_CHUNK_MAX} + x.i",
-                **{c: f"trace_value(c.{c}, x.i)" for c in TRACE_PACKED}}
-        # CROSS JOIN: SQLite keeps the chunks as the outer loop (never reorders it), so each chunk's
-        # columns are unpacked once and its positions follow (the primary key's range up to n).
-        # The empty UNION ALL arm keeps SQLite from flattening the view into a query that groups,
-        # sorts or joins: it would then carry the packed columns through its sorter and unpack them
-        # afterwards (measured 7x slower); as a subquery the values are unpacked first, and a
-        # WHERE on run_id, device, phase or epoch is still pushed down to the chunks' index.
-        source = "FROM trace_chunk c CROSS JOIN trace_index x ON x.i < c.n"
-        empty = "SELECT " + ", ".join("NULL" for _ in _TRACE_ORDER) + " WHERE 0"
-        select = ",\n       ".join(f"{cols[c]} AS {c}" for c in _TRACE_ORDER)
-        return f"SELECT {select}\n{source}\nUNION ALL {empty}"
-    select = ",\n       ".join(f"{cols[c]} AS {c}" for c in _TRACE_ORDER)
-    return f"SELECT {select}\n{source}"
-
-
-def trace_view_sql(dialect: str) -> list[str]:
-    """``CREATE`` statements of the ``trace_sample`` view and what keeps statements on it working:
-    a DELETE on the view deletes the chunks of the runs it names (a trigger on SQLite, a rule on
-    PostgreSQL); on SQLite an INSERT of one sample stores it as a chunk of one (plain SQL, so that
-    a client without the project's functions can still add samples; ``db.ingest`` writes whole
-    chunks)."""
-    out = [f"CREATE VIEW {TRACE_VIEW} AS\n{trace_sample_sql(dialect)}"]
-    if dialect == "postgresql":
-        out.append(f"CREATE RULE trace_sample_delete AS ON DELETE TO {TRACE_VIEW} DO INSTEAD "
-                   "DELETE FROM trace_chunk WHERE run_id = OLD.run_id")
-        return out
-    packed = ", ".join(TRACE_PACKED)
-    values = ", ".join(f"CAST(NEW.{c} AS REAL)" for c in TRACE_PACKED)
-    out.append(f"CREATE TRIGGER trace_sample_delete INSTEAD OF DELETE ON {TRACE_VIEW} BEGIN "
-               "DELETE FROM trace_chunk WHERE run_id = OLD.run_id; END")
-    out.append(f"CREATE TRIGGER trace_sample_insert INSTEAD OF INSERT ON {TRACE_VIEW} BEGIN "
-               f"INSERT INTO trace_chunk (run_id, source, device, phase, epoch, n, {packed}) "
-               f"VALUES (NEW.run_id, NEW.source, NEW.device, NEW.phase, NEW.epoch, 1, {values}); END")
-    return out
-
-
-def drop_trace_view_sql(dialect: str) -> list[str]:
-    """``DROP`` statements of the view (its triggers and rule go with it)."""
-    return [f"DROP VIEW IF EXISTS {TRACE_VIEW}" + (" CASCADE" if dialect == "postgresql" else "")]

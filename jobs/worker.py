@@ -88,6 +88,7 @@ class WorkerSummary:
 MIN_MEASURED = 3
 ESTIMATE_QUANTILE = 0.9
 ESTIMATE_REFRESH = 10  # trials between two reads of the measured durations
+DEADLINE_SHARE = 0.5  # kept free before the deadline besides the fixed margin, as a share of the next trial's estimate
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -307,7 +308,9 @@ def run_worker(spec: WorkerSpec, store: ResultStore | None = None) -> WorkerSumm
                                       lambda: store.trial_walltimes(info.id, spec.gpu_type), patience_s)
                 estimate = trial_estimate(epochs, measured, spec.estimate_s)
                 now = time.time()
-                if not fits_before(deadline, now, estimate, spec.deadline_margin_s):
+                # the margin grows with the trial: a loaded node runs trials slower than measured
+                margin = spec.deadline_margin_s + DEADLINE_SHARE * (estimate or 0.0)
+                if not fits_before(deadline, now, estimate, margin):
                     summary.out_of_time = True
                     summary.stopped_reason = (f"out of time: the next trial ({epochs} epochs, about {estimate:.0f} s) "
                                               f"would not end before the allocation does (in {deadline - now:.0f} s)")

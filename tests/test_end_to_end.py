@@ -54,9 +54,6 @@ def test_the_launch_without_a_terminal_prints_each_phase_and_finished_trial(smok
 def test_smoke_campaign_records_runs_epochs_and_traces(smoke: tuple[Path, str]) -> None:
     root, _ = smoke
     con = sqlite3.connect(root / "e2e.db")
-    from db.traces import register_functions
-
-    register_functions(con)  # trace_sample is a view over packed chunks
     runs = con.execute("select status, power_source, energy_j, test_accuracy, host from run").fetchall()
     assert len(runs) == 8  # 2 architectures x 2 epoch budgets x 2 seeds
     assert all(r[0] == "done" and r[1] == "simulated" and r[2] > 0 and 0 <= r[3] <= 1 and r[4] for r in runs)

@@ -80,17 +80,20 @@ def test_the_cluster_max_array_size_is_read_from_scontrol(arrays4) -> None:  # t
 def test_a_campaign_needing_several_submissions_finishes_every_trial_once_without_a_person(
         arrays4, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     url = url_for(tmp_path)
-    # 16 tiny trials, 5 workers in arrays of 4 + 1, each allowed one minute: the first ones stop
-    # for time (the configured estimate, 15 s an epoch, until three runs are measured) and resubmit
-    out = campaign("launch", *TINY, "name=pull", f"root={tmp_path}", f"db.url={url}", *SMALL, "seeds=8",
+    # 40 trials of at least 5 s each (the idle baseline), 5 workers in arrays of 4 + 1, each allowed
+    # one minute: 5 workers fit at most 5 x 60 / 5 < 80 trials, and the time check (the configured
+    # estimate, then measured durations, with a margin) stops each well before that, however fast
+    # the machine: they stop for time and resubmit until every trial is done
+    slow = [a for a in TINY if not a.startswith("protocol.idle_s=")] + ["protocol.idle_s=5"]
+    out = campaign("launch", *slow, "name=pull", f"root={tmp_path}", f"db.url={url}", *SMALL, "seeds=20",
                    "launcher.timeout_min=1", "launcher.max_workers=5", "launcher.wait=false").stdout
     assert "a100: 5 worker task(s) on slurm in 2 array(s) 4 + 1" in out, out
-    wait_until("every trial done", lambda: sum(done_once(url).values()) >= 16, timeout_s=900, poll_s=2)
+    wait_until("every trial done", lambda: sum(done_once(url).values()) >= 40, timeout_s=1200, poll_s=2)
     subs = _submissions(url)
     arrays = [j for s in subs for j in s[2]]
     wait_until("the workers gone from the queue", lambda: _queue_empty(arrays), timeout_s=180, poll_s=1)
     counts = done_once(url)
-    assert len(counts) == 16 and set(counts.values()) == {1}, counts
+    assert len(counts) == 40 and set(counts.values()) == {1}, counts
     assert subs[0][:2] == (1, "launch") and subs[0][3] == [4, 1]
     assert len(subs) >= 2 and {b for _, b, *_ in subs[1:]} <= {"worker", "follow"}, subs
     assert all(size <= MAX_ARRAY_SIZE for s in subs for size in s[3]), subs

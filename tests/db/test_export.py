@@ -103,8 +103,14 @@ def test_cli_export_upgrades_an_older_schema(tmp_path: Path, smoke_cfg, cli) -> 
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = make_engine(url)
-    upgrade(engine, "0008")  # the revision before compact traces (today's planner writes columns of 0007)
+    upgrade(engine, "0007")  # today's planner writes 0007's columns; then back to the first schema
     plan_campaign(ResultStore(engine, upgrade=False), smoke_cfg, "old")
+    from alembic import command
+
+    from db.migrate import alembic_config
+
+    command.downgrade(alembic_config(engine), "0001")
+    assert current_revision(engine) == "0001"
     assert cli(["export", "old", f"root={tmp_path}", f"db.url={url}"]) == 0
     assert current_revision(engine) == head_revision() and (tmp_path / "old" / "export" / "runs.parquet").is_file()
     engine.dispose()

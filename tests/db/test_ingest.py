@@ -1,7 +1,7 @@
-"""The write path for trace samples (``db.ingest``: packed chunks, ``db.traces``), on SQLite and
-on PostgreSQL, read back through the ``trace_sample`` view.
+"""The bulk write path for trace samples (``db.ingest``), on SQLite and on PostgreSQL (COPY).
 
-Every test runs on both backends through ``db_url``.
+Every test runs on both backends through ``db_url``; the PostgreSQL cases check that the COPY
+path is the one that ran.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import Float, Integer, String, func, select, text
+from sqlalchemy.exc import IntegrityError
 
+import db.ingest as ingest
 from db.engine import make_engine
 from db.ingest import SAMPLE_COLUMNS, insert_samples
 from db.records import RunResult
@@ -45,6 +47,20 @@ def trials(store: ResultStore, smoke_cfg: Any) -> list[ClaimedTrial]:
     out = [store.claim_next(cid, "cpu", "node1-1-abc", "node1") for _ in range(2)]
     assert None not in out
     return out  # type: ignore[return-value]
+
+
+@pytest.fixture
+def copy_calls(db_url: str, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Run ids written through PostgreSQL's COPY path (stays empty on SQLite)."""
+    calls: list[int] = []
+    original = ingest._copy_postgresql
+
+    def spy(dbapi: Any, run_id: int, *args: Any) -> None:
+        calls.append(run_id)
+        original(dbapi, run_id, *args)
+
+    monkeypatch.setattr(ingest, "_copy_postgresql", spy)
+    return calls
 
 
 @functools.cache
@@ -93,8 +109,7 @@ def large_trace(n: int, seed: int = 0) -> dict[str, list[Any]]:
 
 
 def stored(store: ResultStore, run_id: int) -> dict[str, list[Any]]:
-    """A run's samples through the view, columnar, in id order (each device's samples in the order
-    they were given, device after device)."""
+    """A run's samples, columnar, in insertion (id) order."""
     cols = [getattr(TraceSample, c) for c in SAMPLE_COLUMNS]
     with store.engine.connect() as conn:
         rows = conn.execute(select(*cols).where(TraceSample.run_id == run_id).order_by(TraceSample.id)).all()
@@ -114,16 +129,15 @@ def count(store: ResultStore, table: Any) -> int:
 
 
 def test_a_large_trace_round_trips_exactly(
-    store: ResultStore, trials: list[ClaimedTrial]
+    store: ResultStore, trials: list[ClaimedTrial], copy_calls: list[int]
 ) -> None:
     trial = trials[0]
     trace = large_trace(N_LARGE)
     result = RunResult.from_json({**worker_result(trial, NAME, energy_j=1234.5, power_source="nvml"), "trace": trace})
     assert store.ingest(result) is True
     back = stored(store, trial.run_id)
-    by_device = sorted(range(N_LARGE), key=lambda i: trace["device"][i])  # stable: each device in order
     for col in SAMPLE_COLUMNS:
-        want = [trace[col][i] for i in by_device] if col in trace else [None] * N_LARGE
+        want = trace.get(col, [None] * N_LARGE)
         assert len(back[col]) == N_LARGE, col
         # == on floats is exact (the trace has neither NaN nor -0.0); the types must match too
         if back[col] == want and set(map(type, back[col])) == set(map(type, want)):
@@ -132,6 +146,7 @@ def test_a_large_trace_round_trips_exactly(
         assert not bad, (
             f"{col}: sample {bad[0]} stored {back[col][bad[0]]!r}, given {want[bad[0]]!r} ({len(bad)} differ)"
         )
+    assert copy_calls == ([trial.run_id] if store.engine.dialect.name == "postgresql" else [])
 
 
 def test_ingesting_the_same_result_twice_writes_nothing_twice(
@@ -157,7 +172,7 @@ def test_ingesting_the_same_result_twice_writes_nothing_twice(
 
 
 def test_nulls_and_special_floats_are_stored_alike_on_every_backend(
-    store: ResultStore, trials: list[ClaimedTrial]
+    store: ResultStore, trials: list[ClaimedTrial], copy_calls: list[int]
 ) -> None:
     inf, nan = math.inf, math.nan
     trace = {
@@ -185,6 +200,7 @@ def test_nulls_and_special_floats_are_stored_alike_on_every_backend(
     assert back["cpu_util"] == [None, 1.0, None, 2.0, None, -inf]
     assert back["epoch"] == [None, None, 1, 1, 1, None]
     assert back["rss_mb"] == [None] * 6  # absent from the trace
+    assert copy_calls == ([trials[0].run_id] if store.engine.dialect.name == "postgresql" else [])
 
 
 @pytest.mark.parametrize("power_source", ["nvml", "simulated", None])
@@ -222,17 +238,18 @@ def test_a_malformed_trace_is_refused_and_nothing_of_the_run_is_written(
 
 
 def test_a_sample_the_database_refuses_fails_the_whole_result(
-    store: ResultStore, trials: list[ClaimedTrial]
+    store: ResultStore, trials: list[ClaimedTrial], copy_calls: list[int]
 ) -> None:
     result = worker_result(trials[0], NAME, energy_j=10.0, samples_per_phase=100)
-    result["trace"]["power_w"][150] = None  # power_w is required
-    with pytest.raises(ValueError, match="power_w has no value .* in sample 150"):
+    result["trace"]["power_w"][150] = None  # power_w is NOT NULL
+    with pytest.raises(IntegrityError, match="power_w"):
         store.ingest(RunResult.from_json(result))
     assert count(store, TraceSample) == 0 and count(store, RunPhase) == 0 and count(store, Epoch) == 0
     with store.engine.connect() as conn:
         assert conn.execute(select(Run.status).where(Run.id == trials[0].run_id)).scalar_one() == "running"
     again = RunResult.from_json(worker_result(trials[0], NAME, energy_j=10.0))
     assert store.ingest(again) is True  # the connection is usable
+    assert copy_calls == ([trials[0].run_id] * 2 if store.engine.dialect.name == "postgresql" else [])
 
 
 def test_small_and_constant_traces(store: ResultStore, trials: list[ClaimedTrial]) -> None:
@@ -287,11 +304,14 @@ def test_sqlite_connection_settings_are_given_back(tmp_path: Path, smoke_cfg: An
     store.engine.dispose()
 
 
-def test_sample_columns_are_the_meters_fields_and_the_views_columns() -> None:
-    from db.schema import TraceChunk
-    from db.traces import KEY_COLUMNS, PACKED_COLUMNS
-
-    view = {c.name for c in TraceSample.__table__.columns} - {"id", "run_id", "source"}
-    assert set(SAMPLE_COLUMNS) == set(SAMPLE_FIELDS) == view
-    chunk = {c.name for c in TraceChunk.__table__.columns} - {"id", "run_id", "source", "n"}
-    assert chunk == set(KEY_COLUMNS) | set(PACKED_COLUMNS) == set(SAMPLE_COLUMNS)
+def test_sample_columns_are_the_meters_fields_and_the_tables_columns() -> None:
+    table = {c.name for c in TraceSample.__table__.columns} - {"id", "run_id", "source"}
+    assert set(SAMPLE_COLUMNS) == set(SAMPLE_FIELDS) == table
+    # COPY's binary types follow the schema's column types
+    by_type = {Integer: "int4", String: "text", Float: "float8"}
+    columns = TraceSample.__table__.columns
+    expected = [
+        next(t for k, t in by_type.items() if isinstance(columns[c].type, k))
+        for c in ("run_id", "source", *SAMPLE_COLUMNS)
+    ]
+    assert list(ingest._PG_TYPES) == expected
