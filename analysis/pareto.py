@@ -66,18 +66,22 @@ def pareto_mask(points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
     return mask
 
 
+def _normalized(front: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The front's objectives min-max normalized over it, and a NaN score per point to fill."""
+    f = np.asarray(front, dtype=np.float64).reshape(-1, 2)
+    lo, span = f.min(axis=0) if len(f) else 0.0, np.ptp(f, axis=0) if len(f) else 1.0
+    return (f - lo) / np.where(span > 0, span, 1.0), np.full(len(f), np.nan)
+
+
 def turn_angles_deg(front: np.ndarray) -> np.ndarray:
     """Turn of the front at each point (degrees; NaN at the two ends), front sorted by f1 ascending.
 
     Objectives are min-max normalized over the front; segment directions come from ``arctan2``;
     the turn is ``theta_out - theta_in`` wrapped to (-180, 180].
     """
-    f = np.asarray(front, dtype=np.float64).reshape(-1, 2)
-    out = np.full(len(f), np.nan)
-    if len(f) < 3:
+    z, out = _normalized(front)
+    if len(z) < 3:
         return out
-    lo, span = f.min(axis=0), np.ptp(f, axis=0)
-    z = (f - lo) / np.where(span > 0, span, 1.0)
     d = np.diff(z, axis=0)
     theta = np.arctan2(d[:, 1], d[:, 0])
     turn = theta[1:] - theta[:-1]
@@ -91,12 +95,9 @@ def extrema_line_distances(front: np.ndarray) -> np.ndarray:
     """Signed distance of each front point from the line through the front's two extrema, with both
     objectives min-max normalized over the front (positive: towards the ideal point); NaN at the
     two ends. ``front`` is sorted by f1 ascending."""
-    f = np.asarray(front, dtype=np.float64).reshape(-1, 2)
-    out = np.full(len(f), np.nan)
-    if len(f) < 3:
+    z, out = _normalized(front)
+    if len(z) < 3:
         return out
-    lo, span = f.min(axis=0), np.ptp(f, axis=0)
-    z = (f - lo) / np.where(span > 0, span, 1.0)
     out[1:-1] = (1.0 - z[1:-1, 0] - z[1:-1, 1]) / math.sqrt(2.0)
     return out
 

@@ -23,7 +23,7 @@ from typing import Any
 from db.budget import over_budget
 from db.engine import is_connectivity_error, make_engine
 from db.paths import CampaignPaths
-from db.records import EpochRecord, Phase, PhaseRecord, RunResult, RunStatus
+from db.records import Phase, PhaseRecord, RunResult, RunStatus
 from db.store import ClaimedTrial, ResultStore
 from jobs import protocol
 from jobs.heartbeat import Heartbeat
@@ -32,6 +32,7 @@ from jobs.meters.accuracy import accuracies, rapl_accuracy
 from jobs.meters.base import SAMPLE_FIELDS, PowerMeter, Sample
 from jobs.results import write_atomic
 from jobs.settings import Device, MeterConfig, TrialSettings
+from jobs.workloads.training import training_figures
 
 log = logging.getLogger(__name__)
 # One line per phase change and per finished trial, for the terminal (see _progress).
@@ -505,7 +506,7 @@ def run_trial(
     where = scheduler_identity()
     figures: dict[str, Any] = {}
     if outcome is not None:
-        figures = _figures(summary, outcome, train_images=int(len(data.y_train)))
+        figures = training_figures(summary, outcome, train_images=int(len(data.y_train)))
     result = RunResult(
         campaign="", trial_key=trial.trial_key, attempt=trial.attempt, status=status, error=error,
         traceback=trace_text, started_at=started.isoformat(), ended_at=dt.datetime.now(dt.UTC).isoformat(),
@@ -524,29 +525,6 @@ def run_trial(
     else:
         progress.info("trial %s: failed: %s", label, error)
     return result
-
-
-def _figures(summary: dict[str, Any], outcome: Any, train_images: int) -> dict[str, Any]:
-    """The run's training figures: energy with its method and uncertainty, above idle, per epoch."""
-    run = summary["run"]
-    per_epoch = summary["epoch_figures"]
-    return dict(
-        energy_j=run["energy_j"], energy_above_idle_j=run["energy_above_idle_j"],
-        energy_uncertainty_j=run["energy_uncertainty_j"], error_basis=run["error_basis"],
-        counter_energy_j=run["counter_energy_j"], integrated_energy_j=run["integrated_energy_j"],
-        energy_disagreement=run["energy_disagreement"],
-        duration_s=sum(e.duration_s for e in outcome.epochs),
-        valid_accuracy=outcome.valid_accuracy, test_accuracy=outcome.test_accuracy,
-        train_images_per_s=outcome.train_images_per_s, train_images=train_images,
-        epochs=tuple(
-            EpochRecord(epoch=e.epoch, duration_s=e.duration_s, energy_j=summary["epochs"].get(e.epoch, 0.0),
-                        mean_power_w=(summary["epochs"].get(e.epoch, 0.0) / e.duration_s
-                                      if e.duration_s > 0 else None),
-                        train_loss=e.train_loss, train_accuracy=e.train_accuracy, valid_accuracy=e.valid_accuracy,
-                        energy_above_idle_j=per_epoch.get(e.epoch, {}).get("energy_above_idle_j"),
-                        uncertainty_j=per_epoch.get(e.epoch, {}).get("uncertainty_j"))
-            for e in outcome.epochs),
-    )  # fmt: skip
 
 
 def _temperature(latest: Sequence[Sample]) -> float | None:

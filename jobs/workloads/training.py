@@ -94,29 +94,33 @@ class TrainingWorkload:
         return train.run_training(prepared, mark=ctx.mark, on_step=on_step)
 
     def figures(self, summary: Mapping[str, Any], outcome: Any, ctx: TrialContext) -> dict[str, Any]:
-        """The run's training figures (as the worker's ``_figures`` gives them today)."""
-        run = summary["run"]
-        per_epoch = summary["epoch_figures"]
-        train_images = int(len(ctx.data.y_train)) if ctx.data is not None else None
-        return dict(
-            energy_j=run["energy_j"], energy_above_idle_j=run["energy_above_idle_j"],
-            energy_uncertainty_j=run["energy_uncertainty_j"], error_basis=run["error_basis"],
-            counter_energy_j=run["counter_energy_j"], integrated_energy_j=run["integrated_energy_j"],
-            energy_disagreement=run["energy_disagreement"],
-            duration_s=sum(e.duration_s for e in outcome.epochs),
-            valid_accuracy=outcome.valid_accuracy, test_accuracy=outcome.test_accuracy,
-            train_images_per_s=outcome.train_images_per_s, train_images=train_images,
-            epochs=tuple(
-                EpochRecord(epoch=e.epoch, duration_s=e.duration_s, energy_j=summary["epochs"].get(e.epoch, 0.0),
-                            mean_power_w=(summary["epochs"].get(e.epoch, 0.0) / e.duration_s
-                                          if e.duration_s > 0 else None),
-                            train_loss=e.train_loss, train_accuracy=e.train_accuracy, valid_accuracy=e.valid_accuracy,
-                            energy_above_idle_j=per_epoch.get(e.epoch, {}).get("energy_above_idle_j"),
-                            uncertainty_j=per_epoch.get(e.epoch, {}).get("uncertainty_j"))
-                for e in outcome.epochs),
-        )  # fmt: skip
+        """The run's training figures (``training_figures``)."""
+        return training_figures(summary, outcome, int(len(ctx.data.y_train)) if ctx.data is not None else None)
 
     def records(self, summary: Mapping[str, Any], outcome: Any, ctx: TrialContext,
                 samples: Sequence[Any]) -> dict[str, list[dict[str, Any]]]:
         """Training's own rows (epochs) travel in the run's figures; nothing else."""
         return {}
+
+
+def training_figures(summary: Mapping[str, Any], outcome: Any, train_images: int | None) -> dict[str, Any]:
+    """The run's training figures: energy with its method and uncertainty, above idle, per epoch."""
+    run = summary["run"]
+    per_epoch = summary["epoch_figures"]
+    return dict(
+        energy_j=run["energy_j"], energy_above_idle_j=run["energy_above_idle_j"],
+        energy_uncertainty_j=run["energy_uncertainty_j"], error_basis=run["error_basis"],
+        counter_energy_j=run["counter_energy_j"], integrated_energy_j=run["integrated_energy_j"],
+        energy_disagreement=run["energy_disagreement"],
+        duration_s=sum(e.duration_s for e in outcome.epochs),
+        valid_accuracy=outcome.valid_accuracy, test_accuracy=outcome.test_accuracy,
+        train_images_per_s=outcome.train_images_per_s, train_images=train_images,
+        epochs=tuple(
+            EpochRecord(epoch=e.epoch, duration_s=e.duration_s, energy_j=summary["epochs"].get(e.epoch, 0.0),
+                        mean_power_w=(summary["epochs"].get(e.epoch, 0.0) / e.duration_s
+                                      if e.duration_s > 0 else None),
+                        train_loss=e.train_loss, train_accuracy=e.train_accuracy, valid_accuracy=e.valid_accuracy,
+                        energy_above_idle_j=per_epoch.get(e.epoch, {}).get("energy_above_idle_j"),
+                        uncertainty_j=per_epoch.get(e.epoch, {}).get("uncertainty_j"))
+            for e in outcome.epochs),
+    )  # fmt: skip
