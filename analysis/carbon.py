@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-J_PER_KWH = 3.6e6
+from db.records import J_PER_KWH
+
 J_PER_WH = 3600.0
 WH_PER_KWH = 1e3
 #: 004's estimate of the backpropagation overhead's share of total training emissions.
