@@ -1,7 +1,7 @@
 """Benchmark: ingesting trace samples into SQLite, the project's path against an ORM baseline and raw sqlite3.
 
 One realistic NVML trace of ``--samples`` samples (one GPU at 10 Hz: idle, epochs of training
-and evaluation, cool-down; every column filled, floats at full precision) is split into
+and evaluation, cool-down; every column filled, in the units NVML and psutil give) is split into
 ``--runs`` runs and written, each condition into its own fresh SQLite file with the project's
 schema (``db.migrate.upgrade``) and connection settings (WAL, synchronous=NORMAL):
 
@@ -9,21 +9,29 @@ schema (``db.migrate.upgrade``) and connection settings (WAL, synchronous=NORMAL
   does (run row, phases, epochs and the samples through ``insert_samples``), commits included;
   the engine's WAL checkpoint thread (``db.checkpoint``) runs beside it, and the clock stops only
   once it has checkpointed the last commit;
-- raw: ``sqlite3`` ``executemany`` of one prepared tuple per sample into the same table, one
+- raw: ``sqlite3`` ``executemany`` of one prepared tuple per sample into a table of one row per
+  sample (``ROW_TABLE``: the layout trace_sample had before revision 0009, with its index), one
   transaction per run (the rows are built before the clock starts), under the settings the
   project writes with (WAL checkpointed by a thread and timed to the end, foreign-key lookups off):
   the practical limit of per-row inserts from Python, so that the ratio compares the paths alone;
-- orm: ``Session.add_all`` of ``TraceSample`` objects, one commit per run, on ``--orm-samples``
-  samples only (it is slow); its rate is per sample, so it compares with the others as is;
-- sqlite alone: ``INSERT INTO trace_sample SELECT`` from an in-memory table that already holds
-  the samples, a transaction per run, under the same settings: SQLite's own cost of this table and
-  its index, with no Python in the loop, i.e. the ceiling of any path from Python.
+- orm: ``Session.add_all`` of one ORM object per sample into that row table, one commit per run,
+  on ``--orm-samples`` samples only (it is slow); its rate is per sample, so it compares as is;
+- sqlite alone: ``INSERT INTO`` the row table ``SELECT`` from an in-memory table that already
+  holds the samples, a transaction per run, under the same settings: SQLite's own cost of a row
+  per sample, with no Python in the loop, i.e. the ceiling of any per-row path from Python.
+
+The project's path stores the samples as series and points (``db.traces``: each value a residual
+in whole quanta, two samples a row), so it is measured against the per-row baselines that the
+row layout allowed. ``project_bytes_per_sample`` is the project file's
+growth per sample (file bytes with the traces minus a file with the same runs without them, WAL
+checkpointed).
 
 The project, raw and sqlite-alone conditions take the best of ``--reps`` interleaved repetitions
 (the machine is shared); the CPU seconds of this process are reported too, which the machine's
 other load inflates much less than wall time.
-With ``CAMPAIGN_TEST_PG_URL`` set (or ``--pg-url``), PostgreSQL's COPY path is also timed against
-psycopg's ``executemany`` on ``--pg-samples`` samples; those figures go under "postgresql".
+With ``CAMPAIGN_TEST_PG_URL`` set (or ``--pg-url``), the project's path on PostgreSQL (series, and points by COPY)
+is also timed against psycopg's ``executemany`` into the row table on ``--pg-samples``
+samples; those figures go under "postgresql".
 
     python -m benchmarks.ingest [--samples 1000000] [--runs 20] [--reps 5] [--orm-samples 100000]
 
@@ -49,6 +57,8 @@ if TYPE_CHECKING:
     from db.records import PhaseRecord, RunResult
 
 GOAL_SAMPLES_PER_S = 500_000
+# A table of one row per sample: trace_sample as it was before revision 0009 (the baselines' table).
+ROW_TABLE = "trace_rows"
 GOAL_RAW_RATIO = 0.6
 CAMPAIGN = "bench"
 SOURCE = "nvml"
@@ -58,8 +68,12 @@ def nvml_trace(n: int, seed: int = 0, epochs: int = 10, rate_hz: float = 10.0) -
     """A columnar trace of one GPU as the NVML meter records it (``jobs.worker`` layout).
 
     Idle and cool-down of about 30 s each, ``epochs`` epochs of training (90 %) and evaluation
-    (10 %) between; power, utilisations, memory, temperature and SM clock vary, the energy counter
-    counts millijoules, the memory clock, power limit and device index are constant."""
+    (10 %) between; power, utilisations, memory, temperature and SM clock vary, the memory clock,
+    power limit and device index are constant. Values in the units NVML and psutil give them:
+    power in whole milliwatts, the energy counter in millijoules, utilisation, temperature and
+    clocks in whole numbers, device memory in 2 MiB pages, CPU load to 0.1 %, RSS in 4 KiB pages.
+    Sample times as the sampler takes them (``jobs.meters.sampler``: paced on absolute deadlines
+    k / rate, each woken up to 4 ms late)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -77,21 +91,21 @@ def nvml_trace(n: int, seed: int = 0, epochs: int = 10, rate_hz: float = 10.0) -
     epoch += [None] * (n - len(epoch))
     code = np.array([{"idle": 0, "train": 1, "eval": 2, "cooldown": 3}[p] for p in phase])
     busy = (code == 1) | (code == 2)
-    dt_s = 1.0 / rate_hz + rng.uniform(-0.002, 0.002, n)
-    t_s = np.cumsum(dt_s) - dt_s[0]
-    power = np.choose(code, [60.0, 250.0, 180.0, 70.0]) + rng.normal(0.0, 1.0, n) * np.choose(
+    t_s = np.arange(n) / rate_hz + rng.uniform(0.0, 0.004, n)
+    dt_s = np.diff(t_s, prepend=0.0)
+    power = np.round(np.choose(code, [60.0, 250.0, 180.0, 70.0]) + rng.normal(0.0, 1.0, n) * np.choose(
         code, [2, 30, 20, 3]
-    )
+    ), 3)  # NVML: whole milliwatts
     energy = np.floor(np.cumsum(power * dt_s) * 1000.0) / 1000.0  # NVML counts mJ
     gpu_util = np.where(
         busy, np.minimum(100, rng.integers(85, 101, n) - 25 * (code == 2)), rng.integers(0, 3, n)
     )
     mem_util = np.where(busy, rng.integers(30, 60, n), 0)
-    mem_used = (np.where(busy, 6.5e9, 0.6e9) + rng.integers(0, 2**20, n) * 64) / 2**20
+    mem_used = (np.where(busy, 6.5e9, 0.6e9) // 2**21 + rng.integers(0, 32, n)) * 2.0  # MiB, 2 MiB pages
     temperature = np.where(busy, rng.integers(62, 76, n), rng.integers(35, 41, n))
     sm_clock = np.where(busy, rng.choice([1380.0, 1395.0, 1410.0], n), 210.0)
     cpu_util = np.round(np.where(busy, rng.uniform(40, 100, n), rng.uniform(0, 5, n)), 1)
-    rss = (2.2e9 + rng.integers(0, 2**24, n) * 4096) / 2**20
+    rss = (2.2e9 // 4096 + rng.integers(0, 2**14, n)) * 4096 / 2**20  # 4 KiB pages, within 64 MiB
     return {
         "device": [0] * n,
         "t_s": t_s.tolist(),
@@ -187,6 +201,29 @@ def fresh_db(folder: Path, name: str, trials: int, runs: bool) -> tuple[str, Any
     return str(path), engine
 
 
+def row_table(con: Any) -> None:
+    """Create ``ROW_TABLE`` (one row per sample, indexed by run) on a DB-API connection."""
+    from db.records import SAMPLE_COLUMNS
+
+    types = {"device": "INTEGER NOT NULL", "phase": "VARCHAR(16) NOT NULL", "epoch": "INTEGER",
+             "t_s": "FLOAT NOT NULL", "power_w": "FLOAT NOT NULL"}
+    cols = ", ".join(f"{c} {types.get(c, 'FLOAT')}" for c in SAMPLE_COLUMNS)
+    con.execute(f"CREATE TABLE {ROW_TABLE} (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL "
+                f"REFERENCES run (id) ON DELETE CASCADE, source VARCHAR(20) NOT NULL, {cols})")
+    con.execute(f"CREATE INDEX ix_{ROW_TABLE}_run ON {ROW_TABLE} (run_id)")
+
+
+def _row_db(folder: Path, name: str, trials: int) -> str:
+    """A fresh project file (``fresh_db``, with running runs) that also has ``ROW_TABLE``."""
+    path, engine = fresh_db(folder, name, trials, runs=True)
+    engine.dispose()
+    con = sqlite3.connect(path)
+    row_table(con)
+    con.commit()
+    con.close()
+    return path
+
+
 class Clock:
     """Wall and CPU seconds (this process: SQLite works in it) from creation to ``stop()``."""
 
@@ -216,6 +253,27 @@ def time_project(folder: Path, results: list[RunResult]) -> tuple[float, float]:
     seconds = clock.stop()
     engine.dispose()
     return seconds
+
+
+def file_bytes_per_sample(folder: Path, results: list[RunResult]) -> float:
+    """SQLite file bytes per stored sample: the runs ingested with their traces, minus the same
+    runs without them (WAL checkpointed into the file first)."""
+    import dataclasses
+
+    from db.store import ResultStore
+
+    sizes = {}
+    for name, keep in (("bytes-with", True), ("bytes-without", False)):
+        path, engine = fresh_db(folder, name, len(results), runs=False)
+        store = ResultStore(engine, upgrade=False)
+        for result in results:
+            store.ingest(result if keep else dataclasses.replace(result, trace={}))
+        with engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        engine.dispose()
+        sizes[keep] = sum(Path(f"{path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{path}{s}").exists())
+    n = sum(len(r.trace.get("t_s", ())) for r in results)
+    return round((sizes[True] - sizes[False]) / n, 2)
 
 
 def _connect(path: str) -> tuple[sqlite3.Connection, Any]:
@@ -261,29 +319,23 @@ def time_raw(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float, f
     """(wall, CPU) seconds for sqlite3 ``executemany`` of prepared tuples, a transaction per run,
     under the project's settings (``_connect``)."""
     from db.records import SAMPLE_COLUMNS
-    from db.schema import TraceSample
 
-    path, engine = fresh_db(folder, "raw", len(traces), runs=True)
-    engine.dispose()
+    path = _row_db(folder, "raw", len(traces))
     rows = [list(sample_rows(i + 1, t)) for i, t in enumerate(traces)]
     names = ("run_id", "source", *SAMPLE_COLUMNS)
-    sql = (
-        f"INSERT INTO {TraceSample.__tablename__} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-    )
+    sql = f"INSERT INTO {ROW_TABLE} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
     con, checkpointer = _connect(path)
     return _time_transactions(con, checkpointer, [functools.partial(con.executemany, sql, r) for r in rows])
 
 
 def time_engine(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float, float]:
-    """(wall, CPU) seconds for SQLite alone: ``INSERT INTO trace_sample SELECT`` from an in-memory
-    temporary table already holding the samples, a transaction per run, under the project's
-    settings (``_connect``). No Python, no binding: what this schema (table and index) costs SQLite
-    on this machine."""
+    """(wall, CPU) seconds for SQLite alone: ``INSERT INTO`` the row table ``SELECT`` from an
+    in-memory temporary table already holding the samples, a transaction per run, under the
+    project's settings (``_connect``). No Python, no binding: what a row per sample (table and
+    index) costs SQLite on this machine."""
     from db.records import SAMPLE_COLUMNS
-    from db.schema import TraceSample
 
-    path, engine = fresh_db(folder, "engine", len(traces), runs=True)
-    engine.dispose()
+    path = _row_db(folder, "engine", len(traces))
     con, checkpointer = _connect(path)
     con.execute("PRAGMA temp_store=MEMORY")
     names = ("run_id", "source", *SAMPLE_COLUMNS)
@@ -294,23 +346,26 @@ def time_engine(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float
         con.executemany(f"INSERT INTO src VALUES ({', '.join('?' * len(names))})", sample_rows(i + 1, t))
         bounds.append(bounds[-1] + len(t["t_s"]))
     con.execute("COMMIT")
-    sql = f"INSERT INTO {TraceSample.__tablename__} ({', '.join(names)}) SELECT * FROM src WHERE rowid BETWEEN ? AND ?"
+    sql = f"INSERT INTO {ROW_TABLE} ({', '.join(names)}) SELECT * FROM src WHERE rowid BETWEEN ? AND ?"
     writes = [functools.partial(con.execute, sql, (a + 1, b)) for a, b in zip(bounds, bounds[1:], strict=False)]
     return _time_transactions(con, checkpointer, writes)
 
 
 def time_orm(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float, float]:
-    """(wall, CPU) seconds for ``Session.add_all`` of ``TraceSample`` objects and a commit per run."""
+    """(wall, CPU) seconds for ``Session.add_all`` of one ORM object per sample (the row table)
+    and a commit per run."""
     from sqlalchemy.orm import Session
 
-    from db.schema import TraceSample
+    from db.engine import make_engine
 
-    _, engine = fresh_db(folder, "orm", len(traces), runs=True)
+    path = _row_db(folder, "orm", len(traces))
+    engine = make_engine(f"sqlite:///{path}")
+    Row = _row_class()
     clock = Clock()
     with Session(engine) as session:
         for i, t in enumerate(traces):
             names = list(t)
-            session.add_all([TraceSample(run_id=i + 1, source=SOURCE, **dict(zip(names, row, strict=True)))
+            session.add_all([Row(run_id=i + 1, source=SOURCE, **dict(zip(names, row, strict=True)))
                              for row in zip(*t.values(), strict=True)])  # fmt: skip
             session.commit()
     seconds = clock.stop()
@@ -318,8 +373,34 @@ def time_orm(folder: Path, traces: list[dict[str, list[Any]]]) -> tuple[float, f
     return seconds
 
 
+@functools.cache
+def _row_class() -> Any:
+    """An ORM class on ``ROW_TABLE`` (its own metadata: never part of the project's schema)."""
+    from sqlalchemy import Float, Integer, String
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+    from db.records import SAMPLE_COLUMNS
+
+    class RowBase(DeclarativeBase):
+        pass
+
+    kinds: dict[str, Any] = {"device": Integer, "epoch": Integer, "phase": String(16)}
+    attrs: dict[str, Any] = {
+        "__tablename__": ROW_TABLE,
+        "id": mapped_column(Integer, primary_key=True),
+        "run_id": mapped_column(Integer),
+        "source": mapped_column(String(20)),
+        "__annotations__": {"id": Mapped[int], "run_id": Mapped[int], "source": Mapped[str]},
+    }
+    for c in SAMPLE_COLUMNS:
+        attrs[c] = mapped_column(kinds.get(c, Float), nullable=True)
+        attrs["__annotations__"][c] = Mapped[Any]
+    return type("RowSample", (RowBase,), attrs)
+
+
 def time_postgresql(url: str, traces: list[dict[str, list[Any]]]) -> dict[str, Any]:
-    """COPY (``insert_samples``) against psycopg ``executemany`` of tuples, each in a fresh schema."""
+    """The project's series and points (``insert_samples``) against psycopg ``executemany`` of tuples into the row
+    table, each in a fresh schema."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
@@ -327,7 +408,6 @@ def time_postgresql(url: str, traces: list[dict[str, list[Any]]]) -> dict[str, A
     from db.ingest import insert_samples
     from db.migrate import upgrade
     from db.records import SAMPLE_COLUMNS
-    from db.schema import TraceSample
 
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     n = sum(len(t["t_s"]) for t in traces)
@@ -361,16 +441,18 @@ def time_postgresql(url: str, traces: list[dict[str, list[Any]]]) -> dict[str, A
         insert_samples(conn, run_id, SOURCE, t)
 
     names = ("run_id", "source", *SAMPLE_COLUMNS)
-    sql = f"INSERT INTO {TraceSample.__tablename__} ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})"
+    sql = f"INSERT INTO {ROW_TABLE} ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})"
 
     def executemany(conn: Any, run_id: int, t: dict[str, list[Any]]) -> None:
+        if run_id == 1:
+            _row_class().metadata.create_all(conn)
         conn.connection.dbapi_connection.cursor().executemany(sql, list(sample_rows(run_id, t)))
 
-    copy_s = in_fresh_schema(copy)
+    copy_s = in_fresh_schema(copy)  # the project's path (series, and points by COPY)
     many_s = in_fresh_schema(executemany)
     admin.dispose()
-    figures.update(copy_samples_per_s=round(n / copy_s), executemany_samples_per_s=round(n / many_s),
-                   copy_to_executemany_ratio=round(many_s / copy_s, 2))  # fmt: skip
+    figures.update(project_samples_per_s=round(n / copy_s), executemany_samples_per_s=round(n / many_s),
+                   project_to_executemany_ratio=round(many_s / copy_s, 2))  # fmt: skip
     return figures
 
 
@@ -393,7 +475,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--orm-samples", type=int, default=100_000, help="samples for the (slow) ORM baseline"
     )
     parser.add_argument("--pg-url", default=os.environ.get("CAMPAIGN_TEST_PG_URL"),
-                        help="PostgreSQL URL for the COPY figure (default: $CAMPAIGN_TEST_PG_URL)")  # fmt: skip
+                        help="PostgreSQL URL for the PostgreSQL figures (default: $CAMPAIGN_TEST_PG_URL)")  # fmt: skip
     parser.add_argument("--pg-samples", type=int, default=200_000)
     parser.add_argument("--dir", default=None, help="folder for the SQLite files (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -415,6 +497,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             timings["project"].append(_timed("project", rep, lambda: time_project(folder, results), n))
             timings["raw"].append(_timed("raw", rep, lambda: time_raw(folder, traces), n))
             timings["engine"].append(_timed("engine", rep, lambda: time_engine(folder, traces), n))
+        bytes_per_sample = file_bytes_per_sample(folder, results)
         orm_s, orm_cpu_s = _timed("orm", 0, lambda: time_orm(folder, orm_traces), args.orm_samples)
     best = {k: min(w for w, _ in v) for k, v in timings.items()}
     cpu = {k: min(c for _, c in v) for k, v in timings.items()}
@@ -431,9 +514,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "project_to_orm_ratio": round(project / orm, 1),
         "orm_samples": args.orm_samples,
         "orm_note": f"ORM baseline on the first {args.orm_samples} samples only; its rate is per sample",
-        "project_path": ("ResultStore.ingest per run (SQLite: multi-row INSERT, constants bound once, parameters "
-                         "column by column, FK lookups off; WAL checkpointed by a thread, last checkpoint timed)"),
-        "raw_path": "sqlite3 executemany of prepared tuples, one INSERT per sample, same settings (WAL thread, FK lookups off)",
+        "project_path": ("ResultStore.ingest per run (samples as series per device, phase and epoch, <= 4096 "
+                         "samples, and points: each value a residual in whole quanta, two samples a row; FK lookups "
+                         "off; WAL checkpointed by a thread, last checkpoint timed)"),
+        "project_bytes_per_sample": bytes_per_sample,
+        "raw_path": (f"sqlite3 executemany of prepared tuples, one INSERT per sample into a row per sample ({ROW_TABLE}, "
+                     "the layout before revision 0009), same settings (WAL thread, FK lookups off)"),
         # Nested figures (goals, CPU time, SQLite alone) are context, not the measured path's rate.
         "goal": {"samples_per_s": GOAL_SAMPLES_PER_S, "raw_ratio": GOAL_RAW_RATIO},
         "meets_goal": project >= GOAL_SAMPLES_PER_S and project / raw >= GOAL_RAW_RATIO,
@@ -454,7 +540,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             {k: v[: args.pg_samples] for k, v in trace.items()}, max(1, args.runs * args.pg_samples // n)
         )
         figures["postgresql"] = time_postgresql(args.pg_url, pg_traces)
-        print(f"postgres copy {figures['postgresql']['copy_samples_per_s']:,} samples/s, "
+        print(f"postgres series+points {figures['postgresql']['project_samples_per_s']:,} samples/s, "
               f"executemany {figures['postgresql']['executemany_samples_per_s']:,} samples/s")  # fmt: skip
     figures["wall_s"] = round(time.perf_counter() - began, 1)
     print(f"project {project:,.0f} samples/s = {project / raw:.2f} x raw sqlite3 ({raw:,.0f}/s) "

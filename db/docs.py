@@ -13,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Column, Table, UniqueConstraint
 from sqlalchemy.dialects import postgresql
 
 from db.records import TRAINING_PHASES
-from db.schema import Base
+from db.schema import Base, TraceSample
 from db.views import MEASURED_SOURCES, PHASES, VIEW_TABLES
 
 # name suffix -> unit, longest suffixes first
@@ -229,7 +229,7 @@ def render() -> str:
         "               1",
         "       ┌───────┼──────────┐",
         "       n       n          n",
-        "     epoch  run_phase  trace_sample",
+        "     epoch  run_phase  trace_series ─ trace_point (read as the view trace_sample)",
         "```",
         "",
         "## Views",
@@ -243,6 +243,23 @@ def render() -> str:
     }
     for name, view in VIEW_TABLES.items():
         out += [f"### `{name}`", "", about[name], "", *_table_md(view, with_keys=False), ""]
+    # trace_sample is a view over series and points (revision 0009): its rows and columns are those
+    # of the table it replaced, in plain SQL that any client runs.
+    out += ["### `trace_sample`", "",
+            "One row per meter reading: a view over `trace_series` and `trace_point`, in plain SQL (joins,",
+            "arithmetic and `UNION ALL`), so the `sqlite3` shell, DB Browser, pandas or psql read it as",
+            "they read a table. A run's samples are stored as series (one device, phase and epoch, at most",
+            "4096 samples) whose rows hold each value's base, and points (two samples a row) holding small",
+            "residuals in whole quanta: about 32 bytes a sample at 10 Hz on SQLite. **Each value is",
+            "stored to its quantum**: `t_s` 0.1 ms, `power_w` and `power_limit_w` 1 mW, `energy_j` 1 mJ,",
+            "utilizations 0.1 %, `mem_used_mb` and `rss_mb` 1 KiB, `temperature_c` 0.1 degree C, clocks",
+            "1 MHz. Readings in NVML's own units (mW, mJ, whole percent, MHz, MiB) read back bit for bit;",
+            "any other value is rounded to its nearest quantum. The per-phase figures in `run_phase` and",
+            "the run's energy are computed by the worker from the readings as taken, before storage. A",
+            "filter on `run_id`, `device`, `phase` or `epoch` reads only the series it selects. `id` is",
+            "unique and in write order, not consecutive; without `ORDER BY` the rows come in no",
+            "particular order (order by `id`, or by `device, t_s`).",
+            "", *_table_md(cast(Table, TraceSample.__table__), with_keys=False), ""]
     out += ["## Tables", ""]
     for table in Base.metadata.sorted_tables:
         model = next(m.class_ for m in Base.registry.mappers if m.local_table is table)

@@ -1,41 +1,32 @@
 """The write path for results: a run's result (``db.records.RunResult``, read from its file by
 ``RunResult.from_json``) becomes rows, idempotently, in one transaction.
 
-Trace samples never go in as ORM objects but through a bulk path, one batch per run, inside the
-caller's transaction:
+Trace samples never go in as ORM objects but as series and points (``db.traces``), one batch per
+run, inside the caller's transaction: the samples of each device are cut where the phase or the
+epoch changes, each measured value is stored in whole quanta as a small residual from its series'
+base, and the points go in through multi-row ``INSERT`` statements run by the DB-API's
+``executemany`` (SQLite; the columns that hold one value throughout bound once per statement) or
+``COPY ... FROM STDIN`` in binary format (PostgreSQL, psycopg 3). ``trace_sample`` is a view over
+them in plain SQL (``db.views.trace_sample_sql``). The WAL checkpoint that writes the pages a
+second time runs on the engine's checkpoint thread (``db.checkpoint``), not in the commit.
 
-- SQLite: multi-row ``INSERT ... VALUES (...), (...)`` statements of ``_SQLITE_ROWS`` rows run by
-  the DB-API ``executemany``, with the run's constant columns (run id, source, and any column
-  that holds one value for the whole batch, such as a single GPU's index or its power limit)
-  bound once per statement instead of once per row, and the varying columns' parameters laid out
-  column by column (each statement's parameters are slices of the columns, copied, not values
-  interleaved one by one). Per-row statements spend more CPU time in the driver's per-statement
-  work than in SQLite itself (see ``benchmarks/ingest.py``). The WAL checkpoint that writes the
-  pages a second time runs on the engine's checkpoint thread (``db.checkpoint``), not in the
-  commit.
-- PostgreSQL (psycopg 3): ``COPY trace_sample (...) FROM STDIN`` in binary format, on the same
-  connection and so in the same transaction.
-- Any other dialect: ``executemany`` on one tuple per sample.
-
-Values round-trip exactly (floats are bound or copied as doubles), with one rule on every
-backend: NaN is stored as NULL (SQLite cannot store NaN; PostgreSQL is made to agree, so that
-queries give the same answers on both). Infinities are kept.
+One rule on every backend: NaN is stored as NULL (SQLite cannot store NaN; PostgreSQL is made to
+agree, so that queries give the same answers on both). Infinities are kept.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import itertools
 import json
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from db import traces
 from db.carbon import insert_carbontracker
 from db.layers import insert_layer_rows
 from db.records import (
@@ -56,24 +47,12 @@ from db.schema import (
     LayerMeasurement,
     Run,
     RunPhase,
-    TraceSample,
+    TraceSeries,
     Trial,
 )
 
 log = logging.getLogger(__name__)
 
-# PostgreSQL binary COPY types of ("run_id", "source", *SAMPLE_COLUMNS), as in db/schema.py.
-_PG_TYPES = ("int4", "text", "int4", "float8", "text", "int4", *["float8"] * 11)
-_FLOAT_COLUMNS = frozenset(c for c, t in zip(SAMPLE_COLUMNS, _PG_TYPES[2:], strict=True) if t == "float8")
-
-# Rows per SQLite INSERT statement: 64 rows x 15 columns stays under 999 bound parameters, the
-# limit of SQLite builds before 3.32; larger statements gain nothing measurable.
-_SQLITE_ROWS = 64
-_SQLITE_MAX_PARAMS = 999
-# Page cache the SQLite connection may use while it writes a trace (KiB; the setting is given back
-# afterwards), so that fewer of the table's and index's pages are spilled to the WAL mid-transaction
-# and written again (a few per cent; no effect on durability).
-_SQLITE_CACHE_KIB = 256 * 1024
 
 
 _PLAIN_TYPES = frozenset((int, float, str, type(None)))
@@ -125,132 +104,23 @@ def _plain(col: Any) -> Sequence[Any]:
 
 
 def insert_samples(conn: Connection, run_id: int, source: str, trace: Mapping[str, Sequence[Any]]) -> int:
-    """Bulk-insert a columnar trace (``SAMPLE_COLUMNS`` -> equal-length sequences) for a run,
-    inside the caller's transaction; ``source`` goes into every sample's ``source`` column.
+    """Write a columnar trace (``SAMPLE_COLUMNS`` -> equal-length sequences) of a run as series and
+    points (``db.traces``), inside the caller's transaction; ``source`` goes into every series.
 
-    Missing columns are stored as NULL, NaN as NULL. Returns the number of samples written."""
+    Missing columns are stored as NULL, NaN as NULL, each value to its quantum. Returns the number
+    of samples written. ValueError (one line) for a column that holds something other than numbers,
+    or a sample without a device, phase, time or power."""
     n, cols = trace_columns(trace)
     if n == 0:
         return 0
-    dialect = conn.dialect.name
-    dbapi = conn.connection.dbapi_connection
     dbapi_error = conn.dialect.loaded_dbapi.Error
     try:
-        if dialect == "sqlite":
-            _insert_sqlite(dbapi, run_id, source, cols, n)
-        elif dialect == "postgresql" and conn.dialect.driver == "psycopg":
-            _copy_postgresql(dbapi, run_id, source, _nan_to_null(cols))
-        else:
-            _insert_executemany(conn, run_id, source, _nan_to_null(cols), n)
+        traces.write(conn, run_id, source, cols, n)
     except dbapi_error as exc:  # the driver's own error: raised as SQLAlchemy's, like every other statement
-        what = f"bulk write of {n} samples of run {run_id} into {TraceSample.__tablename__}"
+        what = f"bulk write of {n} samples of run {run_id} into trace_point"
         raise DBAPIError.instance(what, None, exc, dbapi_error, dialect=conn.dialect) from exc
-    log.debug("run %s: %d trace samples written (%s)", run_id, n, dialect)
+    log.debug("run %s: %d trace samples written (%s)", run_id, n, conn.dialect.name)
     return n
-
-
-def _constant(col: Sequence[Any]) -> bool:
-    """Whether every value of a (non-empty) column equals its first, checked cheaply: three probes
-    first, the full count only for a column that passes them."""
-    first = col[0]
-    return bool(first == col[-1] and first == col[len(col) // 2] and col.count(first) == len(col))
-
-
-def _insert_sqlite(dbapi: Any, run_id: int, source: str, cols: list[Sequence[Any] | None], n: int) -> None:
-    # Constant columns become numbered parameters bound once per statement (?1 .. ?k); the others
-    # follow column by column (?k+1 .. ?k+rows are the first varying column of the statement's
-    # rows, and so on), so that a statement's parameters are the constants and one slice of each
-    # column: list slicing copies, where interleaving the columns row by row costs a Python step
-    # per value. SQLite stores a NaN as NULL by itself.
-    const_names = ["run_id", "source"]
-    const_values: list[Any] = [run_id, source]
-    var_names: list[str] = []
-    var_cols: list[Sequence[Any]] = []
-    for name, col in zip(SAMPLE_COLUMNS, cols, strict=True):
-        if col is None or _constant(col):
-            const_names.append(name)
-            const_values.append(None if col is None else col[0])
-        else:
-            var_names.append(name)
-            var_cols.append(col if isinstance(col, list) else list(col))
-    k, v = len(const_values), len(var_names)
-    columns = ", ".join([*const_names, *var_names])
-    consts = ", ".join(f"?{i}" for i in range(1, k + 1))
-
-    def statement(rows: int) -> str:
-        values = (
-            "(" + ", ".join([consts, *(f"?{k + j * rows + r + 1}" for j in range(v))]) + ")" for r in range(rows)
-        )
-        return f"INSERT INTO {TraceSample.__tablename__} ({columns}) VALUES {', '.join(values)}"
-
-    def parameters(start: int, stop: int) -> list[Any]:
-        params = const_values.copy()
-        for col in var_cols:
-            params += col[start:stop]
-        return params
-
-    per_statement = max(1, min(_SQLITE_ROWS, (_SQLITE_MAX_PARAMS - k) // max(v, 1)))
-    whole = n // per_statement * per_statement
-    cur = dbapi.cursor()
-    cache_size = int(cur.execute("PRAGMA cache_size").fetchone()[0])  # < 0: KiB, > 0: pages
-    grow = -cache_size < _SQLITE_CACHE_KIB
-    try:
-        if grow:
-            cur.execute(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
-        if v == 0:  # every column constant: one row of parameters per sample
-            cur.executemany(statement(1), itertools.repeat(const_values, n))
-            return
-        cur.executemany(
-            statement(per_statement),
-            (parameters(a, a + per_statement) for a in range(0, whole, per_statement)),
-        )
-        if whole < n:
-            cur.execute(statement(n - whole), parameters(whole, n))
-    finally:
-        if grow:  # the setting is the connection's: the pool gets the connection back as it was
-            cur.execute(f"PRAGMA cache_size = {cache_size}")
-        cur.close()
-
-
-def _copy_postgresql(dbapi: Any, run_id: int, source: str, cols: list[Sequence[Any] | None]) -> None:
-    names = ", ".join(("run_id", "source", *SAMPLE_COLUMNS))
-    rows = zip(itertools.repeat(run_id), itertools.repeat(source),
-               *(itertools.repeat(None) if c is None else c for c in cols))  # fmt: skip
-    with (
-        dbapi.cursor() as cur,
-        cur.copy(f"COPY {TraceSample.__tablename__} ({names}) FROM STDIN (FORMAT BINARY)") as copy,
-    ):
-        copy.set_types(list(_PG_TYPES))
-        for row in rows:
-            copy.write_row(row)
-
-
-def _insert_executemany(
-    conn: Connection, run_id: int, source: str, cols: list[Sequence[Any] | None], n: int
-) -> None:
-    names = ("run_id", "source", *SAMPLE_COLUMNS)
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {TraceSample.__tablename__} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
-    rows = list(zip(itertools.repeat(run_id, n), itertools.repeat(source, n),
-                    *(itertools.repeat(None, n) if c is None else c for c in cols), strict=True))  # fmt: skip
-    conn.exec_driver_sql(sql, rows)
-
-
-def _nan_to_null(cols: list[Sequence[Any] | None]) -> list[Sequence[Any] | None]:
-    """The columns with NaN replaced by None (as SQLite stores it). A column is copied only when
-    it holds a NaN: its sum without None and zeros is NaN then (or when it holds both
-    infinities), which a C loop finds; the exact test runs only in that case."""
-    out = list(cols)
-    for i, (name, col) in enumerate(zip(SAMPLE_COLUMNS, cols, strict=True)):
-        if col is None or name not in _FLOAT_COLUMNS:
-            continue
-        try:
-            total = sum(filter(None, col))
-        except TypeError:  # not all numbers: leave it to the database to refuse or convert
-            continue
-        if isinstance(total, float) and math.isnan(total):
-            out[i] = [None if isinstance(x, float) and math.isnan(x) else x for x in col]
-    return out
 
 
 def hardware_id(conn: Connection, hw: Mapping[str, Any]) -> int | None:
@@ -450,7 +320,7 @@ def _write_run(conn: Connection, trial_id: int, existing: Any, result: RunResult
         run_id = int(existing.id)
         conn.execute(update(Run).where(Run.id == run_id).values(**values))
         # A rewritten run loses its old child rows first.
-        for table in (Epoch, RunPhase, TraceSample, CarbontrackerEpoch, CarbontrackerRun, LayerMeasurement):
+        for table in (Epoch, RunPhase, TraceSeries, CarbontrackerEpoch, CarbontrackerRun, LayerMeasurement):
             conn.execute(delete(table).where(table.run_id == run_id))
     _insert_records(conn, Epoch, run_id, result.epochs)
     # run_phase: the worker's per-phase summary (jobs.protocol.summarise), pre-aggregated here so

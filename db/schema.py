@@ -12,12 +12,14 @@ import datetime as dt
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -25,9 +27,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from db.records import PHASES, RunStatus, TrialState
+from db.views import TRACE_QUANTA, TRACE_SLOTS, trace_point_column, view_metadata
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# A trace residual (db.traces): a whole number of quanta; INTEGER affinity on SQLite (stored in one
+# to eight bytes, infinities kept as REAL), double precision on PostgreSQL.
+Residual = Float().with_variant(BigInteger(), "sqlite")
 
 # The stored strings of the states (db.records defines them; the column comments list them).
 TRIAL_STATES: tuple[str, ...] = tuple(s.value for s in TrialState)
@@ -272,18 +278,85 @@ class RunPhase(Base):
     )
 
 
-class TraceSample(Base):
-    """One meter reading. Many: written through the bulk path in ``db.ingest``.
+class TraceSeries(Base):
+    """Consecutive trace samples of one run and device with one phase and epoch (at most
+    ``db.views.TRACE_SERIES_MAX``): their keys once, and per measured column the base (and, for
+    time and the energy counter, the step per sample) that its points' residuals are added to.
+    The series' samples have the ids ``first_id .. first_id + n - 1`` (``first_id`` even: a series
+    starts a ``trace_point`` row); deleting a series deletes their rows (a trigger). Written by ``db.ingest`` (``db.traces``), read through the
+    ``trace_sample`` view."""
 
-    Indexed by run: a run's samples are written together, so they lie together; a phase is a
-    filter within them, and per-phase figures are pre-aggregated in ``run_phase``."""
+    __tablename__ = "trace_series"
+    __table_args__ = (Index("ix_trace_series_run", "run_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, comment="series id, in write order")
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("run.id", ondelete="CASCADE"), comment="run the samples belong to"
+    )
+    source: Mapped[str] = mapped_column(String(20), comment="nvml | simulated | ... (as the run)")
+    device: Mapped[int] = mapped_column(Integer, comment="device index within the job")
+    phase: Mapped[str] = mapped_column(String(16), comment=PHASE_NAMES)
+    epoch: Mapped[int | None] = mapped_column(Integer, comment="1-based training epoch, NULL outside an epoch")
+    n: Mapped[int] = mapped_column(Integer, comment="samples in the series")
+    first_id: Mapped[int] = mapped_column(
+        BigInteger, comment="sample id of the series' first sample (even: it starts a trace_point row)")
+    t_s_base: Mapped[float] = mapped_column(Float, comment="t_s base, 0.1 ms")
+    t_s_step: Mapped[float] = mapped_column(Float, comment="t_s step per sample, 0.1 ms")
+    power_w_base: Mapped[float | None] = mapped_column(Float, comment="power_w base, mW")
+    energy_j_base: Mapped[float | None] = mapped_column(Float, comment="energy_j base, mJ")
+    energy_j_step: Mapped[float | None] = mapped_column(Float, comment="energy_j step per sample, mJ")
+    gpu_util_base: Mapped[float | None] = mapped_column(Float, comment="gpu_util base, 0.1 %")
+    mem_util_base: Mapped[float | None] = mapped_column(Float, comment="mem_util base, 0.1 %")
+    mem_used_mb_base: Mapped[float | None] = mapped_column(Float, comment="mem_used_mb base, KiB")
+    temperature_c_base: Mapped[float | None] = mapped_column(Float, comment="temperature_c base, 0.1 degree C")
+    sm_clock_mhz_base: Mapped[float | None] = mapped_column(Float, comment="sm_clock_mhz base, MHz")
+    mem_clock_mhz_base: Mapped[float | None] = mapped_column(Float, comment="mem_clock_mhz base, MHz")
+    power_limit_w_base: Mapped[float | None] = mapped_column(Float, comment="power_limit_w base, mW")
+    cpu_util_base: Mapped[float | None] = mapped_column(Float, comment="cpu_util base, 0.1 %")
+    rss_mb_base: Mapped[float | None] = mapped_column(Float, comment="rss_mb base, KiB")
+
+
+_UNITS = {"t_s": "0.1 ms", "power_w": "mW", "energy_j": "mJ", "gpu_util": "0.1 %", "mem_util": "0.1 %",
+          "mem_used_mb": "KiB", "temperature_c": "0.1 degree C", "sm_clock_mhz": "MHz", "mem_clock_mhz": "MHz",
+          "power_limit_w": "mW", "cpu_util": "0.1 %", "rss_mb": "KiB"}
+
+
+class TracePoint(Base):
+    """Two consecutive trace samples (``db.views.TRACE_SLOTS``): samples ``2 x id`` (slot 0) and
+    ``2 x id + 1`` (slot 1), each measured value a residual in whole quanta of its column (0.1 ms,
+    1 mW, 1 mJ, 0.1 %, 1 KiB, 0.1 degree C, 1 MHz; ``db.views.TRACE_QUANTA``) from its series' base
+    (and step x position): small numbers, which SQLite stores in one to three bytes (a residual of
+    0 in none). NULL where the sample has no value; a slot whose time is NULL holds no sample. No
+    key to its series: the series whose samples ``first_id .. first_id + n - 1`` include it holds it."""
+
+    __table__ = Table(
+        "trace_point", Base.metadata,
+        Column("id", BigId, primary_key=True, autoincrement=False,
+               comment="row id; its samples are 2 x id and 2 x id + 1"),
+        *(Column(trace_point_column(name, slot), Residual, nullable=True,
+                 comment=f"{name} of sample 2 x id + {slot}: residual, {_UNITS[name]}")
+          for slot in range(TRACE_SLOTS) for name, _, _ in TRACE_QUANTA),
+    )
+
+
+class ViewBase(DeclarativeBase):
+    """Classes mapped onto views (their tables live in ``db.views.view_metadata``, never created by
+    Alembic as tables)."""
+
+    metadata = view_metadata
+
+
+class TraceSample(ViewBase):
+    """One meter reading: a view over ``trace_series`` and ``trace_point`` (revision 0009) with the
+    columns the table had before, in plain SQL that every client runs. Values are stored to their
+    quantum (``db.views.TRACE_QUANTA``: 0.1 ms, 1 mW, 1 mJ, 0.1 %, 1 KiB, 0.1 degree C, 1 MHz):
+    a reading that is a whole number of quanta (NVML's are) reads back exactly, any other is
+    rounded to the nearest quantum. Written through ``db.ingest``; a filter on run_id, device,
+    phase or epoch reads only the series it selects."""
 
     __tablename__ = "trace_sample"
-    __table_args__ = (Index("ix_trace_run", "run_id"),)
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, comment="sample id")
-    run_id: Mapped[int] = mapped_column(
-        ForeignKey("run.id", ondelete="CASCADE"), comment="run the sample belongs to"
-    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True,
+                                    comment="sample id (trace_point.id), in write order")
+    run_id: Mapped[int] = mapped_column(Integer, comment="run the sample belongs to (run.id)")
     source: Mapped[str] = mapped_column(String(20), comment="nvml | simulated | ... (as the run)")
     device: Mapped[int] = mapped_column(Integer, comment="device index within the job")
     t_s: Mapped[float] = mapped_column(Float, comment="monotonic seconds since the meter's wall-clock anchor")

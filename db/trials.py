@@ -36,7 +36,7 @@ from db.schema import (
     Run,
     RunPhase,
     Submission,
-    TraceSample,
+    TraceSeries,
     Trial,
 )
 
@@ -147,7 +147,7 @@ def _campaign_id(conn: Connection, name: str) -> int:
 
 
 # The tables holding a campaign's rows below its runs, deleted before the runs (children first).
-_RUN_CHILDREN = (TraceSample, Epoch, RunPhase, CarbontrackerEpoch, CarbontrackerRun, LayerMeasurement)
+_RUN_CHILDREN = (TraceSeries, Epoch, RunPhase, CarbontrackerEpoch, CarbontrackerRun, LayerMeasurement)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,6 +322,9 @@ class TrialStore:
             campaign_id = _campaign_id(conn, name)
             trials = select(Trial.id).where(Trial.campaign_id == campaign_id).scalar_subquery()
             runs = select(Run.id).where(Run.trial_id.in_(trials)).scalar_subquery()
+            # the samples (their points go with their series, by a trigger)
+            deleted["trace_sample"] = int(conn.execute(select(func.coalesce(func.sum(TraceSeries.n), 0))
+                                                       .where(TraceSeries.run_id.in_(runs))).scalar_one())
             for table in _RUN_CHILDREN:
                 deleted[table.__tablename__] = conn.execute(delete(table).where(table.run_id.in_(runs))).rowcount
             deleted["run"] = conn.execute(delete(Run).where(Run.trial_id.in_(trials))).rowcount

@@ -273,7 +273,8 @@ def test_delete_campaign_removes_it_and_everything_below_it(store: ResultStore, 
     fill(NAME)
     deleted = store.delete_campaign(NAME)
     assert rows() == alone  # the architectures are shared: they stay
-    assert deleted["campaign"] == 1 and deleted["run"] == 2 and deleted["trace_sample"] > 0
+    assert deleted["campaign"] == 1 and deleted["run"] == 2 and deleted["trace_series"] > 0
+    assert deleted["trace_sample"] == alone["trace_sample"]
     assert [c["name"] for c in store.list_campaigns()] == ["keep"]
     with pytest.raises(CampaignNotFound):
         store.delete_campaign(NAME)

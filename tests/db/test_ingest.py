@@ -1,4 +1,6 @@
-"""The bulk write path for trace samples (``db.ingest``), on SQLite and on PostgreSQL (COPY).
+"""The bulk write path for trace samples (``db.ingest`` through ``db.traces``: series and points),
+on SQLite and on PostgreSQL (COPY), read back through the ``trace_sample`` view: each value to its
+column's quantum (``db.views.TRACE_QUANTA``), NaN as NULL, infinities kept.
 
 Every test runs on both backends through ``db_url``; the PostgreSQL cases check that the COPY
 path is the one that ran.
@@ -14,23 +16,36 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import Float, Integer, String, func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select, text
 
-import db.ingest as ingest
+import db.traces as traces
 from db.engine import make_engine
 from db.ingest import SAMPLE_COLUMNS, insert_samples
 from db.records import RunResult
 from db.schema import Epoch, Run, RunPhase, TraceSample, Trial
 from db.store import ClaimedTrial, ResultStore
+from db.views import TRACE_QUANTA
 from jobs.meters.base import SAMPLE_FIELDS
 from tests.db.conftest import plan_campaign, worker_result
 
 NAME = "ingest"
 N_LARGE = 200_003  # not a multiple of the rows per statement: the last statement is shorter
-# Finite doubles at the edges of the format: each must come back bit for bit.
-EDGE_FLOATS = [5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -1.7976931348623157e308,
-               0.1 + 0.2, 1 / 3, -2.5e-300, 123456789.12345679, 1e16 + 2.0]  # fmt: skip
+# Awkward doubles: each must come back as its quantum gives it (tiny ones as 0.0).
+EDGE_FLOATS = [5e-324, 2.2250738585072014e-308, 0.1 + 0.2, 1 / 3, -2.5e-300, 123456789.12345679, 2.0**40 + 0.5,
+               -(2.0**40)]  # fmt: skip
+SCALE = {c: scale for c, scale, _ in TRACE_QUANTA}
+
+
+def quantum(column: str, v: Any) -> Any:
+    """What the view returns for a value given: rounded to the column's quantum, as a float (NaN as
+    NULL, -0.0 as 0.0, infinities kept)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if column not in SCALE:
+        return v
+    if math.isinf(v):
+        return float(v)
+    return float(np.rint(v * SCALE[column])) / SCALE[column] + 0.0
 
 
 @pytest.fixture
@@ -51,15 +66,15 @@ def trials(store: ResultStore, smoke_cfg: Any) -> list[ClaimedTrial]:
 
 @pytest.fixture
 def copy_calls(db_url: str, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Run ids written through PostgreSQL's COPY path (stays empty on SQLite)."""
+    """Samples written through PostgreSQL's COPY path, a count per write (stays empty on SQLite)."""
     calls: list[int] = []
-    original = ingest._copy_postgresql
+    original = traces._copy_postgresql
 
-    def spy(dbapi: Any, run_id: int, *args: Any) -> None:
-        calls.append(run_id)
-        original(dbapi, run_id, *args)
+    def spy(dbapi: Any, first: int, enc: Any) -> None:
+        calls.append(enc.n)
+        original(dbapi, first, enc)
 
-    monkeypatch.setattr(ingest, "_copy_postgresql", spy)
+    monkeypatch.setattr(traces, "_copy_postgresql", spy)
     return calls
 
 
@@ -109,7 +124,8 @@ def large_trace(n: int, seed: int = 0) -> dict[str, list[Any]]:
 
 
 def stored(store: ResultStore, run_id: int) -> dict[str, list[Any]]:
-    """A run's samples, columnar, in insertion (id) order."""
+    """A run's samples, columnar, in id order (each device's samples in the order they were given,
+    device after device)."""
     cols = [getattr(TraceSample, c) for c in SAMPLE_COLUMNS]
     with store.engine.connect() as conn:
         rows = conn.execute(select(*cols).where(TraceSample.run_id == run_id).order_by(TraceSample.id)).all()
@@ -128,7 +144,7 @@ def count(store: ResultStore, table: Any) -> int:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
-def test_a_large_trace_round_trips_exactly(
+def test_a_large_trace_round_trips_to_the_quantum(
     store: ResultStore, trials: list[ClaimedTrial], copy_calls: list[int]
 ) -> None:
     trial = trials[0]
@@ -136,17 +152,19 @@ def test_a_large_trace_round_trips_exactly(
     result = RunResult.from_json({**worker_result(trial, NAME, energy_j=1234.5, power_source="nvml"), "trace": trace})
     assert store.ingest(result) is True
     back = stored(store, trial.run_id)
+    by_device = sorted(range(N_LARGE), key=lambda i: trace["device"][i])  # stable: each device in order
     for col in SAMPLE_COLUMNS:
-        want = trace.get(col, [None] * N_LARGE)
+        want = [quantum(col, trace[col][i]) for i in by_device] if col in trace else [None] * N_LARGE
         assert len(back[col]) == N_LARGE, col
-        # == on floats is exact (the trace has neither NaN nor -0.0); the types must match too
+        back[col] = [x + 0.0 if isinstance(x, float) else x for x in back[col]]
+        # == on floats is exact (no NaN here; -0.0 is made 0.0 on both sides); the types must match too
         if back[col] == want and set(map(type, back[col])) == set(map(type, want)):
             continue
         bad = [i for i, (a, b) in enumerate(zip(back[col], want, strict=True)) if not same(a, b)]
         assert not bad, (
             f"{col}: sample {bad[0]} stored {back[col][bad[0]]!r}, given {want[bad[0]]!r} ({len(bad)} differ)"
         )
-    assert copy_calls == ([trial.run_id] if store.engine.dialect.name == "postgresql" else [])
+    assert copy_calls == ([N_LARGE] if store.engine.dialect.name == "postgresql" else [])
 
 
 def test_ingesting_the_same_result_twice_writes_nothing_twice(
@@ -180,7 +198,7 @@ def test_nulls_and_special_floats_are_stored_alike_on_every_backend(
         "t_s": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
         "phase": ["idle", "idle", "train", "train", "eval", "cooldown"],
         "epoch": [None, None, 1, 1, 1, None],
-        "power_w": [inf, -inf, 0.0, 1e308, 5e-324, 42.0],
+        "power_w": [inf, -inf, 0.0, 1e12, 5e-324, 42.0],
         "energy_j": [None, nan, inf, -inf, 0.5, None],
         "gpu_util": [95, 0, 100, None, 50, 3],  # ints, as a meter might give them
         "mem_util": [nan] * 6,  # one NaN object throughout: a constant column
@@ -191,7 +209,7 @@ def test_nulls_and_special_floats_are_stored_alike_on_every_backend(
     store.ingest(RunResult.from_json(result))
     back = stored(store, trials[0].run_id)
     # NaN is NULL on every backend (SQLite cannot store it); infinities and NULLs are kept
-    assert back["power_w"] == [inf, -inf, 0.0, 1e308, 5e-324, 42.0]
+    assert back["power_w"] == [inf, -inf, 0.0, 1e12, 0.0, 42.0]
     assert back["energy_j"] == [None, None, inf, -inf, 0.5, None]
     assert back["gpu_util"] == [95.0, 0.0, 100.0, None, 50.0, 3.0]
     assert all(type(x) is float for x in back["gpu_util"] if x is not None)
@@ -200,7 +218,19 @@ def test_nulls_and_special_floats_are_stored_alike_on_every_backend(
     assert back["cpu_util"] == [None, 1.0, None, 2.0, None, -inf]
     assert back["epoch"] == [None, None, 1, 1, 1, None]
     assert back["rss_mb"] == [None] * 6  # absent from the trace
-    assert copy_calls == ([trials[0].run_id] if store.engine.dialect.name == "postgresql" else [])
+    assert copy_calls == ([6] if store.engine.dialect.name == "postgresql" else [])
+
+
+def test_a_value_beyond_what_its_column_stores_is_refused_in_one_line(
+    store: ResultStore, trials: list[ClaimedTrial]
+) -> None:
+    """2^53 quanta (9e12 W, 9e9 J, 28,000 years of t_s) and more: only a meter fault reads that."""
+    result = worker_result(trials[0], NAME, energy_j=10.0, samples_per_phase=10)
+    result["trace"]["energy_j"] = [1.0] * len(result["trace"]["t_s"])
+    result["trace"]["energy_j"][7] = 1.7976931348623157e308
+    with pytest.raises(ValueError, match=r"trace column energy_j holds 1.8e\+308 in sample 7; it stores"):
+        store.ingest(RunResult.from_json(result))
+    assert count(store, TraceSample) == 0 and count(store, RunPhase) == 0
 
 
 @pytest.mark.parametrize("power_source", ["nvml", "simulated", None])
@@ -241,15 +271,15 @@ def test_a_sample_the_database_refuses_fails_the_whole_result(
     store: ResultStore, trials: list[ClaimedTrial], copy_calls: list[int]
 ) -> None:
     result = worker_result(trials[0], NAME, energy_j=10.0, samples_per_phase=100)
-    result["trace"]["power_w"][150] = None  # power_w is NOT NULL
-    with pytest.raises(IntegrityError, match="power_w"):
+    result["trace"]["power_w"][150] = None  # every sample needs a power
+    with pytest.raises(ValueError, match=r"trace column power_w has no value \(None or NaN\) in sample 150"):
         store.ingest(RunResult.from_json(result))
     assert count(store, TraceSample) == 0 and count(store, RunPhase) == 0 and count(store, Epoch) == 0
     with store.engine.connect() as conn:
         assert conn.execute(select(Run.status).where(Run.id == trials[0].run_id)).scalar_one() == "running"
     again = RunResult.from_json(worker_result(trials[0], NAME, energy_j=10.0))
     assert store.ingest(again) is True  # the connection is usable
-    assert copy_calls == ([trials[0].run_id] * 2 if store.engine.dialect.name == "postgresql" else [])
+    assert copy_calls == ([20] if store.engine.dialect.name == "postgresql" else [])
 
 
 def test_small_and_constant_traces(store: ResultStore, trials: list[ClaimedTrial]) -> None:
@@ -287,7 +317,7 @@ def test_numpy_columns_are_stored_as_plain_numbers(store: ResultStore, trials: l
     with store.engine.begin() as conn:
         insert_samples(conn, run_id, "nvml", trace)  # type: ignore[arg-type]
     back = stored(store, run_id)
-    assert back["power_w"] == np.linspace(50.0, 250.0, 100).tolist()
+    assert back["power_w"] == [quantum("power_w", v) for v in np.linspace(50.0, 250.0, 100).tolist()]
     assert back["device"] == [0] * 100 and back["epoch"] == [1] * 100
 
 
@@ -304,14 +334,9 @@ def test_sqlite_connection_settings_are_given_back(tmp_path: Path, smoke_cfg: An
     store.engine.dispose()
 
 
-def test_sample_columns_are_the_meters_fields_and_the_tables_columns() -> None:
-    table = {c.name for c in TraceSample.__table__.columns} - {"id", "run_id", "source"}
-    assert set(SAMPLE_COLUMNS) == set(SAMPLE_FIELDS) == table
-    # COPY's binary types follow the schema's column types
-    by_type = {Integer: "int4", String: "text", Float: "float8"}
-    columns = TraceSample.__table__.columns
-    expected = [
-        next(t for k, t in by_type.items() if isinstance(columns[c].type, k))
-        for c in ("run_id", "source", *SAMPLE_COLUMNS)
-    ]
-    assert list(ingest._PG_TYPES) == expected
+def test_sample_columns_are_the_meters_fields_and_the_views_columns() -> None:
+    view = {c.name for c in TraceSample.__table__.columns} - {"id", "run_id", "source"}
+    assert set(SAMPLE_COLUMNS) == set(SAMPLE_FIELDS) == view
+    # every measured column has a quantum and a residual column in each slot of trace_point
+    assert set(SCALE) == set(SAMPLE_COLUMNS) - {"device", "phase", "epoch"}
+    assert len(traces.POINT_COLUMNS) == traces.SLOTS * len(SCALE)

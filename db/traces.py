@@ -1,0 +1,371 @@
+"""Compact trace storage in plain SQL: a run's samples as series (``trace_series``) and points
+(``trace_point``), read through the ``trace_sample`` view (``db.views.trace_sample_sql``).
+
+A series is a run of consecutive samples of one run and device with one phase and epoch (at most
+``SERIES_MAX``); it holds those keys once. Each measured column is stored in whole quanta of its
+unit (``QUANTA``: 0.1 ms, 1 mW, 1 mJ, 0.1 %, 1 KiB, 0.1 degree C, 1 MHz) as
+
+    value x scale = base + step x position + residual
+
+with ``base`` (and ``step``, for time and the energy counter, which grow steadily) in the series
+row and the ``residual`` in the point row. The base is the middle of the series' range and the
+step its mean increment, so residuals are small whole numbers: SQLite stores a whole-valued REAL
+in a REAL column as an integer of one to six bytes, and a residual of 0 in no byte at all; a
+sample costs about 35 bytes where a row of doubles cost about 100. A point has no key to its
+series: the series' points are the ids ``first_id .. first_id + n - 1``, given in one block by the
+writer (it holds the database's write lock; PostgreSQL: an advisory lock), which also keeps them
+in write order on disk.
+
+Exactness: a reading that is a whole number of quanta (NVML's milliwatts, millijoules, percent,
+MHz; psutil's 0.1 % CPU load) reads back bit for bit; any other is rounded to its nearest quantum
+(at most half a quantum off: 0.05 ms, 0.5 mW, ...; -0.0 reads back as 0.0). NaN is stored as
+NULL; infinities are kept. A value beyond 2^53 quanta (9e12 W, 9e9 J, 28,000 years) is refused:
+only a meter fault reads that.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from db.records import SAMPLE_COLUMNS
+from db.views import TRACE_QUANTA, TRACE_SERIES_MAX, TRACE_SLOTS, trace_point_column, trace_point_columns
+
+SERIES_MAX = TRACE_SERIES_MAX
+KEY_COLUMNS = ("device", "phase", "epoch")  # the series' own columns
+REQUIRED_COLUMNS = ("t_s", "power_w")  # every sample needs a number in these
+QUANTA = TRACE_QUANTA
+MEASURED_COLUMNS: tuple[str, ...] = tuple(c for c, _, _ in QUANTA)
+assert set(MEASURED_COLUMNS) | set(KEY_COLUMNS) == set(SAMPLE_COLUMNS), "every sample column is a key or measured"
+SLOTS = TRACE_SLOTS  # samples per trace_point row
+POINT_COLUMNS: tuple[str, ...] = trace_point_columns()
+
+# Rows per SQLite INSERT statement at most (within the build's limit of bound parameters: 999
+# before SQLite 3.32, 32766 since): with two samples a row, 32 to 48 rows a statement were fastest
+# here (16: 0.42 M, 32: 0.44-0.46 M, 64: 0.33-0.35 M samples per CPU second).
+_SQLITE_ROWS = 32
+_SQLITE_MAX_PARAMS = 999
+# Page cache the SQLite connection may use while it writes a trace (KiB; given back afterwards),
+# so that fewer pages are spilled to the WAL mid-transaction and written again.
+_SQLITE_CACHE_KIB = 256 * 1024
+# Quanta beyond this are not whole numbers a double holds exactly: such a value is refused.
+_EXACT = 2.0**53
+# A series row's columns besides run_id, source and first_id, as encode gives them.
+SERIES_COLUMNS: tuple[str, ...] = ("device", "phase", "epoch", "n", *(
+    c for name, _, stepped in QUANTA for c in (f"{name}_base", *([f"{name}_step"] if stepped else []))))
+_SERIES_INSERT = (f"INSERT INTO trace_series (run_id, source, first_id, {', '.join(SERIES_COLUMNS)}) "
+                  f"VALUES ({', '.join('?' * (len(SERIES_COLUMNS) + 3))})")
+_MAX_ROW = "SELECT COALESCE(MAX(id), 0) FROM trace_point"
+# PostgreSQL: one advisory lock serialises the writers' id blocks (held to the end of the transaction).
+_PG_LOCK_KEY = 0x7472616365  # "trace"
+
+
+def _float_column(name: str, col: Sequence[Any] | None, n: int) -> np.ndarray:
+    if col is None:
+        return np.full(n, np.nan)
+    if isinstance(col, np.ndarray):
+        return col.astype(np.float64, copy=False)
+    try:
+        return np.fromiter(col, dtype=np.float64, count=n)  # the fastest from a list of floats
+    except (TypeError, ValueError):  # a None among them (or something that is not a number)
+        pass
+    try:
+        return np.array([np.nan if x is None else x for x in col], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        bad = next((x for x in col if not isinstance(x, (int, float)) and x is not None), None)
+        raise ValueError(f"trace column {name} holds {bad!r}; it takes numbers (or None)") from exc
+
+
+class Encoded:
+    """A trace cut into series and encoded: ``n`` samples in ``rows`` point rows; ``series`` (one
+    dict per series: its keys, ``n``, the bases and steps, and ``first``: its first sample's
+    index among the batch's slots, even) and ``points`` (per ``trace_point`` column, a float64
+    array of one value per row, NaN for NULL; an unused slot has a NULL time)."""
+
+    __slots__ = ("n", "points", "rows", "series")
+
+    def __init__(self, n: int, rows: int, series: list[dict[str, Any]], points: dict[str, np.ndarray]) -> None:
+        self.n, self.rows, self.series, self.points = n, rows, series, points
+
+
+def encode(cols: Sequence[Sequence[Any] | None], n: int) -> Encoded:
+    """A trace given as columns in ``SAMPLE_COLUMNS`` order (None: the trace lacks the column),
+    cut into series (the samples grouped by device, stably, then cut where the phase or the epoch
+    changes and every ``SERIES_MAX`` samples) and encoded. ValueError (one line) for a missing
+    device, phase, time or power, or a column that holds something other than numbers."""
+    by = dict(zip(SAMPLE_COLUMNS, cols, strict=True))
+    for key in ("device", "phase", *REQUIRED_COLUMNS):
+        if by[key] is None:
+            raise ValueError(f"trace column {key} is missing; every sample needs one")
+    device = np.asarray(by["device"], dtype=object)
+    phase = np.asarray(by["phase"], dtype=object)
+    epoch = np.asarray(by["epoch"], dtype=object) if by["epoch"] is not None else np.full(n, None, dtype=object)
+    if (device == None).any() or (phase == None).any():  # noqa: E711
+        raise ValueError("trace columns device and phase need a value in every sample (found None)")
+    values = {c: _float_column(c, by[c], n) for c in MEASURED_COLUMNS}
+    for name, scale, _ in QUANTA:
+        with np.errstate(over="ignore"):
+            huge = np.flatnonzero(np.isfinite(values[name]) & ~(np.abs(values[name] * scale) < _EXACT))
+        if len(huge):
+            i = int(huge[0])
+            raise ValueError(f"trace column {name} holds {values[name][i]:.2g} in sample {i}; it stores values "
+                             f"within +-{_EXACT / scale:.2g} (2^53 quanta of 1/{scale}), a reading beyond is a meter fault")
+    for key in REQUIRED_COLUMNS:
+        missing = np.flatnonzero(np.isnan(values[key]))
+        if len(missing):
+            raise ValueError(f"trace column {key} has no value (None or NaN) in sample {int(missing[0])} "
+                             f"({len(missing)} in all); {' and '.join(REQUIRED_COLUMNS)} need a number in every sample")
+    if n > 1 and bool((device[1:] != device[:-1]).any()):
+        order = np.argsort(device.astype(np.int64), kind="stable")
+        device, phase, epoch = device[order], phase[order], epoch[order]
+        values = {c: a[order] for c, a in values.items()}
+    change = np.zeros(n, dtype=bool)
+    change[0] = True
+    if n > 1:
+        for keys in (device, phase, epoch):
+            change[1:] |= keys[1:] != keys[:-1]
+    starts_list: list[int] = []
+    for a, b in itertools.pairwise([*np.flatnonzero(change).tolist(), n]):
+        starts_list.extend(range(a, b, SERIES_MAX))
+    starts = np.array(starts_list, dtype=np.int64)
+    counts = np.diff(np.append(starts, n))
+    position = np.arange(n, dtype=np.int64) - np.repeat(starts, counts)
+    # every series starts a row: its samples' slots follow from there (the last row of a series of
+    # odd length keeps its second slot empty)
+    row_counts = -(-counts // SLOTS)
+    first = SLOTS * (np.cumsum(row_counts) - row_counts)
+    slot_of = np.repeat(first, counts) + position
+    rows = int(row_counts.sum())
+    series: list[dict[str, Any]] = [
+        {"device": int(device[a]), "phase": str(phase[a]), "epoch": None if epoch[a] is None else int(epoch[a]),
+         "n": int(m), "first": int(f)}
+        for a, m, f in zip(starts.tolist(), counts.tolist(), first.tolist(), strict=True)
+    ]
+    points: dict[str, np.ndarray] = {}
+    for name, scale, stepped in QUANTA:
+        q = np.rint(values[name] * scale)
+        base, step, residual = _encode_column(q, starts, counts, position, stepped)
+        for s, b in zip(series, base.tolist(), strict=True):
+            s[f"{name}_base"] = None if math.isnan(b) else b
+        if step is not None:
+            for s, st in zip(series, step.tolist(), strict=True):
+                s[f"{name}_step"] = st
+        slots = np.full(rows * SLOTS, np.nan)
+        slots[slot_of] = residual
+        for k in range(SLOTS):
+            points[trace_point_column(name, k)] = slots[k::SLOTS]
+    return Encoded(n, rows, series, points)
+
+
+def _encode_column(q: np.ndarray, starts: np.ndarray, counts: np.ndarray, position: np.ndarray,
+                   stepped: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Per series the base (NaN where the series has no value) and step (stepped columns), and
+    per sample the residual of a column of quanta ``q`` (NaN: NULL)."""
+    finite = np.isfinite(q) & (np.abs(q) < _EXACT)  # what the bounds are taken over
+    qf = np.where(finite, q, np.nan)
+    step = None
+    if stepped:
+        # the mean increment between the series' first and last finite values
+        first = np.zeros(len(starts))
+        step = np.zeros(len(starts))
+        for k, (a, m) in enumerate(zip(starts.tolist(), counts.tolist(), strict=True)):
+            idx = np.flatnonzero(finite[a:a + m])
+            if len(idx):
+                first[k] = q[a + idx[0]]
+                if len(idx) > 1:
+                    step[k] = np.rint((q[a + idx[-1]] - first[k]) / (idx[-1] - idx[0]))
+                first[k] -= step[k] * idx[0]
+        trend = np.repeat(first, counts) + np.repeat(step, counts) * position
+        qf = qf - trend
+        q = q - trend
+    with np.errstate(invalid="ignore"):  # an all-NULL series: NaN bounds
+        lo = np.fmin.reduceat(qf, starts)
+        hi = np.fmax.reduceat(qf, starts)
+    # the middle of the range (residuals in -128 .. 127 take one byte); a range that fits
+    # -5 .. 127 starts at -5, where Python's cached small ints make binding the values cheaper
+    # (a constant series keeps residual 0, which SQLite stores in no byte at all)
+    base = np.where(hi == lo, lo, np.where(hi - lo <= 132, lo + 5, np.floor((lo + hi) / 2)))
+    if not finite.all():  # a series of infinities (or huge values) only: base 0, so inf + base = inf
+        has_inf = np.add.reduceat((~finite & ~np.isnan(q)).astype(np.int64), starts) > 0
+        base = np.where(np.isnan(base) & has_inf, 0.0, base)
+    residual = q - np.repeat(np.nan_to_num(base, nan=0.0), counts)
+    if stepped:
+        assert step is not None
+        base = base + first
+    return base, step, residual
+
+
+def _constant(a: np.ndarray) -> tuple[bool, float | None]:
+    """Whether every value of a column is the same (all NULL counts), and that value."""
+    nan = np.isnan(a)
+    if nan.all():
+        return True, None
+    if not nan.any() and bool((a == a[0]).all()):
+        return True, float(a[0])
+    return False, None
+
+
+def write(conn: Any, run_id: int, source: str, cols: Sequence[Sequence[Any] | None], n: int) -> int:
+    """Write a trace (columns in ``SAMPLE_COLUMNS`` order) of a run as series and points, inside the
+    caller's transaction (a SQLAlchemy ``Connection``; on SQLite the transaction has written
+    already, so it holds the write lock). Returns the number of samples written."""
+    from sqlalchemy import insert, text
+
+    from db.schema import TraceSeries
+
+    enc = encode(cols, n)
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+    dbapi = conn.connection.dbapi_connection
+    if dialect == "sqlite":  # the DB-API directly: a run's statements cost more in SQLAlchemy than its series
+        cur = dbapi.cursor()
+        try:
+            first = int(cur.execute(_MAX_ROW).fetchone()[0]) + 1
+            cur.executemany(_SERIES_INSERT, ((run_id, source, SLOTS * first + s["first"],
+                                              *(s[c] for c in SERIES_COLUMNS)) for s in enc.series))
+        finally:
+            cur.close()
+        _insert_sqlite(dbapi, first, enc)
+        return n
+    first = int(conn.execute(text(_MAX_ROW)).scalar_one()) + 1
+    conn.execute(insert(TraceSeries), [
+        {"run_id": run_id, "source": source, "first_id": SLOTS * first + s["first"], **{c: s[c] for c in SERIES_COLUMNS}}
+        for s in enc.series
+    ])
+    if dialect == "postgresql" and conn.dialect.driver == "psycopg":
+        _copy_postgresql(dbapi, first, enc)
+    else:
+        _insert_executemany(conn, first, enc)
+    return n
+
+
+def _insert_sqlite(dbapi: Any, first: int, enc: Encoded) -> None:
+    # Multi-row INSERT statements through the DB-API's executemany: the first id is bound once per
+    # statement (?1, the rows' ids are ?1 + r), so is every column that holds one value throughout
+    # (?2 .. ?k); the others follow column by column, so that a statement's parameters are slices
+    # of the columns (list slicing copies; interleaving row by row costs a Python step per value).
+    # SQLite stores a NaN as NULL.
+    const_names: list[str] = []
+    const_values: list[Any] = []
+    var_names: list[str] = []
+    var_cols: list[list[Any]] = []
+    for name in POINT_COLUMNS:
+        a = enc.points[name]
+        same, value = _constant(a)
+        if same:
+            const_names.append(name)
+            const_values.append(None if value is None else _whole_or_float(value))
+        else:
+            var_names.append(name)
+            var_cols.append(_sqlite_values(a))
+    k, v, n = len(const_values) + 1, len(var_names), enc.rows
+
+    def parameters(start: int, stop: int) -> list[Any]:
+        params = [first + start, *const_values]
+        for col in var_cols:
+            params += col[start:stop]
+        return params
+
+    try:
+        limit = int(dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    except AttributeError:  # Python before 3.11
+        limit = _SQLITE_MAX_PARAMS
+    per_statement = max(1, min(_SQLITE_ROWS, (limit - k) // max(v, 1)))
+    whole = n // per_statement * per_statement
+    cur = dbapi.cursor()
+    cache_size = int(cur.execute("PRAGMA cache_size").fetchone()[0])  # < 0: KiB, > 0: pages
+    grow = -cache_size < _SQLITE_CACHE_KIB
+    names = (tuple(const_names), tuple(var_names))
+    try:
+        if grow:
+            cur.execute(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
+        cur.executemany(_point_insert(*names, per_statement),
+                        (parameters(a, a + per_statement) for a in range(whole)[::per_statement]))
+        if whole < n:  # the rest one row a statement: a statement of its own size would be compiled anew
+            cur.executemany(_point_insert(*names, 1), (parameters(a, a + 1) for a in range(whole, n)))
+    finally:
+        if grow:  # the setting is the connection's: the pool gets the connection back as it was
+            cur.execute(f"PRAGMA cache_size = {cache_size}")
+        cur.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _point_insert(const_names: tuple[str, ...], var_names: tuple[str, ...], rows: int) -> str:
+    """The multi-row INSERT of ``rows`` points: ``?1`` the first id, ``?2 ..`` the constants, then
+    the varying columns' values column by column."""
+    k, v = len(const_names) + 1, len(var_names)
+    consts = [f"?{i}" for i in range(2, k + 1)]
+    values = ("(" + ", ".join([f"?1 + {r}", *consts, *(f"?{k + j * rows + r + 1}" for j in range(v))]) + ")"
+              for r in range(rows))
+    columns = ", ".join(["id", *const_names, *var_names])
+    return f"INSERT INTO trace_point ({columns}) VALUES {', '.join(values)}"
+
+
+def _whole_or_float(x: float) -> int | float:
+    return int(x) if math.isfinite(x) and abs(x) < _EXACT else x
+
+
+def _sqlite_values(a: np.ndarray) -> list[Any]:
+    """A column of residuals as Python ints (bound as integers: no conversion in SQLite), None for
+    NaN and infinities as floats (stored as REAL in the INTEGER-affinity column)."""
+    exact = np.isfinite(a) & (np.abs(a) < _EXACT)
+    if exact.all():
+        return a.astype(np.int64).tolist()
+    values: list[Any] = np.where(exact, a, 0.0).astype(np.int64).tolist()
+    for i in np.flatnonzero(~exact).tolist():
+        values[i] = None if math.isnan(a[i]) else float(a[i])
+    return values
+
+
+def _null_lists(enc: Encoded) -> list[list[Any]]:
+    """The point columns as lists with None for NULL (PostgreSQL would store NaN as NaN)."""
+    out = []
+    for name in POINT_COLUMNS:
+        a = enc.points[name]
+        values: list[Any] = a.tolist()
+        for i in np.flatnonzero(np.isnan(a)).tolist():
+            values[i] = None
+        out.append(values)
+    return out
+
+
+def _copy_postgresql(dbapi: Any, first: int, enc: Encoded) -> None:
+    ids = range(first, first + enc.rows)
+    with dbapi.cursor() as cur, cur.copy(f"COPY trace_point (id, {', '.join(POINT_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["int8", *["float8"] * len(POINT_COLUMNS)])
+        for row in zip(ids, *_null_lists(enc), strict=True):
+            copy.write_row(row)
+
+
+def _insert_executemany(conn: Any, first: int, enc: Encoded) -> None:
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    names = ("id", *POINT_COLUMNS)
+    sql = f"INSERT INTO trace_point ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
+    conn.exec_driver_sql(sql, list(zip(range(first, first + enc.rows), *_null_lists(enc), strict=True)))
+
+
+def decode(enc: Encoded) -> dict[str, np.ndarray]:
+    """The measured columns back from ``encode``'s series and points (float64, NaN for NULL, the
+    samples in series order), computed as the ``trace_sample`` view computes them."""
+    counts = np.array([s["n"] for s in enc.series], dtype=np.int64)
+    position = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    slot_of = np.repeat(np.array([s["first"] for s in enc.series], dtype=np.int64), counts) + position
+    out = {}
+    for name, scale, stepped in QUANTA:
+        slots = np.empty(enc.rows * SLOTS)
+        for k in range(SLOTS):
+            slots[k::SLOTS] = enc.points[trace_point_column(name, k)]
+        base = np.repeat(np.array([np.nan if s[f"{name}_base"] is None else s[f"{name}_base"] for s in enc.series],
+                                  dtype=np.float64), counts)
+        value = base + slots[slot_of]
+        if stepped:
+            value = value + np.repeat(np.array([s[f"{name}_step"] for s in enc.series], dtype=np.float64), counts) * position
+        out[name] = value / scale
+    return out
