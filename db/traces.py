@@ -71,6 +71,10 @@ def _float_column(name: str, col: Sequence[Any] | None, n: int) -> np.ndarray:
         return np.full(n, np.nan)
     if isinstance(col, np.ndarray):
         return col.astype(np.float64, copy=False)
+    first = col[0] if n else None
+    if (isinstance(first, (int, float)) and first == col[-1] and first == col[n // 2]
+            and isinstance(col, list) and col.count(first) == n):  # a constant column (a power limit, a clock)
+        return np.full(n, float(first))
     try:
         return np.fromiter(col, dtype=np.float64, count=n)  # the fastest from a list of floats
     except (TypeError, ValueError):  # a None among them (or something that is not a number)
@@ -103,11 +107,8 @@ def encode(cols: Sequence[Sequence[Any] | None], n: int) -> Encoded:
     for key in ("device", "phase", *REQUIRED_COLUMNS):
         if by[key] is None:
             raise ValueError(f"trace column {key} is missing; every sample needs one")
-    device = np.asarray(by["device"], dtype=object)
-    phase = np.asarray(by["phase"], dtype=object)
-    epoch = np.asarray(by["epoch"], dtype=object) if by["epoch"] is not None else np.full(n, None, dtype=object)
-    if (device == None).any() or (phase == None).any():  # noqa: E711
-        raise ValueError("trace columns device and phase need a value in every sample (found None)")
+    device, phase = list(by["device"]), list(by["phase"])
+    epoch = list(by["epoch"]) if by["epoch"] is not None else [None] * n
     values = {c: _float_column(c, by[c], n) for c in MEASURED_COLUMNS}
     for name, scale, _ in QUANTA:
         with np.errstate(over="ignore"):
@@ -121,17 +122,19 @@ def encode(cols: Sequence[Sequence[Any] | None], n: int) -> Encoded:
         if len(missing):
             raise ValueError(f"trace column {key} has no value (None or NaN) in sample {int(missing[0])} "
                              f"({len(missing)} in all); {' and '.join(REQUIRED_COLUMNS)} need a number in every sample")
-    if n > 1 and bool((device[1:] != device[:-1]).any()):
-        order = np.argsort(device.astype(np.int64), kind="stable")
-        device, phase, epoch = device[order], phase[order], epoch[order]
+    device_runs = _runs(device)
+    if any(device[i] is None for i in device_runs) or any(phase[i] is None for i in _runs(phase)):
+        raise ValueError("trace columns device and phase need a value in every sample (found None)")
+    if any(device[a] > device[b] for a, b in itertools.pairwise(device_runs)):  # devices interleaved: group them
+        order = np.argsort(np.asarray(device, dtype=np.int64), kind="stable")
+        device, phase, epoch = ([col[i] for i in order.tolist()] for col in (device, phase, epoch))
         values = {c: a[order] for c, a in values.items()}
-    change = np.zeros(n, dtype=bool)
-    change[0] = True
-    if n > 1:
-        for keys in (device, phase, epoch):
-            change[1:] |= keys[1:] != keys[:-1]
+        device_runs = _runs(device)
+    # a series starts where the device, the phase or the epoch changes (runs found by C loops over
+    # the lists: their values come in long runs)
+    changes = sorted({*device_runs, *_runs(phase), *_runs(epoch)})
     starts_list: list[int] = []
-    for a, b in itertools.pairwise([*np.flatnonzero(change).tolist(), n]):
+    for a, b in itertools.pairwise([*changes, n]):
         starts_list.extend(range(a, b, SERIES_MAX))
     starts = np.array(starts_list, dtype=np.int64)
     counts = np.diff(np.append(starts, n))
@@ -163,6 +166,15 @@ def encode(cols: Sequence[Sequence[Any] | None], n: int) -> Encoded:
     return Encoded(n, rows, series, points)
 
 
+def _runs(col: list[Any]) -> list[int]:
+    """The index of each run of equal values in ``col`` (0 first)."""
+    out, i = [], 0
+    for _, group in itertools.groupby(col):
+        out.append(i)
+        i += len(list(group))
+    return out
+
+
 def _encode_column(q: np.ndarray, starts: np.ndarray, counts: np.ndarray, position: np.ndarray,
                    stepped: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Per series the base (NaN where the series has no value) and step (stepped columns), and
@@ -187,10 +199,10 @@ def _encode_column(q: np.ndarray, starts: np.ndarray, counts: np.ndarray, positi
     with np.errstate(invalid="ignore"):  # an all-NULL series: NaN bounds
         lo = np.fmin.reduceat(qf, starts)
         hi = np.fmax.reduceat(qf, starts)
-    # the middle of the range (residuals in -128 .. 127 take one byte); a range that fits
-    # -5 .. 127 starts at -5, where Python's cached small ints make binding the values cheaper
-    # (a constant series keeps residual 0, which SQLite stores in no byte at all)
-    base = np.where(hi == lo, lo, np.where(hi - lo <= 132, lo + 5, np.floor((lo + hi) / 2)))
+    # the middle of the range (residuals in -128 .. 127 take one byte), except that a range that
+    # fits -5 .. 256 starts at -5: Python's cached small ints make binding the values cheaper (a
+    # few take two bytes instead of one); a constant series keeps residual 0, stored in no byte
+    base = np.where(hi == lo, lo, np.where(hi - lo <= 261, lo + 5, np.floor((lo + hi) / 2)))
     if not finite.all():  # a series of infinities (or huge values) only: base 0, so inf + base = inf
         has_inf = np.add.reduceat((~finite & ~np.isnan(q)).astype(np.int64), starts) > 0
         base = np.where(np.isnan(base) & has_inf, 0.0, base)
