@@ -107,8 +107,10 @@ def encode(cols: Sequence[Sequence[Any] | None], n: int) -> Encoded:
     for key in ("device", "phase", *REQUIRED_COLUMNS):
         if by[key] is None:
             raise ValueError(f"trace column {key} is missing; every sample needs one")
-    device, phase = list(by["device"]), list(by["phase"])
-    epoch = list(by["epoch"]) if by["epoch"] is not None else [None] * n
+    device_col, phase_col, epoch_col = by["device"], by["phase"], by["epoch"]
+    assert device_col is not None and phase_col is not None  # checked above
+    device, phase = list(device_col), list(phase_col)
+    epoch = list(epoch_col) if epoch_col is not None else [None] * n
     values = {c: _float_column(c, by[c], n) for c in MEASURED_COLUMNS}
     for name, scale, _ in QUANTA:
         with np.errstate(over="ignore"):

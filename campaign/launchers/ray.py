@@ -1,10 +1,13 @@
 """Ray: a bounded pool of pull workers per GPU type (``launcher.max_workers``), GPU types as Ray
 custom resources or accelerator types; the tasks run the same worker code as Slurm tasks. Ray
 tasks die with their driver, so this launcher follows the campaign until every task has ended
-(and the launch replaces a killed one: ``ended_jobs``)."""
+(and the launch replaces a killed one: ``ended_jobs``). On a shared cluster (``launcher.address``)
+a resume asks the cluster's job table which earlier drivers have ended: their tasks died with them,
+so their trials are reopened at once and their workers are not counted as live."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +20,8 @@ from jobs.worker import WorkerSpec, WorkerSummary, WorkerTask
 if TYPE_CHECKING:
     from campaign.config import CampaignConfig, GpuType, LauncherConfig
     from db.paths import CampaignPaths
+
+log = logging.getLogger(__name__)
 
 
 def _run(spec: WorkerSpec) -> WorkerSummary:
@@ -137,18 +142,79 @@ class RayLauncher:
         return count_active(submitted, lambda ref: ref.hex() in pending)
 
     def live_workers(self, submissions: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]] | None:
-        """None of an earlier launch's tasks: Ray tasks end with the driver that submitted them
-        (this launcher follows its campaign to the end)."""
-        return {}
-
-    def ended_jobs(self, jobs: Iterable[str]) -> dict[str, str]:
-        """Of the ``ray:TASK_ID`` ids, the tasks this process submitted that have ended (a killed
-        worker, a lost node); a task of another driver is left to its heartbeat."""
+        """Of the recorded submissions, the tasks whose driver (the process that submitted them and
+        follows them) still lives, per GPU type, counted as running: Ray tasks end with their
+        driver, and a live driver replaces and resubmits its own. On a cluster of its own (no
+        ``launcher.address``) an earlier launch's tasks ran on a cluster this process cannot see:
+        none are counted."""
+        if not self.launcher.address:
+            return {}
         import ray
 
-        mine = {j: self.tasks[j[4:]] for j in jobs if j.startswith("ray:") and j[4:] in self.tasks}
-        if not mine:
-            return {}
-        ready, _ = ray.wait(list(mine.values()), num_returns=len(mine), timeout=0)
-        ended = {r.task_id().hex() for r in ready}
-        return {j: "Ray task ended" for j, r in mine.items() if j[4:] in ended}
+        connect(self.launcher)
+        drivers = driver_states()
+        if drivers is None:
+            return None
+        own = str(ray.get_runtime_context().get_job_id())
+        mine_pending: set[str] = set()
+        if self.tasks:  # this driver's tasks are live until done
+            _, not_ready = ray.wait(list(self.tasks.values()), num_returns=len(self.tasks), timeout=0)
+            mine_pending = {r.task_id().hex() for r in not_ready}
+        live: dict[str, dict[str, int]] = {}
+        for sub in submissions:
+            jobs = sub["job_ids"]
+            tasks = [str(j) for j in (json.loads(jobs) if isinstance(jobs, str) else jobs or []) if str(j).startswith("ray:")]
+            alive = 0
+            for j in tasks:
+                job = job_of(j)
+                alive += (j[4:] in mine_pending) if job == own else (job is not None and drivers.get(job) is False)
+            if alive:
+                live.setdefault(str(sub["gpu_type"]), {"queued": 0, "running": 0})["running"] += alive
+        return live
+
+    def ended_jobs(self, jobs: Iterable[str]) -> dict[str, str]:
+        """Of the ``ray:TASK_ID`` ids, the tasks that have ended: this process's that are done (a
+        killed worker, a lost node), and on a shared cluster (``launcher.address``) every task of
+        a driver the cluster says has ended (a launch killed or crashed: its tasks died with it).
+        Tasks of another live driver, or of a cluster this process cannot see, are left to their
+        heartbeat."""
+        import ray
+
+        ray_jobs = [j for j in jobs if j.startswith("ray:")]
+        mine = {j: self.tasks[j[4:]] for j in ray_jobs if j[4:] in self.tasks}
+        out: dict[str, str] = {}
+        if mine:
+            ready, _ = ray.wait(list(mine.values()), num_returns=len(mine), timeout=0)
+            ended = {r.task_id().hex() for r in ready}
+            out.update({j: "Ray task ended" for j, r in mine.items() if j[4:] in ended})
+        others = [j for j in ray_jobs if j not in mine]
+        if others and self.launcher.address:
+            connect(self.launcher)
+            drivers = driver_states() or {}
+            for j in others:
+                job = job_of(j)
+                if job is not None and drivers.get(job) is True:
+                    out[j] = f"its Ray driver (job {job}) ended, and the task with it"
+        return out
+
+
+def job_of(task: str) -> str | None:
+    """The Ray job (driver) id of a ``ray:TASK_ID`` (a task id holds its job's), None if unreadable."""
+    import ray
+
+    try:
+        return str(ray.TaskID.from_hex(task[4:]).job_id().hex())
+    except Exception:  # not a task id this Ray can read
+        return None
+
+
+def driver_states() -> dict[str, bool] | None:
+    """Every job (driver) the connected cluster knows: its id -> whether it has ended (the GCS's
+    job table); None when the cluster does not say."""
+    try:
+        from ray._private import state
+
+        return {str(j["JobID"]): bool(j.get("IsDead")) for j in state.state.job_table()}
+    except Exception as exc:  # an API this Ray version lacks, a cluster that does not answer
+        log.warning("the Ray cluster did not list its jobs (%s): ended drivers are found by heartbeat", exc)
+        return None

@@ -63,3 +63,47 @@ def test_a_killed_worker_task_is_replaced_and_its_trial_reopened_at_once(tmp_pat
     subs = [(s, b, json.loads(j)) for s, b, j in rows(url, "select seq, submitted_by, job_ids from submission "
                                                          "order by seq")]
     assert [(s, b) for s, b, _ in subs] == [(1, "launch"), (2, "follow")], subs
+
+
+def _driver_dead(job: str) -> bool:
+    """Whether the cluster's job table says Ray job ``job`` (a driver) has ended (asked from a
+    process of its own, so that this one never becomes a driver)."""
+    import subprocess
+    import sys
+
+    code = ("import os, ray; os.environ.setdefault('RAY_AUTH_MODE', 'disabled'); "
+            f"ray.init(address={ADDRESS!r}, include_dashboard=False, log_to_driver=False, logging_level=40); "
+            "from ray._private import state; "
+            f"print(any(j['JobID'] == {job!r} and j['IsDead'] for j in state.state.job_table()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return out.stdout.strip().endswith("True")
+
+
+@pytest.mark.skipif(not ADDRESS, reason="needs a shared Ray cluster (CAMPAIGN_TEST_RAY_ADDRESS, which tests/run.sh "
+                                        "starts): a launch's own local cluster ends with it")
+def test_a_killed_launch_is_seen_by_resume_at_once(tmp_path: Path) -> None:
+    """The launching process (the tasks' Ray driver) is killed: its tasks die with it. A resume
+    from a new process asks the cluster's job table, reopens the dead attempt at once (not after
+    the stale limit), counts no live worker and finishes every trial exactly once."""
+    from tests.cluster.helpers import rows_when_ready, start_campaign, wait_until
+
+    url = url_for(tmp_path)
+    name = ["name=raydriver", f"root={tmp_path}", f"db.url={url}", "gpus=[a100]"]
+    proc = start_campaign("launch", *TINY, *name, "launcher.max_workers=1", "protocol.idle_s=6", *RAY)
+    try:
+        job, trial = wait_until("a running attempt", lambda: next(iter(rows_when_ready(
+            url, "select r.scheduler_job, t.trial_key from run r join trial t on t.id = r.trial_id "
+                 "where r.status = 'running'")), None), timeout_s=300)
+    finally:
+        proc.kill()  # SIGKILL: the driver goes without a word
+        proc.communicate(timeout=60)
+    import ray
+
+    driver = ray.TaskID.from_hex(job[4:]).job_id().hex()
+    wait_until("the cluster to see its driver gone", lambda: _driver_dead(driver), timeout_s=120, poll_s=1.0)
+    out = campaign("resume", "raydriver", f"root={tmp_path}", f"db.url={url}", *RAY, timeout=900).stdout
+    assert "1 ended with their job" in out and "0 queued and 0 running worker(s)" in out, out
+    assert set(done_once(url).values()) == {1} and len(done_once(url)) == 2
+    dead = rows(url, "select r.status, r.error from run r join trial t on t.id = r.trial_id "
+                     "where t.trial_key = :k order by r.attempt", k=trial)
+    assert dead[0][0] == "stale" and f"its Ray driver (job {driver}) ended" in dead[0][1], dead
