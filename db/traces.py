@@ -261,38 +261,51 @@ def write(conn: Any, run_id: int, source: str, cols: Sequence[Sequence[Any] | No
 
 
 def _insert_sqlite(dbapi: Any, first: int, enc: Encoded) -> None:
-    # Multi-row INSERT statements through the DB-API's executemany: the first id is bound once per
-    # statement (?1, the rows' ids are ?1 + r), so is every column that holds one value throughout
-    # (?2 .. ?k); the others follow column by column, so that a statement's parameters are slices
-    # of the columns (list slicing copies; interleaving row by row costs a Python step per value).
-    # SQLite stores a NaN as NULL.
+    # Multi-row INSERT statements through the DB-API's executemany. A column that holds one value
+    # throughout is bound once per statement (?2 .. ?k; a NULL one is left out: NULL is its
+    # default); the first id too (?1: the rows' ids are ?1 + r). Each statement's other parameters
+    # are one row of an integer matrix that numpy fills (the varying columns' values column by
+    # column) and turns into Python ints at once (small ones are Python's cached objects); the few
+    # NULLs (NaN) and infinities are set into those lists afterwards.
     const_names: list[str] = []
     const_values: list[Any] = []
     var_names: list[str] = []
-    var_cols: list[list[Any]] = []
+    var_cols: list[np.ndarray] = []
     for name in POINT_COLUMNS:
         a = enc.points[name]
         same, value = _constant(a)
         if same:
-            const_names.append(name)
-            const_values.append(None if value is None else _whole_or_float(value))
+            if value is not None:
+                const_names.append(name)
+                const_values.append(_whole_or_float(value))
         else:
             var_names.append(name)
-            var_cols.append(_sqlite_values(a))
+            var_cols.append(a)
     k, v, n = len(const_values) + 1, len(var_names), enc.rows
-
-    def parameters(start: int, stop: int) -> list[Any]:
-        params = [first + start, *const_values]
-        for col in var_cols:
-            params += col[start:stop]
-        return params
-
     try:
         limit = int(dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
     except AttributeError:  # Python before 3.11
         limit = _SQLITE_MAX_PARAMS
     per_statement = max(1, min(_SQLITE_ROWS, (limit - k) // max(v, 1)))
     whole = n // per_statement * per_statement
+
+    def parameters(start: int, statements: int, rows: int) -> list[list[Any]]:
+        m = np.empty((statements, v * rows))
+        for j, col in enumerate(var_cols):
+            m[:, j * rows:(j + 1) * rows] = col[start:start + statements * rows].reshape(statements, rows)
+        exact = np.isfinite(m)
+        whole_numbers = bool(exact.all())
+        params: list[list[Any]] = (m if whole_numbers else np.where(exact, m, 0.0)).astype(np.int64).tolist()
+        if not whole_numbers:
+            for r, c in np.argwhere(~exact).tolist():
+                x = float(m[r, c])
+                params[r][c] = None if math.isnan(x) else x
+        head = [first + start, *const_values]
+        for i, row in enumerate(params):
+            head[0] = first + start + i * rows
+            row[:0] = head
+        return params
+
     cur = dbapi.cursor()
     cache_size = int(cur.execute("PRAGMA cache_size").fetchone()[0])  # < 0: KiB, > 0: pages
     grow = -cache_size < _SQLITE_CACHE_KIB
@@ -300,10 +313,10 @@ def _insert_sqlite(dbapi: Any, first: int, enc: Encoded) -> None:
     try:
         if grow:
             cur.execute(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
-        cur.executemany(_point_insert(*names, per_statement),
-                        (parameters(a, a + per_statement) for a in range(whole)[::per_statement]))
+        if whole:
+            cur.executemany(_point_insert(*names, per_statement), parameters(0, whole // per_statement, per_statement))
         if whole < n:  # the rest one row a statement: a statement of its own size would be compiled anew
-            cur.executemany(_point_insert(*names, 1), (parameters(a, a + 1) for a in range(whole, n)))
+            cur.executemany(_point_insert(*names, 1), parameters(whole, n - whole, 1))
     finally:
         if grow:  # the setting is the connection's: the pool gets the connection back as it was
             cur.execute(f"PRAGMA cache_size = {cache_size}")
@@ -324,18 +337,6 @@ def _point_insert(const_names: tuple[str, ...], var_names: tuple[str, ...], rows
 
 def _whole_or_float(x: float) -> int | float:
     return int(x) if math.isfinite(x) and abs(x) < _EXACT else x
-
-
-def _sqlite_values(a: np.ndarray) -> list[Any]:
-    """A column of residuals as Python ints (bound as integers: no conversion in SQLite), None for
-    NaN and infinities as floats (stored as REAL in the INTEGER-affinity column)."""
-    exact = np.isfinite(a) & (np.abs(a) < _EXACT)
-    if exact.all():
-        return a.astype(np.int64).tolist()
-    values: list[Any] = np.where(exact, a, 0.0).astype(np.int64).tolist()
-    for i in np.flatnonzero(~exact).tolist():
-        values[i] = None if math.isnan(a[i]) else float(a[i])
-    return values
 
 
 def _null_lists(enc: Encoded) -> list[list[Any]]:
