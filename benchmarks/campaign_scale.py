@@ -19,8 +19,9 @@ Each timed step that matters for memory runs in its own process, so that its pea
   runs (``benchmarks.synthetic_campaign``: SIMULATED numbers, not measurements);
 - traces: SQLite file bytes per stored trace sample (a 10 Hz NVML-like trace,
   ``benchmarks.ingest.nvml_trace``, ingested through ``ResultStore.ingest``; the file with the
-  same runs without traces is subtracted), and the ingest rate (``benchmarks.ingest``, best of
-  its repetitions).
+  same runs without traces is subtracted), and the ingest rate (``benchmarks.ingest`` on 500,000
+  samples in 20 runs, best of its 5 interleaved repetitions, its own default: on a shared machine
+  the rate of one repetition swings by a third, and the raw sqlite3 baseline with it).
 
     python -m benchmarks.campaign_scale [--budget-s 570] [--skip-50k]
 
@@ -221,7 +222,7 @@ def _part(name: str, folder: Path, db: Path, timeout_s: float) -> tuple[dict[str
 
 def _ingest_rate(folder: Path, timeout_s: float) -> dict[str, Any]:
     code, _, _, out = _child([sys.executable, "-m", "benchmarks.ingest", "--samples", "500000", "--runs", "20",
-                              "--reps", "2", "--orm-samples", "5000", "--dir", str(folder)], timeout_s,
+                              "--reps", "5", "--orm-samples", "5000", "--dir", str(folder)], timeout_s,
                              env={k: v for k, v in os.environ.items() if k != "CAMPAIGN_TEST_PG_URL"})
     lines = [line for line in out.splitlines() if line.strip()]
     return json.loads(lines[-1]) if code == 0 and lines else {}

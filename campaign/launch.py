@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from campaign.config import CampaignConfig, LauncherConfig, db_url, gpu_types
-from campaign.launchers.base import live_total, workers_needed
+from campaign.launchers.base import close_ended, live_total, workers_needed
 from campaign.session import campaign_paths, open_store, override_keys, redacted_url
 from db.paths import CampaignPaths
 
@@ -448,13 +448,5 @@ def resume(name: str, cfg: CampaignConfig, overrides: Sequence[str], console: Co
 def close_dead_attempts(store: ResultStore, campaign_id: int, launcher: Launcher) -> int:
     """Running attempts whose scheduler job has ended (killed, cancelled, node failed): closed as
     stale with the scheduler's word, their trials back to pending. Returns how many."""
-    attempts = [a for a in store.running_attempts(campaign_id) if a["scheduler_job"]]
-    ended = launcher.ended_jobs({str(a["scheduler_job"]) for a in attempts})
-    n = 0
-    for a in attempts:
-        state = ended.get(str(a["scheduler_job"]))
-        if state is not None:
-            n += store.close_dead(a["run_id"], a["trial_id"],
-                                  f"stale: its {launcher.name} job {a['scheduler_job']} ended ({state})")
-    return n
+    return close_ended(store, campaign_id, launcher.name, launcher.ended_jobs)
 

@@ -85,6 +85,23 @@ class Launcher(Protocol):
         ...
 
 
+def close_ended(store: Any, campaign_id: int, launcher_name: str,
+                ended_jobs: Callable[[Iterable[str]], Mapping[str, str]]) -> int:
+    """Close as stale every running attempt of the campaign whose scheduler job ``ended_jobs``
+    says has ended (with the scheduler's word), its trial back to pending. Returns how many."""
+    attempts = [a for a in store.running_attempts(campaign_id) if a["scheduler_job"]]
+    if not attempts:
+        return 0
+    ended = ended_jobs({str(a["scheduler_job"]) for a in attempts})
+    n = 0
+    for a in attempts:
+        state = ended.get(str(a["scheduler_job"]))
+        if state is not None:
+            n += store.close_dead(a["run_id"], a["trial_id"],
+                                  f"stale: its {launcher_name} job {a['scheduler_job']} ended ({state})")
+    return n
+
+
 def live_total(live: Mapping[str, Mapping[str, int]] | None) -> dict[str, int]:
     """Queued + running workers per GPU type."""
     return {g: int(c.get("queued", 0)) + int(c.get("running", 0)) for g, c in (live or {}).items()}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from campaign.launchers.base import (
     Submitted,
+    close_ended,
     count_active,
     gpu_of,
     signal_lead_s,
@@ -370,7 +371,10 @@ class SlurmWorker:
     """The callable each array task runs: a pull worker (``jobs.worker.WorkerTask``) that, when it
     stops for time with trials of its GPU type still pending and no queued worker left for them,
     submits the workers still needed (one of its submission's workers does: the first to take the
-    next submission number), up to ``launcher.max_submissions`` submissions per GPU type."""
+    next submission number), up to ``launcher.max_submissions`` submissions per GPU type. Before
+    either, and when it finds nothing pending, it reopens the trials whose running attempt's Slurm
+    job has ended (``reopen_ended``), so that a cancelled or lost task's trial is run again without
+    a person."""
 
     def __init__(self, spec: WorkerSpec, launcher: LauncherConfig, paths: CampaignPaths) -> None:
         self.spec = spec
@@ -381,6 +385,11 @@ class SlurmWorker:
         end = job_end_time()
         spec = self.spec if end is None else dataclasses.replace(self.spec, deadline=end)
         summary = WorkerTask(spec)()
+        for _ in range(REOPEN_ROUNDS):  # nothing pending: trials held by dead attempts are taken up
+            if summary.out_of_time or summary.budget_stopped or not reopen_ended(self.spec):
+                break
+            more = WorkerTask(spec)()
+            summary = dataclasses.replace(more, done=summary.done + more.done, failed=summary.failed + more.failed)
         if summary.out_of_time:
             try:
                 said = resubmit(self.spec, self.launcher, self.paths)
@@ -396,6 +405,32 @@ class SlurmWorker:
         return submitit.helpers.DelayedSubmission(SlurmWorker(self.spec, self.launcher, self.paths))
 
 
+# Times a worker that found nothing pending looks again after reopening trials whose attempt's
+# Slurm job had ended (each round ends when nothing is pending again).
+REOPEN_ROUNDS = 3
+
+
+def reopen_ended(spec: WorkerSpec) -> int:
+    """Close the campaign's running attempts whose Slurm job has ended (sacct: cancelled,
+    preempted past submitit's requeues, a failed node) as stale, their trials pending again; how
+    many (0 when the database or Slurm does not answer: the heartbeat finds them later)."""
+    from db.engine import make_engine
+    from db.store import ResultStore
+
+    engine = make_engine(spec.db_url)
+    try:
+        store = ResultStore(engine)
+        n = close_ended(store, store.campaign(spec.campaign).id, SlurmLauncher.name, ended_jobs)
+    except Exception as exc:  # the worker's own work is done and stored
+        log.warning("worker %s: could not look for attempts whose job ended: %s", spec.worker_id, exc)
+        return 0
+    finally:
+        engine.dispose()
+    if n:
+        log.info("worker %s: %d attempt(s) whose Slurm job had ended reopened; claiming again", spec.worker_id, n)
+    return n
+
+
 def resubmit(spec: WorkerSpec, launcher: LauncherConfig, paths: CampaignPaths) -> str:
     """Submit the workers ``spec``'s GPU type still needs (pending trials not covered by queued
     workers) as submission ``spec.submission + 1``, unless another process took that number or
@@ -408,6 +443,9 @@ def resubmit(spec: WorkerSpec, launcher: LauncherConfig, paths: CampaignPaths) -
     try:
         store = ResultStore(engine)
         cid = store.campaign(spec.campaign).id
+        # attempts whose task Slurm ended (a worker preempted past submitit's requeues, cancelled, a
+        # failed node): their trials are pending again now, so that no person has to resume them
+        reopened = close_ended(store, cid, SlurmLauncher.name, ended_jobs)
         pending = store.pending_counts(cid).get(spec.gpu_type, 0)
         if not pending:
             return "no pending trials left to resubmit"
@@ -438,8 +476,9 @@ def resubmit(spec: WorkerSpec, launcher: LauncherConfig, paths: CampaignPaths) -
             raise
         arrays = submitted.arrays.get(spec.gpu_type, [])
         store.fill_submission(cid, spec.gpu_type, seq, [a for a, _ in arrays], [n for _, n in arrays], need)
-        return f"resubmitted {need} worker(s) for {pending} pending trial(s) as Slurm job(s) " + \
-            ", ".join(a for a, _ in arrays)
+        return (f"resubmitted {need} worker(s) for {pending} pending trial(s) as Slurm job(s) "
+                + ", ".join(a for a, _ in arrays)
+                + (f"; {reopened} attempt(s) whose Slurm job had ended reopened" if reopened else ""))
     finally:
         engine.dispose()
 

@@ -42,13 +42,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from db.records import J_PER_KWH
+from db.records import J_PER_KWH, WORLD_AVERAGE_G_PER_KWH
 from jobs.meters.base import MeterError
 
 log = logging.getLogger(__name__)
 
 KNOWN_COMPONENTS = ("gpu", "cpu")
-WORLD_AVERAGE_G_PER_KWH = 445.0  # Carbontracker 2.4's fallback (IEA, 2024)
 
 _construct_lock = threading.Lock()  # the geolocation patch is process-wide while it lasts
 

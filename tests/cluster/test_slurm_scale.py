@@ -77,7 +77,7 @@ def test_the_cluster_max_array_size_is_read_from_scontrol(arrays4) -> None:  # t
         assert cluster_max_array_size() == MAX_ARRAY_SIZE
 
 
-def test_a_campaign_needing_several_submissions_finishes_every_trial_once_without_a_person(
+def test_a_campaign_needing_several_submissions_and_losing_a_task_finishes_every_trial_once_without_a_person(
         arrays4, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     url = url_for(tmp_path)
     # 40 trials of at least 5 s each (the idle baseline), 5 workers in arrays of 4 + 1, each allowed
@@ -88,6 +88,12 @@ def test_a_campaign_needing_several_submissions_finishes_every_trial_once_withou
     out = campaign("launch", *slow, "name=pull", f"root={tmp_path}", f"db.url={url}", *SMALL, "seeds=20",
                    "launcher.timeout_min=1", "launcher.max_workers=5", "launcher.wait=false").stdout
     assert "a100: 5 worker task(s) on slurm in 2 array(s) 4 + 1" in out, out
+    # one worker's task cancelled in the middle of a trial: a worker that stops for time, or finds
+    # nothing pending, reopens that trial (its Slurm job ended) and it is run again, by nobody's hand
+    job, trial = wait_until("a running attempt", lambda: next(iter(rows(
+        url, "select r.scheduler_job, t.trial_key from run r join trial t on t.id = r.trial_id "
+             "where r.status = 'running' and r.scheduler_job is not null")), None), timeout_s=300, poll_s=0.5)
+    subprocess.run(["scancel", job], check=True, timeout=30)
     wait_until("every trial done", lambda: sum(done_once(url).values()) >= 40, timeout_s=1200, poll_s=2)
     subs = _submissions(url)
     arrays = [j for s in subs for j in s[2]]
@@ -99,6 +105,9 @@ def test_a_campaign_needing_several_submissions_finishes_every_trial_once_withou
     assert all(size <= MAX_ARRAY_SIZE for s in subs for size in s[3]), subs
     assert [s[0] for s in subs] == list(range(1, len(subs) + 1))
     assert len(subs) <= 20  # launcher.max_submissions
+    killed = rows(url, "select r.status, r.error from run r join trial t on t.id = r.trial_id "
+                       "where t.trial_key = :k order by r.attempt", k=trial)
+    assert killed[0][0] == "stale" and job in killed[0][1] and killed[-1][0] == "done", killed
 
 
 def test_resume_submits_none_while_workers_are_queued_and_only_what_is_missing_after_scancel(
