@@ -56,6 +56,7 @@ _SQLITE_MAX_PARAMS = 999
 _SQLITE_CACHE_KIB = 256 * 1024
 # Quanta beyond this are not whole numbers a double holds exactly: such a value is refused.
 _EXACT = 2.0**53
+_SCALES = np.array([[scale] for _, scale, _ in QUANTA], dtype=np.float64)  # a column vector
 # A series row's columns besides run_id, source and first_id, as encode gives them.
 SERIES_COLUMNS: tuple[str, ...] = ("device", "phase", "epoch", "n", *(
     c for name, _, stepped in QUANTA for c in (f"{name}_base", *([f"{name}_step"] if stepped else []))))
@@ -111,16 +112,22 @@ def encode(cols: Sequence[Sequence[Any] | None], n: int) -> Encoded:
     assert device_col is not None and phase_col is not None  # checked above
     device, phase = list(device_col), list(phase_col)
     epoch = list(epoch_col) if epoch_col is not None else [None] * n
-    values = {c: _float_column(c, by[c], n) for c in MEASURED_COLUMNS}
-    for name, scale, _ in QUANTA:
-        with np.errstate(over="ignore"):
-            huge = np.flatnonzero(np.isfinite(values[name]) & ~(np.abs(values[name] * scale) < _EXACT))
+    # the measured columns as one matrix (a row per column): every step below is one numpy call
+    values = np.empty((len(QUANTA), n))
+    for j, (name, _, _) in enumerate(QUANTA):
+        values[j] = _float_column(name, by[name], n)
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = np.rint(values * _SCALES)
+        exact = np.abs(q) < _EXACT  # a whole number of quanta a double holds (NaN and infinities not)
+    if not exact.all():
+        huge = np.argwhere(~exact & np.isfinite(values))
         if len(huge):
-            i = int(huge[0])
-            raise ValueError(f"trace column {name} holds {values[name][i]:.2g} in sample {i}; it stores values "
+            j, i = (int(x) for x in huge[0])
+            name, scale, _ = QUANTA[j]
+            raise ValueError(f"trace column {name} holds {values[j, i]:.2g} in sample {i}; it stores values "
                              f"within +-{_EXACT / scale:.2g} (2^53 quanta of 1/{scale}), a reading beyond is a meter fault")
     for key in REQUIRED_COLUMNS:
-        missing = np.flatnonzero(np.isnan(values[key]))
+        missing = np.flatnonzero(np.isnan(values[MEASURED_COLUMNS.index(key)]))
         if len(missing):
             raise ValueError(f"trace column {key} has no value (None or NaN) in sample {int(missing[0])} "
                              f"({len(missing)} in all); {' and '.join(REQUIRED_COLUMNS)} need a number in every sample")
@@ -130,7 +137,7 @@ def encode(cols: Sequence[Sequence[Any] | None], n: int) -> Encoded:
     if any(device[a] > device[b] for a, b in itertools.pairwise(device_runs)):  # devices interleaved: group them
         order = np.argsort(np.asarray(device, dtype=np.int64), kind="stable")
         device, phase, epoch = ([col[i] for i in order.tolist()] for col in (device, phase, epoch))
-        values = {c: a[order] for c, a in values.items()}
+        q, exact = q[:, order], exact[:, order]
         device_runs = _runs(device)
     # a series starts where the device, the phase or the epoch changes (runs found by C loops over
     # the lists: their values come in long runs)
@@ -147,24 +154,20 @@ def encode(cols: Sequence[Sequence[Any] | None], n: int) -> Encoded:
     first = SLOTS * (np.cumsum(row_counts) - row_counts)
     slot_of = np.repeat(first, counts) + position
     rows = int(row_counts.sum())
-    series: list[dict[str, Any]] = [
-        {"device": int(device[a]), "phase": str(phase[a]), "epoch": None if epoch[a] is None else int(epoch[a]),
-         "n": int(m), "first": int(f)}
-        for a, m, f in zip(starts.tolist(), counts.tolist(), first.tolist(), strict=True)
-    ]
-    points: dict[str, np.ndarray] = {}
-    for name, scale, stepped in QUANTA:
-        q = np.rint(values[name] * scale)
-        base, step, residual = _encode_column(q, starts, counts, position, stepped)
-        for s, b in zip(series, base.tolist(), strict=True):
-            s[f"{name}_base"] = None if math.isnan(b) else b
-        if step is not None:
-            for s, st in zip(series, step.tolist(), strict=True):
-                s[f"{name}_step"] = st
-        slots = np.full(rows * SLOTS, np.nan)
-        slots[slot_of] = residual
-        for k in range(SLOTS):
-            points[trace_point_column(name, k)] = slots[k::SLOTS]
+    base, steps, residual = _encode(q, exact, starts, counts, position)
+    series: list[dict[str, Any]] = []
+    for k, (a, m, f) in enumerate(zip(starts.tolist(), counts.tolist(), first.tolist(), strict=True)):
+        row = {"device": int(device[a]), "phase": str(phase[a]), "epoch": None if epoch[a] is None else int(epoch[a]),
+               "n": int(m), "first": int(f)}
+        for name, b in zip(MEASURED_COLUMNS, base[:, k].tolist(), strict=True):
+            row[f"{name}_base"] = None if math.isnan(b) else b
+        for j, st in steps.items():
+            row[f"{MEASURED_COLUMNS[j]}_step"] = float(st[k])
+        series.append(row)
+    slots = np.full((len(QUANTA), rows * SLOTS), np.nan)
+    slots[:, slot_of] = residual
+    points = {trace_point_column(name, k): slots[j, k::SLOTS]
+              for j, name in enumerate(MEASURED_COLUMNS) for k in range(SLOTS)}
     return Encoded(n, rows, series, points)
 
 
@@ -177,42 +180,49 @@ def _runs(col: list[Any]) -> list[int]:
     return out
 
 
-def _encode_column(q: np.ndarray, starts: np.ndarray, counts: np.ndarray, position: np.ndarray,
-                   stepped: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Per series the base (NaN where the series has no value) and step (stepped columns), and
-    per sample the residual of a column of quanta ``q`` (NaN: NULL)."""
-    finite = np.isfinite(q) & (np.abs(q) < _EXACT)  # what the bounds are taken over
-    qf = np.where(finite, q, np.nan)
-    step = None
-    if stepped:
-        # the mean increment between the series' first and last finite values
+def _encode(q: np.ndarray, exact: np.ndarray, starts: np.ndarray, counts: np.ndarray,
+            position: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray], np.ndarray]:
+    """Of the quanta ``q`` (a row per measured column, NaN: NULL; ``exact``: whole numbers a double
+    holds), per column and series the base (NaN where the series has no value), for the stepped
+    columns the step per sample (by row), and per sample the residual."""
+    steps: dict[int, np.ndarray] = {}
+    firsts: dict[int, np.ndarray] = {}
+    q = q.copy()
+    for j, (_, _, stepped) in enumerate(QUANTA):
+        if not stepped:
+            continue
+        # the mean increment between the series' first and last values
         first = np.zeros(len(starts))
         step = np.zeros(len(starts))
         for k, (a, m) in enumerate(zip(starts.tolist(), counts.tolist(), strict=True)):
-            idx = np.flatnonzero(finite[a:a + m])
-            if len(idx):
-                first[k] = q[a + idx[0]]
-                if len(idx) > 1:
-                    step[k] = np.rint((q[a + idx[-1]] - first[k]) / (idx[-1] - idx[0]))
-                first[k] -= step[k] * idx[0]
-        trend = np.repeat(first, counts) + np.repeat(step, counts) * position
-        qf = qf - trend
-        q = q - trend
+            if exact[j, a] and exact[j, a + m - 1]:  # the usual case: no look for the ends
+                idx0, idx1 = 0, m - 1
+            else:
+                idx = np.flatnonzero(exact[j, a:a + m])
+                if not len(idx):
+                    continue
+                idx0, idx1 = int(idx[0]), int(idx[-1])
+            first[k] = q[j, a + idx0]
+            if idx1 > idx0:
+                step[k] = np.rint((q[j, a + idx1] - first[k]) / (idx1 - idx0))
+            first[k] -= step[k] * idx0
+        q[j] -= np.repeat(first, counts) + np.repeat(step, counts) * position
+        steps[j], firsts[j] = step, first
+    qf = np.where(exact, q, np.nan)
     with np.errstate(invalid="ignore"):  # an all-NULL series: NaN bounds
-        lo = np.fmin.reduceat(qf, starts)
-        hi = np.fmax.reduceat(qf, starts)
+        lo = np.fmin.reduceat(qf, starts, axis=1)
+        hi = np.fmax.reduceat(qf, starts, axis=1)
     # the middle of the range (residuals in -128 .. 127 take one byte), except that a range that
     # fits -5 .. 256 starts at -5: Python's cached small ints make binding the values cheaper (a
     # few take two bytes instead of one); a constant series keeps residual 0, stored in no byte
     base = np.where(hi == lo, lo, np.where(hi - lo <= 261, lo + 5, np.floor((lo + hi) / 2)))
-    if not finite.all():  # a series of infinities (or huge values) only: base 0, so inf + base = inf
-        has_inf = np.add.reduceat((~finite & ~np.isnan(q)).astype(np.int64), starts) > 0
+    if not exact.all():  # a series of infinities only: base 0, so inf + base = inf
+        has_inf = np.add.reduceat((~exact & ~np.isnan(q)).astype(np.int64), starts, axis=1) > 0
         base = np.where(np.isnan(base) & has_inf, 0.0, base)
-    residual = q - np.repeat(np.nan_to_num(base, nan=0.0), counts)
-    if stepped:
-        assert step is not None
-        base = base + first
-    return base, step, residual
+    residual = q - np.repeat(np.nan_to_num(base, nan=0.0), counts, axis=1)
+    for j, first in firsts.items():
+        base[j] += first
+    return base, steps, residual
 
 
 def _constant(a: np.ndarray) -> tuple[bool, float | None]:
