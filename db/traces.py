@@ -131,17 +131,17 @@ def encode(cols: Sequence[Sequence[Any] | None], n: int) -> Encoded:
         if len(missing):
             raise ValueError(f"trace column {key} has no value (None or NaN) in sample {int(missing[0])} "
                              f"({len(missing)} in all); {' and '.join(REQUIRED_COLUMNS)} need a number in every sample")
-    device_runs = _runs(device)
-    if any(device[i] is None for i in device_runs) or any(phase[i] is None for i in _runs(phase)):
+    device_runs, phase_runs = _runs(device), _runs(phase)
+    if any(device[i] is None for i in device_runs) or any(phase[i] is None for i in phase_runs):
         raise ValueError("trace columns device and phase need a value in every sample (found None)")
     if any(device[a] > device[b] for a, b in itertools.pairwise(device_runs)):  # devices interleaved: group them
         order = np.argsort(np.asarray(device, dtype=np.int64), kind="stable")
         device, phase, epoch = ([col[i] for i in order.tolist()] for col in (device, phase, epoch))
         q, exact = q[:, order], exact[:, order]
-        device_runs = _runs(device)
+        device_runs, phase_runs = _runs(device), _runs(phase)
     # a series starts where the device, the phase or the epoch changes (runs found by C loops over
     # the lists: their values come in long runs)
-    changes = sorted({*device_runs, *_runs(phase), *_runs(epoch)})
+    changes = sorted({*device_runs, *phase_runs, *_runs(epoch)})
     starts_list: list[int] = []
     for a, b in itertools.pairwise([*changes, n]):
         starts_list.extend(range(a, b, SERIES_MAX))
