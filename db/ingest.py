@@ -103,24 +103,62 @@ def _plain(col: Any) -> Sequence[Any]:
     return col
 
 
-def insert_samples(conn: Connection, run_id: int, source: str, trace: Mapping[str, Sequence[Any]]) -> int:
-    """Write a columnar trace (``SAMPLE_COLUMNS`` -> equal-length sequences) of a run as series and
-    points (``db.traces``), inside the caller's transaction; ``source`` goes into every series.
+def encode_trace(trace: Mapping[str, Sequence[Any]] | None, dialect: str | None = None) -> traces.Encoded | None:
+    """A columnar trace encoded for ``insert_samples`` (None when it has no sample), with its SQLite
+    INSERTs built too for ``dialect`` "sqlite". ValueError (one line) for a column the schema does
+    not have, columns of unequal length, a column that holds something other than numbers, or a
+    sample without a device, phase, time or power."""
+    n, cols = trace_columns(trace or {})
+    if n == 0:
+        return None
+    enc = traces.encode(cols, n)
+    if dialect == "sqlite":
+        traces.sqlite_batches(enc)
+    return enc
+
+
+def insert_samples(conn: Connection, run_id: int, source: str,
+                   trace: Mapping[str, Sequence[Any]] | traces.Encoded | None) -> int:
+    """Write a run's trace as series and points (``db.traces``), inside the caller's transaction;
+    ``source`` goes into every series. ``trace``: columns (``SAMPLE_COLUMNS`` -> equal-length
+    sequences), or encoded already by ``encode_trace``.
 
     Missing columns are stored as NULL, NaN as NULL, each value to its quantum. Returns the number
-    of samples written. ValueError (one line) for a column that holds something other than numbers,
-    or a sample without a device, phase, time or power."""
-    n, cols = trace_columns(trace)
-    if n == 0:
+    of samples written. ValueError (one line) as ``encode_trace``."""
+    enc = trace if isinstance(trace, traces.Encoded) or trace is None else encode_trace(trace, conn.dialect.name)
+    if enc is None:
         return 0
     dbapi_error = conn.dialect.loaded_dbapi.Error
     try:
-        traces.write(conn, run_id, source, cols, n)
+        traces.write(conn, run_id, source, enc, enc.n)
     except dbapi_error as exc:  # the driver's own error: raised as SQLAlchemy's, like every other statement
-        what = f"bulk write of {n} samples of run {run_id} into trace_point"
+        what = f"bulk write of {enc.n} samples of run {run_id} into trace_point"
         raise DBAPIError.instance(what, None, exc, dbapi_error, dialect=conn.dialect) from exc
-    log.debug("run %s: %d trace samples written (%s)", run_id, n, conn.dialect.name)
-    return n
+    log.debug("run %s: %d trace samples written (%s)", run_id, enc.n, conn.dialect.name)
+    return enc.n
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class PreparedResult:
+    """A run's result with its trace encoded (``prepare``): what ``ingest`` writes. The work that
+    needs no database (checking and encoding the samples, building the INSERTs) is done once,
+    before the transaction, so that the database's write lock is held only for the writes and a
+    result retried while the database is away is not encoded again."""
+
+    result: RunResult
+    trace: traces.Encoded | None
+    dialect: str | None
+
+
+def prepare(result: RunResult | PreparedResult, dialect: str | None = None) -> PreparedResult:
+    """``result`` ready for ``ingest`` into a database of ``dialect`` (its SQLite INSERTs built
+    too where that is "sqlite"). ValueError (one line) for a trace the database cannot take, before
+    anything is written."""
+    if isinstance(result, PreparedResult):
+        if result.dialect == dialect or result.trace is None:
+            return result
+        result = result.result
+    return PreparedResult(result, encode_trace(result.trace, dialect), dialect)
 
 
 def hardware_id(conn: Connection, hw: Mapping[str, Any]) -> int | None:
@@ -159,8 +197,12 @@ def hardware_id(conn: Connection, hw: Mapping[str, Any]) -> int | None:
     return int(conn.execute(select(Hardware.id).where(Hardware.fingerprint == fp)).scalar_one())
 
 
-def ingest(engine: Engine, result: RunResult) -> bool:
+def ingest(engine: Engine, result: RunResult | PreparedResult) -> bool:
     """Store one run's result idempotently in a transaction of its own (see ``ingest_result``).
+
+    The trace is encoded first, outside the transaction (``prepare``; a result prepared already
+    is not encoded again), so that a bad trace is refused before anything is written and the
+    database is locked only while the rows go in.
 
     Exactly once: when two attempts of a trial store a done result at the same moment, the
     database's unique index (one done run per trial) refuses the second one's transaction; it is
@@ -169,6 +211,7 @@ def ingest(engine: Engine, result: RunResult) -> bool:
     On SQLite the per-row foreign-key lookups are switched off for this transaction: every
     row written references the run that the same transaction has just looked up or created,
     so they are redundant, and on a long trace they are a fifth of the insert cost."""
+    prepared = prepare(result, engine.dialect.name)
     with engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:  # only outside a transaction does SQLite honour this pragma
@@ -177,14 +220,14 @@ def ingest(engine: Engine, result: RunResult) -> bool:
         try:
             try:
                 with conn.begin():
-                    return ingest_result(conn, result)
+                    return ingest_result(conn, prepared)
             except IntegrityError as exc:
                 if not _lost_race(exc):
                     raise
                 log.info("trial %s attempt %d: stored again after a concurrent write of its trial",
-                         result.trial_key, result.attempt)
+                         prepared.result.trial_key, prepared.result.attempt)
             with conn.begin():
-                return ingest_result(conn, result)
+                return ingest_result(conn, prepared)
         finally:
             if sqlite:
                 conn.exec_driver_sql("PRAGMA foreign_keys=ON")
@@ -203,8 +246,8 @@ def _lost_race(exc: IntegrityError) -> bool:
     return any(key in message for key in _RUN_KEYS)
 
 
-def ingest_result(conn: Connection, result: RunResult) -> bool:
-    """Store one run's result (as written by the worker) inside the caller's transaction.
+def ingest_result(conn: Connection, result: RunResult | PreparedResult) -> bool:
+    """Store one run's result (as written by the worker; or ``prepare``d) inside the caller's transaction.
 
     Identified by (campaign, trial_key, attempt). A run already stored as done or superseded is
     left alone and False is returned; otherwise the run's rows are (re)written and, where this
@@ -222,6 +265,8 @@ def ingest_result(conn: Connection, result: RunResult) -> bool:
       a late result from an attempt declared stale never takes the trial from the attempt that
       claimed it since. A trial with a done run ends ``done``; a done trial never moves.
     """
+    prepared = prepare(result, conn.dialect.name)
+    result = prepared.result
     trial = conn.execute(
         select(Trial.id, Trial.state, Trial.worker_id, Trial.attempts)
         .join(Campaign, Campaign.id == Trial.campaign_id)
@@ -245,7 +290,7 @@ def ingest_result(conn: Connection, result: RunResult) -> bool:
         status = RunStatus.SUPERSEDED
     elif status != RunStatus.DONE and existing is not None and closed:
         status, error = RunStatus(existing.status), existing.error
-    run_id = _write_run(conn, trial_id, existing, result, status, error)
+    run_id = _write_run(conn, trial_id, existing, prepared, status, error)
     if result.attempt < trial.attempts or (closed and status not in FINAL_RUN_STATUSES):
         return True  # a newer attempt holds (or held) the trial; a closed attempt never reopens it
     state = TrialState.DONE if status in FINAL_RUN_STATUSES else TRIAL_STATE_OF_RUN.get(status, TrialState.FAILED)
@@ -272,9 +317,10 @@ def _other_done_run(conn: Connection, trial_id: int, attempt: int) -> bool:
     ).first() is not None
 
 
-def _write_run(conn: Connection, trial_id: int, existing: Any, result: RunResult, status: RunStatus,
+def _write_run(conn: Connection, trial_id: int, existing: Any, prepared: PreparedResult, status: RunStatus,
                error: str | None) -> int:
     """The run's row (inserted, or the claimed row rewritten) and its child rows; its id."""
+    result = prepared.result
     values = dict(
         status=status,
         started_at=_ts(result.started_at),
@@ -326,7 +372,7 @@ def _write_run(conn: Connection, trial_id: int, existing: Any, result: RunResult
     # run_phase: the worker's per-phase summary (jobs.protocol.summarise), pre-aggregated here so
     # that per-run questions never scan trace_sample.
     _insert_records(conn, RunPhase, run_id, result.phases)
-    insert_samples(conn, run_id, result.power_source or "unknown", result.trace)
+    insert_samples(conn, run_id, result.power_source or "unknown", prepared.trace)
     insert_carbontracker(conn, run_id, result.carbontracker)
     # a workload's own rows (the layer workload's windows)
     insert_layer_rows(conn, run_id, result.records.get("layer_measurement") or ())

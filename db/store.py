@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from db.ingest import ingest
+from db.ingest import PreparedResult, ingest, prepare
 from db.migrate import ensure_schema
 from db.read import CampaignInfo, CampaignNotFound, CampaignReader
 from db.records import RunResult
@@ -28,7 +28,12 @@ class ResultStore(TrialStore, SubmissionStore, CampaignReader):
         if upgrade:
             ensure_schema(engine)
 
-    def ingest(self, result: RunResult) -> bool:
-        """Store a run's result idempotently (``db.ingest.ingest``); False when the run was
-        already stored as done."""
+    def prepare(self, result: RunResult | PreparedResult) -> PreparedResult:
+        """The result with its trace checked and encoded for this database (``db.ingest.prepare``),
+        with no database work: a worker does it once, before it stores (and perhaps retries)."""
+        return prepare(result, self.engine.dialect.name)
+
+    def ingest(self, result: RunResult | PreparedResult) -> bool:
+        """Store a run's result idempotently (``db.ingest.ingest``; a raw result is prepared
+        first); False when the run was already stored as done."""
         return ingest(self.engine, result)

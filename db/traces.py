@@ -93,10 +93,11 @@ class Encoded:
     index among the batch's slots, even) and ``points`` (per ``trace_point`` column, a float64
     array of one value per row, NaN for NULL; an unused slot has a NULL time)."""
 
-    __slots__ = ("n", "points", "rows", "series")
+    __slots__ = ("n", "points", "rows", "series", "sqlite")
 
     def __init__(self, n: int, rows: int, series: list[dict[str, Any]], points: dict[str, np.ndarray]) -> None:
         self.n, self.rows, self.series, self.points = n, rows, series, points
+        self.sqlite: SqliteBatches | None = None  # its SQLite INSERTs, once built (``sqlite_batches``)
 
 
 def encode(cols: Sequence[Sequence[Any] | None], n: int) -> Encoded:
@@ -235,20 +236,23 @@ def _constant(a: np.ndarray) -> tuple[bool, float | None]:
     return False, None
 
 
-def write(conn: Any, run_id: int, source: str, cols: Sequence[Sequence[Any] | None], n: int) -> int:
-    """Write a trace (columns in ``SAMPLE_COLUMNS`` order) of a run as series and points, inside the
-    caller's transaction (a SQLAlchemy ``Connection``; on SQLite the transaction has written
-    already, so it holds the write lock). Returns the number of samples written."""
+def write(conn: Any, run_id: int, source: str, trace: Encoded | Sequence[Sequence[Any] | None], n: int) -> int:
+    """Write a trace of a run as series and points, inside the caller's transaction (a SQLAlchemy
+    ``Connection``; on SQLite the transaction has written already, so it holds the write lock):
+    ``trace`` encoded already (``encode``; its batches built by ``sqlite_batches`` where the
+    database is SQLite), or its columns in ``SAMPLE_COLUMNS`` order, encoded here. Returns the
+    number of samples written."""
     from sqlalchemy import insert, text
 
     from db.schema import TraceSeries
 
-    enc = encode(cols, n)
+    enc = trace if isinstance(trace, Encoded) else encode(trace, n)
     dialect = conn.dialect.name
     if dialect == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
     dbapi = conn.connection.dbapi_connection
     if dialect == "sqlite":  # the DB-API directly: a run's statements cost more in SQLAlchemy than its series
+        batches = sqlite_batches(enc, _variable_limit(dbapi))
         cur = dbapi.cursor()
         try:
             first = int(cur.execute(_MAX_ROW).fetchone()[0]) + 1
@@ -256,8 +260,8 @@ def write(conn: Any, run_id: int, source: str, cols: Sequence[Sequence[Any] | No
                                               *(s[c] for c in SERIES_COLUMNS)) for s in enc.series))
         finally:
             cur.close()
-        _insert_sqlite(dbapi, first, enc)
-        return n
+        batches.write(dbapi, first)
+        return enc.n
     first = int(conn.execute(text(_MAX_ROW)).scalar_one()) + 1
     conn.execute(insert(TraceSeries), [
         {"run_id": run_id, "source": source, "first_id": SLOTS * first + s["first"], **{c: s[c] for c in SERIES_COLUMNS}}
@@ -267,70 +271,111 @@ def write(conn: Any, run_id: int, source: str, cols: Sequence[Sequence[Any] | No
         _copy_postgresql(dbapi, first, enc)
     else:
         _insert_executemany(conn, first, enc)
-    return n
+    return enc.n
 
 
-def _insert_sqlite(dbapi: Any, first: int, enc: Encoded) -> None:
-    # Multi-row INSERT statements through the DB-API's executemany. A column that holds one value
-    # throughout is bound once per statement (?2 .. ?k; a NULL one is left out: NULL is its
-    # default); the first id too (?1: the rows' ids are ?1 + r). Each statement's other parameters
-    # are one row of an integer matrix that numpy fills (the varying columns' values column by
-    # column) and turns into Python ints at once (small ones are Python's cached objects); the few
-    # NULLs (NaN) and infinities are set into those lists afterwards.
-    const_names: list[str] = []
-    const_values: list[Any] = []
-    var_names: list[str] = []
-    var_cols: list[np.ndarray] = []
-    for name in POINT_COLUMNS:
-        a = enc.points[name]
-        same, value = _constant(a)
-        if same:
-            if value is not None:
-                const_names.append(name)
-                const_values.append(_whole_or_float(value))
-        else:
-            var_names.append(name)
-            var_cols.append(a)
-    k, v, n = len(const_values) + 1, len(var_names), enc.rows
+def _variable_limit(dbapi: Any = None) -> int:
+    """The most parameters a statement may bind on this SQLite connection (or, without one, on a
+    new connection of the library this process links)."""
+    if dbapi is None:
+        return _library_variable_limit()
     try:
-        limit = int(dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+        return int(dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
     except AttributeError:  # Python before 3.11
-        limit = _SQLITE_MAX_PARAMS
-    per_statement = max(1, min(_SQLITE_ROWS, (limit - k) // max(v, 1)))
-    whole = n // per_statement * per_statement
+        return _SQLITE_MAX_PARAMS
 
-    def parameters(start: int, statements: int, rows: int) -> list[list[Any]]:
-        m = np.empty((statements, v * rows))
-        for j, col in enumerate(var_cols):
-            m[:, j * rows:(j + 1) * rows] = col[start:start + statements * rows].reshape(statements, rows)
-        exact = np.isfinite(m)
-        whole_numbers = bool(exact.all())
-        params: list[list[Any]] = (m if whole_numbers else np.where(exact, m, 0.0)).astype(np.int64).tolist()
-        if not whole_numbers:
-            for r, c in np.argwhere(~exact).tolist():
-                x = float(m[r, c])
-                params[r][c] = None if math.isnan(x) else x
-        head = [first + start, *const_values]
-        for i, row in enumerate(params):
-            head[0] = first + start + i * rows
-            row[:0] = head
-        return params
 
-    cur = dbapi.cursor()
-    cache_size = int(cur.execute("PRAGMA cache_size").fetchone()[0])  # < 0: KiB, > 0: pages
-    grow = -cache_size < _SQLITE_CACHE_KIB
-    names = (tuple(const_names), tuple(var_names))
+@functools.cache
+def _library_variable_limit() -> int:
+    con = sqlite3.connect(":memory:")
     try:
-        if grow:
-            cur.execute(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
-        if whole:
-            cur.executemany(_point_insert(*names, per_statement), parameters(0, whole // per_statement, per_statement))
-        if whole < n:  # the rest one row a statement: a statement of its own size would be compiled anew
-            cur.executemany(_point_insert(*names, 1), parameters(whole, n - whole, 1))
+        return _variable_limit(con)
     finally:
-        if grow:  # the setting is the connection's: the pool gets the connection back as it was
-            cur.execute(f"PRAGMA cache_size = {cache_size}")
-        cur.close()
+        con.close()
+
+
+class SqliteBatches:
+    """A trace's points as SQLite ``executemany`` calls, built before the write (the writer's lock
+    is held only to run them): per call the multi-row INSERT and its parameter lists, each list's
+    first parameter the id of the statement's first row, set by ``write`` once the trace's first
+    id is known (the lists are reused by a second write: every id is set again).
+
+    A column that holds one value throughout is bound once per statement (?2 .. ?k; a NULL one is
+    left out: NULL is its default); the first id too (?1: the rows' ids are ?1 + r). Each
+    statement's other parameters are one row of an integer matrix that numpy fills (the varying
+    columns' values column by column) and turns into Python ints at once (small ones are Python's
+    cached objects); the few NULLs (NaN) and infinities are set into those lists afterwards."""
+
+    __slots__ = ("calls", "limit")
+
+    def __init__(self, enc: Encoded, limit: int) -> None:
+        const_names: list[str] = []
+        const_values: list[Any] = []
+        var_names: list[str] = []
+        var_cols: list[np.ndarray] = []
+        for name in POINT_COLUMNS:
+            a = enc.points[name]
+            same, value = _constant(a)
+            if same:
+                if value is not None:
+                    const_names.append(name)
+                    const_values.append(_whole_or_float(value))
+            else:
+                var_names.append(name)
+                var_cols.append(a)
+        k, v, n = len(const_values) + 1, len(var_names), enc.rows
+        per_statement = max(1, min(_SQLITE_ROWS, (limit - k) // max(v, 1)))
+        whole = n // per_statement * per_statement
+
+        def parameters(start: int, statements: int, rows: int) -> tuple[list[int], list[list[Any]]]:
+            m = np.empty((statements, v * rows))
+            for j, col in enumerate(var_cols):
+                m[:, j * rows:(j + 1) * rows] = col[start:start + statements * rows].reshape(statements, rows)
+            exact = np.isfinite(m)
+            whole_numbers = bool(exact.all())
+            params: list[list[Any]] = (m if whole_numbers else np.where(exact, m, 0.0)).astype(np.int64).tolist()
+            if not whole_numbers:
+                for r, c in np.argwhere(~exact).tolist():
+                    x = float(m[r, c])
+                    params[r][c] = None if math.isnan(x) else x
+            head = [0, *const_values]
+            for row in params:
+                row[:0] = head
+            return list(range(start, start + statements * rows, rows)), params
+
+        names = (tuple(const_names), tuple(var_names))
+        self.limit = limit
+        self.calls: list[tuple[str, list[int], list[list[Any]]]] = []
+        if whole:
+            self.calls.append((_point_insert(*names, per_statement), *parameters(0, whole // per_statement, per_statement)))
+        if whole < n:  # the rest one row a statement: a statement of its own size would be compiled anew
+            self.calls.append((_point_insert(*names, 1), *parameters(whole, n - whole, 1)))
+
+    def write(self, dbapi: Any, first: int) -> None:
+        """Run the INSERTs on a DB-API connection inside its transaction, the points' ids from ``first``."""
+        cur = dbapi.cursor()
+        cache_size = int(cur.execute("PRAGMA cache_size").fetchone()[0])  # < 0: KiB, > 0: pages
+        grow = -cache_size < _SQLITE_CACHE_KIB
+        try:
+            if grow:
+                cur.execute(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
+            for sql, offsets, params in self.calls:
+                for row, offset in zip(params, offsets, strict=True):
+                    row[0] = first + offset
+                cur.executemany(sql, params)
+        finally:
+            if grow:  # the setting is the connection's: the pool gets the connection back as it was
+                cur.execute(f"PRAGMA cache_size = {cache_size}")
+            cur.close()
+
+
+def sqlite_batches(enc: Encoded, limit: int | None = None) -> SqliteBatches:
+    """The trace's SQLite INSERTs (``SqliteBatches``) for statements of at most ``limit`` parameters
+    (default: the SQLite library's); built once per trace and kept with it."""
+    limit = _variable_limit() if limit is None else limit
+    if enc.sqlite is None or enc.sqlite.limit > limit:
+        enc.sqlite = SqliteBatches(enc, limit)
+    return enc.sqlite
 
 
 @functools.lru_cache(maxsize=64)

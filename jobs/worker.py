@@ -22,6 +22,7 @@ from typing import Any
 
 from db.budget import over_budget
 from db.engine import is_connectivity_error, make_engine
+from db.ingest import PreparedResult
 from db.paths import CampaignPaths
 from db.records import Phase, PhaseRecord, RunResult, RunStatus
 from db.store import ClaimedTrial, ResultStore
@@ -285,7 +286,7 @@ def run_worker(spec: WorkerSpec, store: ResultStore | None = None) -> WorkerSumm
     meter = make_meter(settings.meter.kind, rate_hz=settings.meter.rate_hz)
     rapl = _rapl_meter(settings.meter)
     hardware = {**host_description(), **meter.hardware()}
-    unstored: list[RunResult] = []
+    unstored: list[RunResult | PreparedResult] = []  # results kept in their files, to store again
     scheduler = scheduler_identity()
     deadline = worker_deadline(spec.time_limit_s, time.time(), os.environ, spec.deadline)
     measured: dict[int, list[float]] = {}
@@ -298,7 +299,7 @@ def run_worker(spec: WorkerSpec, store: ResultStore | None = None) -> WorkerSumm
         protocol.warm_up(settings.protocol.warmup_s, device)
         failures_in_row = 0
         while True:
-            unstored = [r for r in unstored if not _store_result(store, r)]
+            unstored = [later for r in unstored if (later := _store_result(store, r)) is not None]
             if deadline is not None and summary.done + summary.failed > 0:  # the first trial always runs
                 epochs = _retry("reading the next trial", lambda: store.next_pending_epochs(info.id, spec.gpu_type),
                                 patience_s)
@@ -339,8 +340,8 @@ def run_worker(spec: WorkerSpec, store: ResultStore | None = None) -> WorkerSumm
                                                  lambda b=beat: b.abandoned)  # type: ignore[misc]
                 result = dataclasses.replace(result, campaign=spec.campaign, result_path=str(path))
                 write_atomic(path, result)
-                if not _store_result(store, result):
-                    unstored.append(result)
+                if (later := _store_result(store, result)) is not None:
+                    unstored.append(later)
             if result.status == RunStatus.DONE:
                 summary.done += 1
                 failures_in_row = 0
@@ -393,13 +394,17 @@ def rapl_energy_j(samples: Sequence[Sample], domains: Sequence[dict[str, Any]]) 
     return out
 
 
-def _store_result(store: ResultStore, result: RunResult) -> bool:
+def _store_result(store: ResultStore, result: RunResult | PreparedResult) -> RunResult | PreparedResult | None:
+    """Store a result: None once stored, else what to try again later (prepared where it could
+    be: the trace is encoded once, on this node and outside the database's lock, not per try)."""
     try:
+        result = store.prepare(result)
         store.ingest(result)
-        return True
+        return None
     except Exception as exc:  # the file is safe; ingestion is retried later
-        log.warning("could not store %s (kept in %s): %s", result.trial_key, result.result_path, exc)
-        return False
+        raw = result.result if isinstance(result, PreparedResult) else result
+        log.warning("could not store %s (kept in %s): %s", raw.trial_key, raw.result_path, exc)
+        return result
 
 
 class WorkerTask:
