@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text
 
 import db.traces as traces
 from db.engine import make_engine
-from db.ingest import SAMPLE_COLUMNS, insert_samples
+from db.ingest import SAMPLE_COLUMNS, insert_samples, prepare
 from db.records import RunResult
 from db.schema import Epoch, Run, RunPhase, TraceSample, Trial
 from db.store import ClaimedTrial, ResultStore
@@ -340,3 +340,39 @@ def test_sample_columns_are_the_meters_fields_and_the_views_columns() -> None:
     # every measured column has a quantum and a residual column in each slot of trace_point
     assert set(SCALE) == set(SAMPLE_COLUMNS) - {"device", "phase", "epoch"}
     assert len(traces.POINT_COLUMNS) == traces.SLOTS * len(SCALE)
+
+
+def test_a_prepared_result_is_encoded_once_and_stored_wherever_its_ids_fall(
+    store: ResultStore, trials: list[ClaimedTrial], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker prepares its result once (``ResultStore.prepare``: no database work) and may store
+    it more than once (a failed run is rewritten, a retry after an outage): each store writes the
+    same samples under the ids the database gives it then, and nothing is encoded again."""
+    encoded: list[int] = []
+    original = traces.encode
+
+    def spy(cols: Any, n: int) -> Any:
+        encoded.append(n)
+        return original(cols, n)
+
+    monkeypatch.setattr(traces, "encode", spy)
+    trace = large_trace(1001)
+    failed = RunResult.from_json({**worker_result(trials[0], NAME, energy_j=0.0, status="failed"), "trace": trace})
+    prepared = store.prepare(failed)
+    assert encoded == [1001] and store.prepare(prepared) is prepared
+    other = RunResult.from_json(worker_result(trials[1], NAME, energy_j=5.0, samples_per_phase=33))
+    assert store.ingest(other) is True  # its points come first: the prepared trace's ids start later
+    first_write = None
+    for _ in range(2):  # a failed run is rewritten in place by a second store: its points get new ids
+        assert store.ingest(prepared) is True
+        back = stored(store, trials[0].run_id)
+        # device 0's samples first (the even ones), each to its quantum
+        assert len(back["t_s"]) == 1001
+        assert back["power_w"][:5] == [quantum("power_w", trace["power_w"][i]) for i in (0, 2, 4, 6, 8)]
+        first_write = first_write or back
+        assert back == first_write
+    assert encoded == [1001, 4 * 33]  # the prepared trace once; the other result as it was stored
+    assert len(stored(store, trials[1].run_id)["t_s"]) == 4 * 33
+    # prepared for another database: encoded again, for that one
+    elsewhere = "postgresql" if store.engine.dialect.name == "sqlite" else "sqlite"
+    assert prepare(prepared, elsewhere) is not prepared and encoded[-1] == 1001
