@@ -11,8 +11,9 @@ import hashlib
 import json
 import random
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from campaign.config import ArchSource, CampaignConfig
 from db.errors import ConfigError
@@ -81,20 +82,23 @@ class TrialKeys:
 
     def __init__(self, measurement: dict[str, Any]) -> None:
         self._m = (',"m":' + measurement_json(measurement) + ',"seed":').encode()
-        self._prefix: tuple[tuple[str, int, str], Any] | None = None
 
     def __call__(self, arch_hash: str, epochs: int, gpu_type: str, seed: int) -> str:
-        head = (arch_hash, epochs, gpu_type)
-        if self._prefix is None or self._prefix[0] != head:
-            digest = hashlib.sha256(
-                ('{"arch":' + json.dumps(arch_hash) + ',"epochs":' + str(int(epochs))
-                 + ',"gpu":' + json.dumps(gpu_type)).encode()
-            )
-            digest.update(self._m)
-            self._prefix = (head, digest)
-        digest = self._prefix[1].copy()
-        digest.update(f"{int(seed)}}}".encode())
-        return digest.hexdigest()[:32]
+        return self.seeds(arch_hash, epochs, gpu_type, (seed,))[0]
+
+    def seeds(self, arch_hash: str, epochs: int, gpu_type: str, seeds: Iterable[int]) -> list[str]:
+        """The keys of one (architecture, epochs, GPU type) with each of ``seeds``."""
+        digest = hashlib.sha256(
+            ('{"arch":' + json.dumps(arch_hash) + ',"epochs":' + str(int(epochs))
+             + ',"gpu":' + json.dumps(gpu_type)).encode()
+        )
+        digest.update(self._m)
+        out = []
+        for seed in seeds:
+            d = digest.copy()
+            d.update(b"%d}" % seed)
+            out.append(d.hexdigest()[:32])
+        return out
 
 
 def trial_key(arch_hash: str, epochs: int, gpu_type: str, seed: int, measurement: dict[str, Any]) -> str:
@@ -198,22 +202,20 @@ def _from_space(cfg: CampaignConfig) -> list[ArchPlan]:
 def make_plan(cfg: CampaignConfig, archs: list[ArchPlan]) -> Plan:
     """Expand architectures x epoch budgets x GPU types x seeds into trials in a seeded random order."""
     keys = TrialKeys(measurement_fields(cfg))
-    combos = [
-        (a.arch_hash, int(e), str(g), s)
-        for a in archs
-        for e in cfg.epochs
-        for g in cfg.gpus
-        for s in range(cfg.first_seed, cfg.first_seed + cfg.seeds)
-    ]
-    order = list(range(len(combos)))
+    seeds = range(cfg.first_seed, cfg.first_seed + cfg.seeds)
+    heads = [(a.arch_hash, int(e), str(g)) for a in archs for e in cfg.epochs for g in cfg.gpus]
+    order = list(range(len(heads) * len(seeds)))
     random.Random(cfg.order_seed).shuffle(order)
-    trials = [
-        TrialPlan(keys(h, e, g, s), h, e, g, s, order[i])
-        for i, (h, e, g, s) in enumerate(combos)
-    ]
+    # the i-th combination (architecture, epochs, GPU type, seed) runs at place order[i]
+    placed: list[TrialPlan | None] = [None] * len(order)
+    places = iter(order)
+    for h, e, g in heads:
+        for s, key in zip(seeds, keys.seeds(h, e, g, seeds), strict=True):
+            at = next(places)
+            placed[at] = TrialPlan(key, h, e, g, s, at)
+    trials = cast(list[TrialPlan], placed)
     if len({t.trial_key for t in trials}) != len(trials):  # only possible with duplicated list entries
         raise ConfigError("the sweep lists the same (epochs, gpu) twice; give each epoch budget and GPU type once")
-    trials.sort(key=lambda t: t.order_index)
     return Plan(archs=archs, trials=trials)
 
 

@@ -393,7 +393,7 @@ def _draw_uniform(rng: random.Random, max_vertices: int, max_edges: int) -> Cell
     if rng.random() * _encodings_in_class(cols, ops) >= 1.0:
         return None
     matrix = tuple(tuple(cols[j] >> i & 1 for j in range(v)) for i in range(v))
-    return CellSpec(matrix, ops)
+    return CellSpec.trusted(matrix, ops)  # a full DAG of valid ops within the limits: pruned and valid
 
 
 def load_specs(path: str | Path) -> list[CellSpec]:

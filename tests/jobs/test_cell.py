@@ -323,6 +323,8 @@ def test_sample_specs_is_seeded_distinct_and_valid() -> None:
     assert [s.to_dict() for s in specs] == [s.to_dict() for s in sample_specs(200, seed=7)]
     assert [s.arch_hash for s in sample_specs(20, seed=8)] != [s.arch_hash for s in specs[:20]]
     for s in specs:
+        # drawn without validation (full DAGs of valid ops): exactly what validation and pruning build
+        assert CellSpec.create(s.matrix, s.ops) == s and CellSpec(s.matrix, s.ops) == s
         assert 2 <= s.num_vertices <= MAX_VERTICES
         assert s.num_edges <= MAX_EDGES
         assert s.ops[0] == INPUT and s.ops[-1] == OUTPUT
