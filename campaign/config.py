@@ -83,7 +83,7 @@ class LauncherConfig:
     setup: list[str] = field(default_factory=list)  # shell lines run before the worker (module load ...)
     folder: str | None = None  # submitit's job folder; default ROOT/NAME/slurm
     address: str | None = None  # Ray cluster address; null: start a local Ray
-    local_resources: dict[str, float] | None = None  # custom resources of a local Ray, e.g. {gpu_a100: 2}
+    local_resources: dict[str, float] = field(default_factory=dict)  # custom resources of a local Ray, e.g. {gpu_a100: 2}
     local_num_cpus: int = 0  # CPUs of a local Ray; 0: Ray's default
     stale_after_s: float = 600.0  # a running attempt without heartbeat this long is stale
     max_workers: int = 256  # worker tasks per GPU type at most (each pulls trials until none is left)
@@ -261,7 +261,7 @@ class GpuSlurm:
 class GpuRay:
     """How Ray finds a node with this GPU type."""
 
-    resources: dict[str, float] | None = None
+    resources: dict[str, float] = field(default_factory=dict)
     accelerator_type: str | None = None
 
 
@@ -299,12 +299,32 @@ def _objects(build: Any) -> Any:
     try:
         return OmegaConf.to_object(build())
     except Exception as exc:  # Hydra raises several unrelated types; all are config errors here
-        if not isinstance(exc, OmegaConfBaseException) and type(exc).__module__.split(".")[0] not in (
-            "hydra",
-            "omegaconf",
-        ):
+        if not isinstance(exc, OmegaConfBaseException) and not _raised_by_hydra(exc):
             raise
         raise ConfigError(_one_line(exc)) from exc
+
+
+def _raised_by_hydra(exc: BaseException) -> bool:
+    """Whether Hydra or OmegaConf raised ``exc`` (their own types, or a built-in one such as an
+    AttributeError from inside them, which they re-raise with the key it concerns)."""
+    if type(exc).__module__.split(".")[0] in ("hydra", "omegaconf"):
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").split(".")[0] in ("hydra", "omegaconf"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+# Settings whose keys are the user's own (a mapping, not fields of the schema): ``KEY={...}`` is
+# given to Hydra as ``++KEY={...}``, which may add keys (a plain override may only set known ones).
+FREE_MAPPINGS = ("launcher.local_resources",)
+
+
+def _free_mapping(override: str) -> str:
+    key, eq, _ = override.partition("=")
+    return f"++{override}" if eq and key in FREE_MAPPINGS else override
 
 
 def compose(overrides: list[str]) -> CampaignConfig:
@@ -319,7 +339,7 @@ def compose(overrides: list[str]) -> CampaignConfig:
         GlobalHydra.instance().clear()
         try:
             with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                return hydra_compose(config_name="config", overrides=list(overrides))
+                return hydra_compose(config_name="config", overrides=[_free_mapping(o) for o in overrides])
         finally:
             GlobalHydra.instance().clear()
 

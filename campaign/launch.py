@@ -412,7 +412,8 @@ def resume(name: str, cfg: CampaignConfig, overrides: Sequence[str], console: Co
     stored = ingest_files(store, paths)
     if stored:
         how.note(console, f"stored {stored} result file(s) that had not reached the database")
-    # the scheduler first: attempts whose job has ended are reopened now, not after the stale limit
+    # the scheduler (and this machine's processes) first: attempts whose job or worker process has
+    # ended are reopened now, not after the stale limit
     dead = close_dead_attempts(store, info.id, launcher)
     live = launcher.live_workers(store.submissions(info.id))
     stale = run_cfg.launcher.stale_after_s if stale_after_s is None else stale_after_s
@@ -425,7 +426,7 @@ def resume(name: str, cfg: CampaignConfig, overrides: Sequence[str], console: Co
                  f"{sum(c['queued'] for c in live.values())} queued and {sum(c['running'] for c in live.values())} "
                  "running worker(s)")
     how.note(console, f"campaign {info.name}: {actions.done} done, {len(actions.still_running)} still running, "
-                      f"{dead} ended with their job, {len(actions.mark_stale)} stale, "
+                      f"{dead} ended with their job or process, {len(actions.mark_stale)} stale, "
                       f"{len(actions.reopen)} failed/cancelled reopened; {actions.to_run} trial(s) to run; "
                       f"{live_text}; {sum(workers.values())} worker(s) to submit")
     if budget_keys:  # a new budget: recorded, a budget stop lifted; checked against what remains
@@ -446,7 +447,8 @@ def resume(name: str, cfg: CampaignConfig, overrides: Sequence[str], console: Co
 
 
 def close_dead_attempts(store: ResultStore, campaign_id: int, launcher: Launcher) -> int:
-    """Running attempts whose scheduler job has ended (killed, cancelled, node failed): closed as
-    stale with the scheduler's word, their trials back to pending. Returns how many."""
+    """Running attempts whose scheduler job has ended (killed, cancelled, node failed), or whose
+    worker process on this machine has ended: closed as stale with the scheduler's word (or the
+    process's), their trials back to pending. Returns how many."""
     return close_ended(store, campaign_id, launcher.name, launcher.ended_jobs)
 

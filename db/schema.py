@@ -172,6 +172,9 @@ class Run(Base):
         String(100), comment="Slurm job id (array: JOBID_TASK) or Ray task; null when local"
     )
     scheduler_partition: Mapped[str | None] = mapped_column(String(100), comment="Slurm partition / Ray node")
+    process: Mapped[str | None] = mapped_column(
+        String(200), comment="HOST/BOOT/PIDNS/PID/START of the worker process that claimed the attempt "
+                             "(db.process); null before revision 0010")
     power_source: Mapped[str | None] = mapped_column(String(20), comment="nvml | simulated | ...")
     energy_method: Mapped[str | None] = mapped_column(
         String(50),

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, case, delete, exists, func, insert, s
 from sqlalchemy.exc import IntegrityError
 
 from db.errors import CampaignError
+from db.process import own as process_identity
 from db.read import CampaignNotFound
 from db.records import RunStatus, TrialState
 from db.schema import (
@@ -252,8 +253,9 @@ class TrialStore:
                 ).one()
                 run_id = conn.execute(insert(Run).values(
                     trial_id=tid, attempt=t.attempts, status=RunStatus.RUNNING, started_at=now,
-                    heartbeat_at=db_now(conn.dialect.name), host=host, pid=os.getpid(), worker_id=worker_id,
-                    scheduler_job=scheduler_job, scheduler_partition=scheduler_partition)).inserted_primary_key[0]  # type: ignore[index]
+                    heartbeat_at=db_now(conn.dialect.name), host=host, pid=os.getpid(), process=process_identity(),
+                    worker_id=worker_id, scheduler_job=scheduler_job,
+                    scheduler_partition=scheduler_partition)).inserted_primary_key[0]  # type: ignore[index]
                 return ClaimedTrial(tid, int(run_id), t.attempts, t.trial_key, t.arch_hash,
                                     json.loads(t.matrix_json or "[]"), json.loads(t.ops_json or "[]"), t.epochs,
                                     t.gpu_type, t.seed, t.params, t.workload,
@@ -424,9 +426,9 @@ class TrialStore:
 
     def running_attempts(self, campaign_id: int) -> list[dict[str, Any]]:
         """The campaign's running attempts: run_id, trial_id, trial_key, gpu_type, worker_id,
-        scheduler_job (as the worker recorded it)."""
+        scheduler_job and process (as the worker recorded them)."""
         q = (select(Run.id.label("run_id"), Run.trial_id, Trial.trial_key, Trial.gpu_type, Run.worker_id,
-                    Run.scheduler_job).join(Trial, Trial.id == Run.trial_id)
+                    Run.scheduler_job, Run.process).join(Trial, Trial.id == Run.trial_id)
              .where(Trial.campaign_id == campaign_id, Run.status == RunStatus.RUNNING).order_by(Run.id))
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]

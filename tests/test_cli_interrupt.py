@@ -86,6 +86,27 @@ def test_sigterm_cancels_too_and_exits_143(tmp_path: Path) -> None:
         ("cancelled", "pending")]
 
 
+@pytest.mark.slow
+def test_a_launch_killed_outright_is_seen_by_resume_at_once(tmp_path: Path) -> None:
+    """``kill -9`` (or the OOM killer) leaves no word in the database: the attempt still says
+    running, with a fresh heartbeat. A resume on the same machine sees that its worker process has
+    ended and runs the trial again at once, not after the stale limit (600 s here)."""
+    url, proc, _, _ = _interrupt_while_running(tmp_path, "kill", signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert rows(url, "select r.status, t.state from run r join trial t on t.id = r.trial_id") == [
+        ("running", "running")]
+    resumed = _campaign("resume", "kill", f"root={tmp_path}", f"db.url={url}", "launcher.stale_after_s=600")
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert "1 ended with their job or process" in resumed.stdout + resumed.stderr, resumed.stdout
+    got = rows(url, "select r.status, r.error from run r where r.attempt = 1 and r.status != 'done'")
+    assert len(got) == 1 and got[0][0] == "stale", got
+    assert f"its worker process (pid {proc.pid} on " in got[0][1] and "has ended" in got[0][1], got
+    per_trial = rows(url, "select sum(r.status = 'done'), count(r.id) from trial t join run r on r.trial_id = t.id "
+                          "group by t.id")
+    assert sorted(per_trial) == [(1, 1), (1, 2)], per_trial
+    assert rows(url, "select state, count(*) from trial group by state") == [("done", 2)]
+
+
 def test_plan_interrupted_says_nothing_about_resume(monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from campaign import cli

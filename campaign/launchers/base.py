@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from db import process
 from db.errors import ConfigError
 from jobs.worker import WorkerSpec, WorkerSummary
 
@@ -88,17 +89,24 @@ class Launcher(Protocol):
 def close_ended(store: Any, campaign_id: int, launcher_name: str,
                 ended_jobs: Callable[[Iterable[str]], Mapping[str, str]]) -> int:
     """Close as stale every running attempt of the campaign whose scheduler job ``ended_jobs``
-    says has ended (with the scheduler's word), its trial back to pending. Returns how many."""
-    attempts = [a for a in store.running_attempts(campaign_id) if a["scheduler_job"]]
+    says has ended (with the scheduler's word), or whose worker process on this machine has
+    ended (``db.process``: a launch or worker killed outright, a machine restarted; where no
+    scheduler can tell), their trials back to pending. Returns how many."""
+    attempts = store.running_attempts(campaign_id)
     if not attempts:
         return 0
-    ended = ended_jobs({str(a["scheduler_job"]) for a in attempts})
+    jobs = {str(a["scheduler_job"]) for a in attempts if a["scheduler_job"]}
+    ended = ended_jobs(jobs) if jobs else {}
     n = 0
     for a in attempts:
-        state = ended.get(str(a["scheduler_job"]))
+        state = ended.get(str(a["scheduler_job"])) if a["scheduler_job"] else None
         if state is not None:
-            n += store.close_dead(a["run_id"], a["trial_id"],
-                                  f"stale: its {launcher_name} job {a['scheduler_job']} ended ({state})")
+            reason = f"stale: its {launcher_name} job {a['scheduler_job']} ended ({state})"
+        elif a.get("process") and process.alive(a["process"]) is False:
+            reason = f"stale: its worker process ({process.describe(a['process'])}) has ended"
+        else:
+            continue
+        n += store.close_dead(a["run_id"], a["trial_id"], reason)
     return n
 
 

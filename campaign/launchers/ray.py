@@ -56,7 +56,9 @@ def connect(launcher: LauncherConfig) -> None:
     kwargs["resources"] = dict(launcher.local_resources or {})
     if launcher.local_num_cpus:
         kwargs["num_cpus"] = int(launcher.local_num_cpus)
-    ray.init(**kwargs)
+    # "local": a cluster of this launch's own, even where another runs on this machine (ray start),
+    # which a plain init would join (and refuse the CPUs and resources given for the local one)
+    ray.init(address="local", **kwargs)
 
 
 def check_resources(options: Mapping[str, Mapping[str, Any]]) -> None:

@@ -59,6 +59,18 @@ def test_overrides_work_as_hydra_users_expect() -> None:
     assert cfg.seeds == 5
 
 
+def test_a_local_ray_clusters_resources_are_given_as_a_mapping() -> None:
+    """``launcher.local_resources`` takes the user's own resource names, as written in the docs
+    (``KEY={...}``, ``+KEY.NAME=...``); a bad amount is one line naming it."""
+    assert compose(["launcher=ray"]).launcher.local_resources == {}
+    given = compose(["launcher=ray", "launcher.local_resources={gpu_a100: 1, gpu_v100: 2}"])
+    assert given.launcher.local_resources == {"gpu_a100": 1.0, "gpu_v100": 2.0}
+    assert compose(["+launcher.local_resources.gpu_a100=1"]).launcher.local_resources == {"gpu_a100": 1.0}
+    with pytest.raises(ConfigError, match=r"gpu_a100: Value 'lots' .* Float") as bad:
+        compose(["launcher=ray", "launcher.local_resources={gpu_a100: lots}"])
+    assert "\n" not in str(bad.value)
+
+
 def test_recipe_defaults_equal_the_code_defaults() -> None:
     """conf/recipe/nasbench101.yaml and jobs.recipe.RecipeConfig state the same recipe."""
     import dataclasses

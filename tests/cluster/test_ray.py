@@ -107,3 +107,44 @@ def test_a_killed_launch_is_seen_by_resume_at_once(tmp_path: Path) -> None:
     dead = rows(url, "select r.status, r.error from run r join trial t on t.id = r.trial_id "
                      "where t.trial_key = :k order by r.attempt", k=trial)
     assert dead[0][0] == "stale" and f"its Ray driver (job {driver}) ended" in dead[0][1], dead
+
+
+# A launch's own local cluster (no launcher.address), beside any cluster running on this machine.
+LOCAL = ["launcher=ray", "launcher.gpus_per_task=0", "launcher.local_num_cpus=2",
+         "launcher.local_resources={gpu_a100: 1, gpu_v100: 1}"]
+
+
+def _ended(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_killed_launch_with_its_own_cluster_is_seen_by_resume_at_once(tmp_path: Path) -> None:
+    """A launch that started its own Ray cluster is killed outright: its cluster, and the worker
+    process running a trial, end with it, and no scheduler is left to ask. A resume (with its own
+    new cluster) sees on this machine that the attempt's worker process has ended, reopens the
+    trial at once (not after the 600 s stale limit) and finishes every trial exactly once."""
+    from tests.cluster.helpers import rows_when_ready, start_campaign, wait_until
+
+    url = url_for(tmp_path)
+    name = ["name=rayown", f"root={tmp_path}", f"db.url={url}", "gpus=[a100]"]
+    proc = start_campaign("launch", *TINY, *name, "launcher.max_workers=1", "protocol.idle_s=6", *LOCAL)
+    try:
+        pid, trial = wait_until("a running attempt", lambda: next(iter(rows_when_ready(
+            url, "select r.pid, t.trial_key from run r join trial t on t.id = r.trial_id "
+                 "where r.status = 'running'")), None), timeout_s=300)
+    finally:
+        proc.kill()  # SIGKILL: the driver, and with it its cluster, goes without a word
+        proc.communicate(timeout=60)
+    assert int(pid) != proc.pid  # the trial ran in a Ray worker process
+    wait_until("the worker process to end with its cluster", lambda: _ended(int(pid)), timeout_s=120, poll_s=0.5)
+    out = campaign("resume", "rayown", f"root={tmp_path}", f"db.url={url}", "launcher.stale_after_s=600", *LOCAL,
+                   timeout=900).stdout
+    assert "1 ended with their job or process" in out, out
+    assert set(done_once(url).values()) == {1} and len(done_once(url)) == 2
+    dead = rows(url, "select r.status, r.error from run r join trial t on t.id = r.trial_id "
+                     "where t.trial_key = :k order by r.attempt", k=trial)
+    assert dead[0][0] == "stale" and f"its worker process (pid {pid} on " in dead[0][1], dead

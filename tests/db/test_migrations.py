@@ -149,3 +149,40 @@ def test_compact_traces_migration_keeps_every_sample_and_gives_them_back(db_url:
 def _bits(rows: dict[Any, list[tuple[Any, ...]]]) -> dict[Any, list[tuple[Any, ...]]]:
     """Floats by their hex (bit for bit, type included)."""
     return {k: [tuple(x.hex() if isinstance(x, float) else x for x in r) for r in v] for k, v in rows.items()}
+
+
+def test_the_worker_process_migration_goes_down_and_up_keeping_every_run(db_url: str, smoke_cfg: Any) -> None:
+    """0010 adds run.process (the claiming process's identity); going down drops the column alone:
+    runs and their traces stay (a rebuilt run table would have taken them with it)."""
+    from alembic import command
+
+    from db.migrate import alembic_config
+    from db.process import own
+    from db.records import RunResult
+    from db.store import ResultStore
+    from tests.db.conftest import plan_campaign, worker_result
+
+    engine = make_engine(db_url)
+    store = ResultStore(engine)
+    cid, _ = plan_campaign(store, smoke_cfg, "process")
+    claimed = [store.claim_next(cid, "cpu", "w1", "node1") for _ in range(2)]
+    assert None not in claimed
+    store.ingest(RunResult.from_json(worker_result(claimed[0], "process", energy_j=5.0)))  # type: ignore[arg-type]
+
+    def counts() -> tuple[int, int]:
+        with engine.connect() as conn:
+            return (conn.execute(sa.text("select count(*) from run")).scalar_one(),
+                    conn.execute(sa.text("select count(*) from trace_sample")).scalar_one())
+
+    def columns() -> set[str]:
+        return {c["name"] for c in inspect(engine).get_columns("run")}
+
+    before = counts()
+    assert before[0] == 2 and before[1] > 0 and "process" in columns()
+    assert [a["process"] for a in store.running_attempts(cid)] == [own()]
+    command.downgrade(alembic_config(engine), "0009")
+    assert "process" not in columns() and counts() == before
+    upgrade(engine)
+    assert "process" in columns() and counts() == before
+    assert [a["process"] for a in store.running_attempts(cid)] == [None]  # not known for runs claimed before
+    engine.dispose()
