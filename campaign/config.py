@@ -232,6 +232,10 @@ class CampaignConfig:
         """A configuration from plain data (a recorded one), checked as at composition."""
         from omegaconf import OmegaConf
 
+        launcher = values.get("launcher")
+        if isinstance(launcher, dict) and "local_resources" in launcher and launcher["local_resources"] is None:
+            # recorded before it became a mapping that may be empty (a null could not be set from the command line)
+            values = {**values, "launcher": {**launcher, "local_resources": {}}}
         return _objects(lambda: OmegaConf.merge(OmegaConf.structured(cls), values))
 
 
@@ -261,7 +265,7 @@ class GpuSlurm:
 class GpuRay:
     """How Ray finds a node with this GPU type."""
 
-    resources: dict[str, float] = field(default_factory=dict)
+    resources: dict[str, float] | None = None
     accelerator_type: str | None = None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from campaign.config import ConfigError, compose
+from campaign.config import CampaignConfig, ConfigError, compose
 from campaign.plan import resolve_architectures
 
 
@@ -69,6 +69,10 @@ def test_a_local_ray_clusters_resources_are_given_as_a_mapping() -> None:
     with pytest.raises(ConfigError, match=r"gpu_a100: Value 'lots' .* Float") as bad:
         compose(["launcher=ray", "launcher.local_resources={gpu_a100: lots}"])
     assert "\n" not in str(bad.value)
+    # a campaign recorded when the setting was null still reads back (a resume of it)
+    recorded = compose(["launcher=ray"]).to_dict()
+    recorded["launcher"]["local_resources"] = None
+    assert CampaignConfig.from_dict(recorded).launcher.local_resources == {}
 
 
 def test_recipe_defaults_equal_the_code_defaults() -> None:
