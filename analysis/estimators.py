@@ -544,8 +544,9 @@ def compare_estimators(
     too short for it are left out of their rows, and ``n_runs`` says how many each row rests on);
     the baselines need only duration, GPU type and, for Green Algorithms, utilization. With
     ``per_run_hardware`` the baselines take each run's ``power_limit_w`` (its recorded power
-    limit) instead of the GPU type's TDP and Green Algorithms its ``memory_gb`` instead of
-    ``green.memory_gb``, where the run has them.
+    limit) instead of the GPU type's TDP and Green Algorithms its ``job_memory_gb`` (the memory
+    its job could use, as its worker recorded it) instead of ``green.memory_gb``, where the run
+    has them.
     One row per estimator: n_runs, rmse_kj, mae_kj, r2 and a note.
 
     ``runs`` needs run_id, gpu_type, epochs, duration_s, energy_j, flops, train_images (and uses
@@ -604,8 +605,8 @@ def compare_estimators(
             known = np.isfinite(limit) & (limit > 0)
             tdp = np.where(known, limit, tdp)
             hw.append(f"recorded power limit of {int(known.sum())} of {len(test)} test runs (else the TDP)")
-        if "memory_gb" in test.columns and green.memory_gb > 0:
-            mem = pd.to_numeric(test["memory_gb"], errors="coerce").to_numpy(dtype=np.float64)
+        if "job_memory_gb" in test.columns and green.memory_gb > 0:
+            mem = pd.to_numeric(test["job_memory_gb"], errors="coerce").to_numpy(dtype=np.float64)
             known = np.isfinite(mem) & (mem > 0)
             memory = np.where(known, mem, memory)
             hw.append(f"recorded memory of {int(known.sum())} test runs")

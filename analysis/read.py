@@ -54,13 +54,11 @@ def read_campaign(reader: CampaignReader, campaign: str | CampaignInfo, trace_ex
     for part in _chunks(ids):
         util.update({int(k): (math.nan if v is None else float(v)) for k, v in reader.train_utilization(part).items()})
     runs["gpu_util_mean"] = runs["run_id"].map(util)
-    hardware = getattr(reader, "run_hardware", None)  # per-run memory and power limit, where the reader has them
-    if callable(hardware):
-        rows: dict[int, dict[str, Any]] = {}
-        for part in _chunks(ids):
-            rows.update(hardware(part))
-        for col in ("memory_gb", "power_limit_w"):
-            runs[col] = runs["run_id"].map({k: v.get(col) for k, v in rows.items()}).astype("float64")
+    hardware: dict[int, dict[str, Any]] = {}  # per run its job's memory limit and its GPU's power limit
+    for part in _chunks(ids):
+        hardware.update(reader.run_hardware(part))
+    for col in ("job_memory_gb", "power_limit_w"):
+        runs[col] = runs["run_id"].map({k: v.get(col) for k, v in hardware.items()}).astype("float64")
     traces = {rid: pd.DataFrame(reader.trace(int(rid))) for rid in example_runs(runs, trace_examples)}
     return CampaignFrames(info, runs, epochs, phases, traces, states)
 

@@ -292,8 +292,9 @@ class AnalysisSettings:
     batch_size: int = 256
     valid_images: int = 10_000
     #: Green Algorithms and ML CO2 Impact: take each run's recorded power limit (trace samples'
-    #: power_limit_w) instead of its GPU type's TDP, and its recorded memory (GB) for Green
-    #: Algorithms' memory term instead of green_algorithms.memory_gb, where the run records them.
+    #: power_limit_w) instead of its GPU type's TDP, and the memory its job could use (GB: the
+    #: cgroup or Slurm limit its worker recorded, jobs.limits) for Green Algorithms' memory term
+    #: instead of green_algorithms.memory_gb, where the run records them.
     per_run_hardware: bool = True
     #: More architectures than this: the report shows the factor tests and the top and bottom
     #: top_architectures architectures (box plot, pairs) instead of every pair and box; the full

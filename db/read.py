@@ -23,7 +23,7 @@ from db.errors import CampaignError
 from db.migrate import schema_problem
 from db.query import database_errors, read_only_engine
 from db.records import Phase, RunStatus, TrialState
-from db.schema import Architecture, Campaign, Epoch, Run, RunPhase, TraceSample, Trial
+from db.schema import Architecture, Campaign, Epoch, Hardware, Run, RunPhase, TraceSample, Trial
 from db.views import run_summary
 
 # The trial states ``list_campaigns`` counts per campaign (cancelled ones only count in "trials").
@@ -183,6 +183,26 @@ class CampaignReader:
         with self._connect() as conn:
             return {int(rid): (None if util is None else float(util)) for rid, util in conn.execute(q)}
 
+    def run_hardware(self, run_ids: Sequence[int]) -> dict[int, dict[str, float | None]]:
+        """Per run what its hardware was while it trained, where recorded: ``power_limit_w`` (the
+        mean of its training samples' enforced power limit, as the meter read it) and
+        ``job_memory_gb`` (the memory its job could use: the cgroup or Slurm limit the worker found,
+        else None; never the node's whole memory, which a shared node's job does not have)."""
+        t = TraceSample.__table__
+        ids = list(run_ids)
+        q = (select(t.c.run_id, func.avg(t.c.power_limit_w))
+             .where(t.c.run_id.in_(ids), t.c.phase == Phase.TRAIN).group_by(t.c.run_id))
+        hw = (select(Run.id, Hardware.details_json).join(Hardware, Hardware.id == Run.hardware_id)
+              .where(Run.id.in_(ids)))
+        out: dict[int, dict[str, float | None]] = {int(i): {"power_limit_w": None, "job_memory_gb": None} for i in ids}
+        with self._connect() as conn:
+            for rid, limit in conn.execute(q):
+                out[int(rid)]["power_limit_w"] = None if limit is None else float(limit)
+            for rid, details in conn.execute(hw):
+                memory = _number(json.loads(details or "{}").get("memory_limit_gb"))
+                out[int(rid)]["job_memory_gb"] = memory
+        return out
+
     def done_run_figures(self) -> list[dict[str, Any]]:
         """Every done run of every campaign (run_summary) with a positive duration and budget: its
         arch_hash, epochs, gpu_type, energy_j, energy_above_idle_j, duration_s and idle_power_w,
@@ -193,6 +213,14 @@ class CampaignReader:
              .where(v.c.energy_j.is_not(None), v.c.duration_s > 0, v.c.epochs > 0))
         with self._connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def _number(value: Any) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if x > 0 and x != float("inf") else None
 
 
 def open_reader(url: str) -> CampaignReader:

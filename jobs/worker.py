@@ -146,8 +146,11 @@ def resolve_device(device: str) -> str:
 
 
 def host_description() -> dict[str, Any]:
-    """The node's identity for the hardware table."""
+    """The node's identity for the hardware table, with the memory the job may use (its cgroup or
+    Slurm limit, ``jobs.limits``; None: unlimited)."""
     import psutil
+
+    from jobs.limits import memory_limit_gb
 
     cpu_model = platform.processor() or None
     try:
@@ -163,6 +166,7 @@ def host_description() -> dict[str, Any]:
         "cpu_model": cpu_model,
         "cpu_count": os.cpu_count(),
         "ram_gb": round(psutil.virtual_memory().total / 2**30, 2),
+        "memory_limit_gb": memory_limit_gb(),
     }
 
 

@@ -184,7 +184,7 @@ def test_zero_based_stable_epoch_is_the_studys_ten_unstable_epochs() -> None:
 def test_explicit_test_runs_and_per_run_power_limit_and_memory() -> None:
     runs, epochs = _runs_and_epochs(6, budgets=(8,), seeds=3)
     runs["power_limit_w"] = 250.0
-    runs["memory_gb"] = np.where(runs["run_id"] % 2 == 0, 8.0, 32.0)
+    runs["job_memory_gb"] = np.where(runs["run_id"] % 2 == 0, 8.0, 32.0)
     held = [1, 5, 9, 13]
     comp = compare_estimators(runs, epochs, SPECS, online=OnlineConfig(stable_epoch=2, window=3),
                               test_run_ids=held, per_run_hardware=True,
@@ -195,7 +195,7 @@ def test_explicit_test_runs_and_per_run_power_limit_and_memory() -> None:
     test = runs.set_index("run_id").loc[held]
     assert p.loc["ml_co2_impact"].loc[held].to_numpy() == pytest.approx(250.0 * test["duration_s"].to_numpy())
     ga = p.loc["green_algorithms"].loc[held].to_numpy()
-    assert ga == pytest.approx((250.0 * 1.0 + test["memory_gb"].to_numpy() * 0.3725) * test["duration_s"].to_numpy())
+    assert ga == pytest.approx((250.0 * 1.0 + test["job_memory_gb"].to_numpy() * 0.3725) * test["duration_s"].to_numpy())
     with pytest.raises(ValueError, match="not finished runs"):
         compare_estimators(runs, epochs, SPECS, test_run_ids=[999])
 

@@ -122,3 +122,27 @@ def test_a_reader_error_is_one_line_and_still_tells_an_outage(smoke_db) -> None:
         reader.status_rows(info.id)
     assert str(err.value).count("\n") == 0 and "server closed the connection" in str(err.value)
     assert is_connectivity_error(err.value)  # judged by its cause: a worker still waits it out
+
+
+def test_run_hardware_gives_each_runs_power_limit_and_job_memory(db_url: str, smoke_cfg) -> None:  # type: ignore[no-untyped-def]
+    """Per run: the mean enforced power limit of its training samples, and the memory its job could
+    use as the worker recorded it (None where it recorded no limit: never the node's RAM)."""
+    from db.engine import make_engine
+    from db.records import RunResult
+    from db.store import ResultStore
+    from tests.db.conftest import plan_campaign, worker_result
+
+    store = ResultStore(make_engine(db_url))
+    cid, _ = plan_campaign(store, smoke_cfg, "hw")
+    limited, unlimited = (store.claim_next(cid, "cpu", "w", "node1") for _ in range(2))
+    assert limited is not None and unlimited is not None
+    one = worker_result(limited, "hw", energy_j=5.0)
+    one["hardware"] = {**one["hardware"], "memory_limit_gb": 12.5}
+    one["trace"]["power_limit_w"] = [300.0 if p == "train" else 250.0 for p in one["trace"]["phase"]]
+    store.ingest(RunResult.from_json(one))
+    store.ingest(RunResult.from_json(worker_result(unlimited, "hw", energy_j=5.0)))
+    got = store.run_hardware([limited.run_id, unlimited.run_id, 10**6])
+    assert got == {limited.run_id: {"power_limit_w": 300.0, "job_memory_gb": 12.5},
+                   unlimited.run_id: {"power_limit_w": 250.0, "job_memory_gb": None},
+                   10**6: {"power_limit_w": None, "job_memory_gb": None}}
+    store.engine.dispose()
