@@ -193,7 +193,7 @@ def status_document(reader: CampaignReader, info: CampaignInfo, workers: bool = 
     for kind in ("simulated", "measured"):
         totals[f"{kind}_energy_j"] = sum(e["energy_j"] for e in sources.values() if e["kind"] == kind)
     campaign = {"name": info.name, "sweep": info.sweep, "created_at": utc_text(info.created_at), "root": info.root,
-                "code_revision": info.code_revision}
+                "code_revision": info.code_revision, "workload": info.config.get("workload", "nasbench101")}
     doc = {"campaign": campaign, "rows": out_rows, "totals": totals, "power_sources": sorted(
         sources.values(), key=lambda e: str(e["source"]))}
     doc["budget"] = budget_document(reader, info, totals["running"])
@@ -240,12 +240,14 @@ def energy_summary(doc: dict[str, Any]) -> str:
 
 def print_status(console: Console, doc: dict[str, Any]) -> None:
     c = doc["campaign"]
-    table = Table(title=f"campaign {c['name']} (sweep {c['sweep']}, created {c['created_at']})")
+    trains = c.get("workload", "nasbench101") == "nasbench101"  # other workloads have no epoch budget
+    what = "" if trains else f"{c['workload']} workload, "
+    table = Table(title=f"campaign {c['name']} ({what}sweep {c['sweep']}, created {c['created_at']})")
     for col in ("GPU type", "epochs", "pending", "running", "done", "failed", "cancelled", "energy (kJ)",
                 "power source"):
         table.add_column(col, justify="left" if col in ("GPU type", "power source") else "right")
     for r in doc["rows"]:
-        table.add_row(r["gpu_type"], str(r["epochs"]), *(str(r[s]) for s in STATES),
+        table.add_row(r["gpu_type"], str(r["epochs"]) if trains else "-", *(str(r[s]) for s in STATES),
                       _energy_cell(r["energy_j_by_source"]), ", ".join(sorted(r["energy_j_by_source"])) or "-")
     console.print(table)
     t = doc["totals"]

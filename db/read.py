@@ -138,12 +138,13 @@ class CampaignReader:
         return [rows[k] for k in sorted(rows)]
 
     def runs(self, campaign_id: int, status: str | None = RunStatus.DONE) -> list[dict[str, Any]]:
-        """Runs of a campaign joined with their trial and architecture, as plain rows."""
+        """Runs of a campaign joined with their trial and architecture, as plain rows (a trial of a
+        workload that trains no cell has ``arch_hash``, ``matrix`` and ``ops`` None)."""
         run = Run.__table__
-        q = (select(run, Trial.trial_key, Trial.arch_hash, Trial.epochs, Trial.gpu_type, Trial.seed, Trial.params,
-                    Trial.flops, Architecture.matrix_json, Architecture.ops_json)
+        q = (select(run, Trial.trial_key, Trial.workload, Trial.arch_hash, Trial.epochs, Trial.gpu_type, Trial.seed,
+                    Trial.params, Trial.flops, Architecture.matrix_json, Architecture.ops_json)
              .join(Trial, Trial.id == run.c.trial_id)
-             .join(Architecture, Architecture.arch_hash == Trial.arch_hash)
+             .join(Architecture, Architecture.arch_hash == Trial.arch_hash, isouter=True)
              .where(Trial.campaign_id == campaign_id).order_by(run.c.id))
         if status is not None:
             q = q.where(run.c.status == status)
@@ -151,8 +152,9 @@ class CampaignReader:
             rows = [dict(r._mapping) for r in conn.execute(q)]
         for d in rows:
             d["run_id"] = d.pop("id")
-            d["matrix"] = json.loads(d.pop("matrix_json"))
-            d["ops"] = json.loads(d.pop("ops_json"))
+            matrix, ops = d.pop("matrix_json"), d.pop("ops_json")
+            d["matrix"] = None if matrix is None else json.loads(matrix)
+            d["ops"] = None if ops is None else json.loads(ops)
         return rows
 
     def phases(self, run_ids: Sequence[int]) -> list[dict[str, Any]]:

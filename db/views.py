@@ -51,6 +51,10 @@ run_summary = Table(
     _col("trial_id", Integer, "trial.id"),
     _col("trial_key", String, "hash of the fields that change the measurement"),
     _col("attempt", Integer, "1 for the first run of a trial"),
+    _col("workload", String, "what the trial measures: nasbench101 (a cell trained for epochs) | layers (a layer "
+         "or model's inference windows; arch_hash, num_vertices and num_edges NULL unless it is a cell)"),
+    _col("spec_json", String, "the workload's own spec of the trial, JSON (a layer or model: type, sizes, batch); "
+         "NULL for a NAS-Bench-101 cell"),
     _col("arch_hash", String, "NAS-Bench-101 graph hash of the architecture"),
     _col("num_vertices", Integer, "vertices of the pruned cell"),
     _col("num_edges", Integer, "edges of the pruned cell"),
@@ -109,9 +113,12 @@ run_summary = Table(
     _col("test_accuracy", Float, "test accuracy after the last epoch", "0-1"),
 )
 
-# trial_summary: one row per (campaign, architecture, epoch budget, GPU type, power source).
-_TRIAL_KEYS = ("campaign", "campaign_id", "arch_hash", "num_vertices", "num_edges", "params", "flops", "epochs",
-               "gpu_type", "power_source", "power_kind")
+# trial_summary: one row per (campaign, workload, architecture, epoch budget, GPU type, power
+# source); frozen per version (version 3 adds the workload)
+_TRIAL_KEYS_V1 = ("campaign", "campaign_id", "arch_hash", "num_vertices", "num_edges", "params", "flops", "epochs",
+                  "gpu_type", "power_source", "power_kind")
+_TRIAL_KEYS_V3 = ("campaign", "campaign_id", "workload", "spec_json", *_TRIAL_KEYS_V1[2:])
+_TRIAL_KEYS = _TRIAL_KEYS_V3
 # (run_summary column, unit) aggregated as mean and sample standard deviation over seeds; frozen
 # per version of trial_summary
 _MEAN_SD_V1 = (("energy_j", "J"), ("energy_per_image_j", "J/image"), ("duration_s", "s"),
@@ -154,9 +161,10 @@ def _n_train_from_config(dialect: str) -> str:
     raise ValueError(f"no view SQL for the {dialect!r} dialect (supported: sqlite, postgresql)")
 
 
-def _run_summary(dialect: str, phases: tuple[str, ...], v2: bool) -> str:
+def _run_summary(dialect: str, phases: tuple[str, ...], v2: bool, v3: bool = False) -> str:
     """``SELECT`` of run_summary over ``phases``; ``v2`` adds version 2's columns (energy above
-    idle, uncertainty, method checks, flags) to version 1's, which it leaves as they were."""
+    idle, uncertainty, method checks, flags) to version 1's, which it leaves as they were; ``v3``
+    the workload, and the runs of trials that train no cell (their architecture columns NULL)."""
     measured = ", ".join(f"'{s}'" for s in MEASURED_SOURCES)
     n_images = f"COALESCE(r.train_images, {_n_train_from_config(dialect)})"
     aggregated = [("energy_j", "energy_j"), ("duration_s", "duration_s")]
@@ -184,13 +192,14 @@ def _run_summary(dialect: str, phases: tuple[str, ...], v2: bool) -> str:
         for column, alias in aggregated for p in phases
     )
     phase_select = ",\n  ".join(selected)
+    workload = "\n  t.workload,\n  t.spec_json," if v3 else ""
     return f"""SELECT
   c.name AS campaign,
   c.id AS campaign_id,
   r.id AS run_id,
   t.id AS trial_id,
   t.trial_key,
-  r.attempt,
+  r.attempt,{workload}
   t.arch_hash,
   a.num_vertices,
   a.num_edges,
@@ -225,7 +234,7 @@ def _run_summary(dialect: str, phases: tuple[str, ...], v2: bool) -> str:
 FROM run r
 JOIN trial t ON t.id = r.trial_id
 JOIN campaign c ON c.id = t.campaign_id
-JOIN architecture a ON a.arch_hash = t.arch_hash
+{"LEFT JOIN" if v3 else "JOIN"} architecture a ON a.arch_hash = t.arch_hash
 LEFT JOIN hardware h ON h.id = r.hardware_id
 LEFT JOIN (
   SELECT run_id,
@@ -249,15 +258,22 @@ def run_summary_v2(dialect: str) -> str:
     return _run_summary(dialect, PHASES_V2, v2=True)
 
 
+def run_summary_v3(dialect: str) -> str:
+    """``SELECT`` of run_summary, version 3: version 2 with the trial's workload, and the done runs
+    of every workload (a layer campaign's too; a trial that trains no cell has NULL architecture
+    columns)."""
+    return _run_summary(dialect, PHASES_V2, v2=True, v3=True)
+
+
 def _trial_summary(dialect: str, mean_sd: tuple[tuple[str, str], ...],
-                   mean_only: tuple[tuple[str, str, str], ...]) -> str:
+                   mean_only: tuple[tuple[str, str, str], ...], trial_keys: tuple[str, ...] = _TRIAL_KEYS_V1) -> str:
     """``SELECT`` of trial_summary: run_summary aggregated over seeds.
 
     Medians by rank within the group (the mean of the one or two middle values); standard
     deviations from deviations to the group mean (two passes, never negative under rounding).
     """
     _n_train_from_config(dialect)  # the same dialect check as run_summary
-    keys = ", ".join(_TRIAL_KEYS)
+    keys = ", ".join(trial_keys)
     group = f"PARTITION BY {keys}"
     means = [name for name, _ in mean_sd]
     window_means = ",\n    ".join(f"AVG({m}) OVER ({group}) AS g_{m}" for m in means)
@@ -303,8 +319,14 @@ def trial_summary_v2(dialect: str) -> str:
     return _trial_summary(dialect, _MEAN_SD_V2, _MEAN_ONLY_V2)
 
 
+def trial_summary_v3(dialect: str) -> str:
+    """``SELECT`` of trial_summary, version 3: version 2 over run_summary version 3, grouped by the
+    workload and its spec too (a layer campaign's rows are its layer and model specs)."""
+    return _trial_summary(dialect, _MEAN_SD_V2, _MEAN_ONLY_V2, _TRIAL_KEYS_V3)
+
+
 # The version of each view a fresh database ends up with (the newest migration's).
-CURRENT: dict[str, Callable[[str], str]] = {"run_summary": run_summary_v2, "trial_summary": trial_summary_v2}
+CURRENT: dict[str, Callable[[str], str]] = {"run_summary": run_summary_v3, "trial_summary": trial_summary_v3}
 
 
 def create_views_sql(dialect: str, versions: Mapping[str, Callable[[str], str]] | None = None) -> list[str]:

@@ -6,6 +6,7 @@ other seeds lands inside the estimate made from the first."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -68,4 +69,6 @@ def test_calibration_second_campaign_inside_the_first_ones_estimate(tmp_path: Pa
     assert analyzed.returncode == 0, analyzed.stdout + analyzed.stderr
     report = (tmp_path / "two" / "report" / "report.md").read_text()
     assert "Calibration of the pre-launch estimate" in report
-    assert "100 % of the done runs lie inside their pre-launch interval" in report
+    # a 95 % prediction interval: of 8 runs, 6 or more inside (all 8 only about two times in three)
+    inside = re.search(r"(\d+) % of the done runs lie inside their pre-launch interval", report)
+    assert inside is not None and int(inside.group(1)) >= 75, report

@@ -186,3 +186,23 @@ def test_the_worker_process_migration_goes_down_and_up_keeping_every_run(db_url:
     assert "process" in columns() and counts() == before
     assert [a["process"] for a in store.running_attempts(cid)] == [None]  # not known for runs claimed before
     engine.dispose()
+
+
+def test_the_views_of_every_workload_go_down_and_up_again(db_url: str) -> None:
+    """0011 gives run_summary and trial_summary the workload and its spec (view version 3); going
+    down restores version 2."""
+    from alembic import command
+
+    from db.migrate import alembic_config
+
+    def columns(view: str) -> set[str]:
+        return {c["name"] for c in inspect(engine).get_columns(view)}
+
+    engine = make_engine(db_url)
+    upgrade(engine)
+    assert {"workload", "spec_json"} <= columns("run_summary") and {"workload", "spec_json"} <= columns("trial_summary")
+    command.downgrade(alembic_config(engine), "0010")
+    assert not {"workload", "spec_json"} & (columns("run_summary") | columns("trial_summary"))
+    upgrade(engine)
+    assert current_revision(engine) == head_revision() and "workload" in columns("trial_summary")
+    engine.dispose()

@@ -257,14 +257,23 @@ def test_the_views_know_the_phases_the_meters_tag() -> None:
 def test_the_frozen_phases_of_the_current_run_summary_are_the_recorded_phases() -> None:
     """Each version of run_summary keeps its own copy of the phases (a migration creates it): a
     phase added to db.records.Phase needs a new version of the view, not an edit of an old one.
-    Version 1 had five phases; version 2 (migration 0005) added setup."""
+    Version 1 had five phases; version 2 (migration 0005) added setup; version 3 (migration 0011)
+    keeps version 2's phases."""
     from db.records import PHASES, Phase
-    from db.views import CURRENT, PHASES_V1, PHASES_V2, run_summary, run_summary_v1, run_summary_v2
+    from db.views import (
+        CURRENT,
+        PHASES_V1,
+        PHASES_V2,
+        run_summary,
+        run_summary_v1,
+        run_summary_v2,
+        run_summary_v3,
+    )
 
-    assert CURRENT["run_summary"] is run_summary_v2
+    assert CURRENT["run_summary"] is run_summary_v3
     assert PHASES_V2 == PHASES == tuple(p.value for p in Phase)
     assert tuple(p for p in PHASES if p != Phase.SETUP) == PHASES_V1
-    for version, phases in ((run_summary_v1, PHASES_V1), (run_summary_v2, PHASES_V2)):
+    for version, phases in ((run_summary_v1, PHASES_V1), (run_summary_v2, PHASES_V2), (run_summary_v3, PHASES_V2)):
         sql = version("sqlite")
         assert all(f"AS {p}_energy_j" in sql and f"AS {p}_duration_s" in sql for p in phases)
     assert "setup_energy_j" not in run_summary_v1("sqlite")

@@ -271,6 +271,16 @@ def test_rows_are_stored_read_back_and_analysed(tmp_path: Path) -> None:
         assert n == len(o.records["layer_measurement"])
         # stored again (a result file ingested twice): replaced, not doubled
         store_layer_rows(engine, "layers", o.result.trial_key, 1, o.records["layer_measurement"])
+    # the summary views hold a layer campaign's runs (view version 3): one row per run and per spec
+    with engine.connect() as conn:
+        summary = conn.execute(text("SELECT workload, arch_hash, spec_json, energy_j, power_kind FROM run_summary "
+                                    "WHERE campaign = 'layers' ORDER BY run_id")).all()
+        trials = conn.execute(text("SELECT workload, spec_json, runs FROM trial_summary WHERE campaign = 'layers' "
+                                   "ORDER BY spec_json")).all()
+    assert [(w, a) for w, a, *_ in summary] == [("layers", None)] * len(outs)
+    assert sorted((json.loads(s) for _, _, s, _, _ in summary), key=json.dumps) == sorted((p.spec for p in planned), key=json.dumps)
+    assert all(e is not None and e > 0 and k == "simulated" for *_, e, k in summary)
+    assert len(trials) == len(planned) and {(w, n) for w, _, n in trials} == {("layers", 1)}
     rows = layer_rows(engine, int(cid))
     assert len(rows) == sum(len(o.records["layer_measurement"]) for o in outs)
     assert {r["power_source"] for r in rows} == {"simulated"} and all(r["status"] == "done" for r in rows)
@@ -291,7 +301,7 @@ def wired() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not wired(), reason="the layer workload is not wired into campaign/ yet (config, plan, worker)")
-def test_the_smoke_layer_campaign_through_the_cli(tmp_path: Path) -> None:
+def test_the_smoke_layer_campaign_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import sqlite3
 
     from campaign.cli import main
@@ -299,11 +309,19 @@ def test_the_smoke_layer_campaign_through_the_cli(tmp_path: Path) -> None:
     ov = [f"root={tmp_path}", f"db.url=sqlite:///{tmp_path / 'layers.db'}"]
     assert main(["plan", "+sweep=layers_smoke", *ov]) == 0
     assert main(["launch", "+sweep=layers_smoke", "name=layers", *ov]) == 0
+    capsys.readouterr()
     assert main(["status", "layers", *ov]) == 0
+    shown = capsys.readouterr().out
+    assert "layers workload" in shown and "18/18 trials done" in shown, shown
+    assert main(["status", "layers", "--json", *ov]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["campaign"]["workload"] == "layers" and doc["totals"]["attempts"] == {"done": 18}
+    assert doc["totals"]["simulated_energy_j"] > 0 and doc["totals"]["measured_energy_j"] == 0
     con = sqlite3.connect(tmp_path / "layers.db")
     n_trials = con.execute("SELECT count(*) FROM trial WHERE workload = 'layers' AND state = 'done'").fetchone()[0]
     n_rows = con.execute("SELECT count(*) FROM layer_measurement").fetchone()[0]
     assert n_trials == 18 and n_rows > n_trials
+    assert con.execute("SELECT count(*) FROM run_summary WHERE workload = 'layers'").fetchone()[0] == 18
     assert main(["analyze", "layers", *ov]) == 0
     page = (tmp_path / "layers" / "report" / "layers.md").read_text()
     assert "RMSPE" in page and "additivity" in page and "simulated" in page
