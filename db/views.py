@@ -335,6 +335,20 @@ def create_views_sql(dialect: str, versions: Mapping[str, Callable[[str], str]] 
     return [f"CREATE VIEW {name} AS\n{chosen[name](dialect)}" for name in VIEW_NAMES]
 
 
+def create_views(execute: Callable[[str], Any], bind: Any, versions: Mapping[str, Callable[[str], str]]) -> None:
+    """Create the views of ``versions`` through ``execute`` (a migration's ``op.execute``) on the
+    connection ``bind``, then, where the database keeps comments, comment their columns."""
+    from sqlalchemy import inspect
+
+    for statement in create_views_sql(bind.dialect.name, versions):
+        execute(statement)
+    if bind.dialect.supports_comments:
+        inspector = inspect(bind)
+        existing = {name: {c["name"] for c in inspector.get_columns(name)} for name in VIEW_NAMES}
+        for statement in comment_views_sql(bind.dialect.name, existing):
+            execute(statement)
+
+
 def drop_views_sql() -> list[str]:
     """``DROP VIEW`` statements, dependents first."""
     return [f"DROP VIEW IF EXISTS {name}" for name in reversed(VIEW_NAMES)]

@@ -23,8 +23,6 @@ versioned view functions it names.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-
 import sqlalchemy as sa
 from alembic import op
 
@@ -96,16 +94,6 @@ WHERE status = 'done' AND EXISTS (
 )"""
 
 
-def _recreate_views(bind: sa.engine.Connection, versions: Mapping[str, Callable[[str], str]]) -> None:
-    for statement in views.create_views_sql(bind.dialect.name, versions):
-        op.execute(statement)
-    if bind.dialect.supports_comments:
-        inspector = sa.inspect(bind)
-        existing = {name: {c["name"] for c in inspector.get_columns(name)} for name in views.VIEW_NAMES}
-        for statement in views.comment_views_sql(bind.dialect.name, existing):
-            op.execute(statement)
-
-
 def upgrade() -> None:
     bind = op.get_bind()
     for statement in views.drop_views_sql():  # the run table is rebuilt on SQLite; PostgreSQL retypes a column
@@ -124,7 +112,7 @@ def upgrade() -> None:
     op.execute(SUPERSEDE_EXTRA_DONE_RUNS)
     op.create_index(ONE_DONE_RUN, "run", ["trial_id"], unique=True,
                     sqlite_where=sa.text(ONE_DONE_WHERE), postgresql_where=sa.text(ONE_DONE_WHERE))
-    _recreate_views(bind, VIEWS_AFTER)
+    views.create_views(op.execute, bind, VIEWS_AFTER)
 
 
 def downgrade() -> None:
@@ -147,4 +135,4 @@ def downgrade() -> None:
                                       existing_comment=ENERGY_METHOD_AFTER)
             for name, _, _ in reversed(columns):
                 batch_op.drop_column(name)
-    _recreate_views(bind, VIEWS_BEFORE)
+    views.create_views(op.execute, bind, VIEWS_BEFORE)

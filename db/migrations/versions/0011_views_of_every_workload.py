@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-import sqlalchemy as sa
 from alembic import op
 
 from db import views
@@ -31,16 +30,9 @@ VIEWS_AFTER = {"run_summary": views.run_summary_v3, "trial_summary": views.trial
 
 
 def _recreate_views(versions: Mapping[str, Callable[[str], str]]) -> None:
-    bind = op.get_bind()
     for statement in views.drop_views_sql():
         op.execute(statement)
-    for statement in views.create_views_sql(bind.dialect.name, versions):
-        op.execute(statement)
-    if bind.dialect.supports_comments:
-        inspector = sa.inspect(bind)
-        existing = {name: {c["name"] for c in inspector.get_columns(name)} for name in views.VIEW_NAMES}
-        for statement in views.comment_views_sql(bind.dialect.name, existing):
-            op.execute(statement)
+    views.create_views(op.execute, op.get_bind(), versions)
 
 
 def upgrade() -> None:
